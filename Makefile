@@ -1,0 +1,25 @@
+# Every target creates or refreshes .venv from scratch-safe steps, so a fresh clone needs nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first, from the local wheel: any other spec would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/halluc generate --model tiny-llava --image halluc/assets/example.png --prompt "What is in the image?" --max-new-tokens 8
+
+clean:
+	rm -rf $(VENV)
