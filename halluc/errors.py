@@ -1,0 +1,17 @@
+"""User-facing errors: one clear line, no traceback (the CLI prints `str(err)` and exits 2)."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HallucError(ValueError):
+    """Bad input from the user: the message alone must tell them what to fix."""
+
+
+def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> HallucError:
+    """`unknown method 'vdc' (did you mean 'vcd'?); choices: none, vcd, ...`"""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return HallucError(f"unknown {kind} '{value}'{hint}; choices: {', '.join(choices)}")

@@ -1,0 +1,73 @@
+"""Methods by name. A duplicate name raises; a miss lists the choices."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from halluc.errors import HallucError, unknown_choice
+from halluc.interventions.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a Method subclass under its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY:
+        raise ValueError(f"method '{cls.name}' is already registered ({_REGISTRY[cls.name].__name__})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _REGISTRY:
+        raise unknown_choice("method", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def make_method(name: str, params: Mapping[str, Any] | None = None) -> Method:
+    """Instantiate a method; unknown parameters name the valid ones."""
+    cls = method_class(name)
+    params = dict(params or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        valid = ", ".join(sorted(known)) or "none"
+        raise HallucError(f"method '{name}' has no parameter '{unknown[0]}'; its parameters: {valid}")
+    return cls(**params)
+
+
+def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, Any] | None = None) -> list[Method]:
+    """Methods from names and one flat parameter mapping.
+
+    A plain key (`alpha`) goes to the one method that has it (ambiguous keys raise);
+    a dotted key (`vcd.alpha`) names the method explicitly.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    names = [n for n in names if n != "none"] or ["none"]
+    if len(set(names)) != len(names):
+        raise HallucError(f"method listed twice: {', '.join(names)}")
+    classes = {n: method_class(n) for n in names}
+    per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in (params or {}).items():
+        owner, _, pname = key.rpartition(".")
+        if owner:
+            if owner not in per_method:
+                raise HallucError(f"parameter '{key}' names method '{owner}', which is not selected")
+            per_method[owner][pname] = value
+            continue
+        owners = [n for n, c in classes.items() if pname in {f.name for f in dataclasses.fields(c)}]
+        if len(owners) > 1:
+            raise HallucError(f"parameter '{key}' is ambiguous between {', '.join(owners)}; write e.g. '{owners[0]}.{key}'")
+        per_method[owners[0] if owners else names[0]][pname] = value
+    return [make_method(n, per_method[n]) for n in names]
