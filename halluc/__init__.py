@@ -1,0 +1,13 @@
+"""halluc: training-free hallucination mitigation for vision-language models, with honest benchmarks.
+
+    import halluc
+    m = halluc.load("llava")
+    halluc.generate(m, images, prompts, method="vcd")
+    with halluc.apply(m, "vhr"):
+        ...
+"""
+from halluc.api import Decoding, Generation, LVLM, apply, generate, load, methods, models
+from halluc.errors import HallucError
+
+__version__ = "0.1.0"
+__all__ = ["Decoding", "Generation", "HallucError", "LVLM", "apply", "generate", "load", "methods", "models"]

@@ -1,0 +1,72 @@
+"""The Python API: everything the CLI does goes through these functions."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+from halluc.decoding.generate import Generation
+from halluc.decoding.generate import generate as _generate
+from halluc.decoding.strategy import Decoding
+from halluc.images import load_images
+from halluc.interventions import check_compatible, make_methods, method_class, method_names
+from halluc.models.loading import CATALOG, TINY_FAMILIES, load
+from halluc.models.lvlm import LVLM
+
+__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "load_images", "make_methods", "methods",
+           "models"]
+
+
+def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             num_beams: int = 1, seed: int | None = None, return_scores: bool = False, **params):
+    """Generate answers for (image, prompt) pairs with a method (or a list of methods) applied.
+
+    Method parameters are keyword arguments (`alpha=2`), or dotted (`**{"vcd.alpha": 2}`) when
+    several methods are stacked. Returns the texts, or a `Generation` with per-step scores when
+    `return_scores=True`.
+
+        >>> m = halluc.load("tiny-llava")
+        >>> halluc.generate(m, ["cat.png"], ["What is in the image?"], max_new_tokens=8)
+    """
+    decoding = Decoding(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                        top_p=top_p, top_k=top_k, num_beams=num_beams, seed=seed)
+    result = _generate(model, images, prompts, method, decoding=decoding, params=params,
+                       return_scores=return_scores)
+    return result if return_scores else result.texts
+
+
+@contextlib.contextmanager
+def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
+    """Apply methods to every `generate` call on `model` inside the block; the model is unchanged after.
+
+        >>> with halluc.apply(m, "vhr", alpha=2):
+        ...     halluc.generate(m, images, prompts)
+    """
+    added = make_methods(method, params)
+    check_compatible(model.family, model.active + added)
+    model.active.extend(added)
+    try:
+        yield model
+    finally:
+        for m in added:  # remove exactly ours, by identity, whatever happened inside
+            model.active.remove(next(a for a in model.active if a is m))
+
+
+def methods() -> list[dict]:
+    """Every registered method with its description and parameters (name, default, range, doc)."""
+    rows = []
+    for name in method_names():
+        cls = method_class(name)
+        rows.append({"name": name, "kind": cls.kind, "paper": cls.paper, "formula": cls.formula,
+                     "cost": cls.cost, "families": sorted(cls.families) if cls.families else "all",
+                     "parameters": cls.parameters()})
+    return rows
+
+
+def models() -> list[dict]:
+    """Known model aliases and tiny offline models."""
+    rows = [dataclasses.asdict(e) for e in CATALOG]
+    rows += [{"alias": alias, "hub_id": "(built offline)", "family": fam, "note": "random weights, for tests and smoke runs"}
+             for alias, fam in TINY_FAMILIES.items()]
+    return rows

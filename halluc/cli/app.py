@@ -1,0 +1,60 @@
+"""Commands. Each one parses, calls `halluc.api`, and prints; nothing else lives here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from halluc import api
+from halluc.cli.common import friendly_errors, parse_method_params, stderr
+
+app = typer.Typer(help="Training-free hallucination mitigation for vision-language models.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def models() -> None:
+    """List model aliases (first column) with their hub ids and families."""
+    for row in api.models():
+        typer.echo(f"{row['alias']:<18} {row['family']:<13} {row['hub_id']:<36} {row['note']}")
+
+
+@app.command()
+def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show parameters and defaults.")) -> None:
+    """List methods, one per line (name first)."""
+    for row in api.methods():
+        typer.echo(f"{row['name']:<10} {row['kind']:<9} {row['paper']}")
+        if verbose:
+            typer.echo(f"{'':<10} formula: {row['formula']}; cost: {row['cost']}; families: {row['families']}")
+            for p in row["parameters"]:
+                rng = f" range [{p['low']}, {p['high']}]" if p.get("low") is not None or p.get("high") is not None else ""
+                typer.echo(f"{'':<12} --{p['name']} (default {p['default']}){rng} {p.get('doc', '')}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def generate(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="Alias, tiny-* model, local directory or hub id."),
+    image: list[Path] = typer.Option(..., "--image", "-i", help="Image file (repeat for a batch)."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat, or one for all images)."),
+    method: list[str] = typer.Option(["none"], "--method", help="Method name; repeat to stack methods."),
+    param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE (or pass --NAME VALUE)."),
+    max_new_tokens: int = typer.Option(64, help="Maximum tokens to generate."),
+    do_sample: bool = typer.Option(False, "--do-sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0), top_k: int = typer.Option(0),
+    num_beams: int = typer.Option(1, help="Beam search when > 1."),
+    seed: int = typer.Option(0, help="Seed for sampling and for tiny models' weights."),
+    device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
+) -> None:
+    """Generate an answer for each image; the texts alone go to stdout, one per line."""
+    params = parse_method_params(ctx.args, param)
+    api.make_methods(method, params)  # validate methods, parameters and images before loading weights
+    api.load_images(image)
+    stderr(f"loading {model} ...")
+    lvlm = api.load(model, device=device, dtype=dtype, seed=seed)
+    texts = api.generate(lvlm, list(image), list(prompt), method, max_new_tokens=max_new_tokens,
+                         do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                         num_beams=num_beams, seed=seed, **params)
+    for text in texts:
+        typer.echo(text.replace("\n", " "))

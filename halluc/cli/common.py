@@ -1,0 +1,60 @@
+"""Shared CLI plumbing: one-line errors and free-form method parameters."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import typer
+
+from halluc.errors import HallucError
+
+
+def friendly_errors(fn):
+    """Bad input -> one line on stderr and exit code 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HallucError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def parse_value(text: str):
+    """'2' -> 2, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_method_params(extra: list[str], pairs: list[str]) -> dict:
+    """Method parameters from `--alpha 2 --vcd.beta=0.1` leftovers and `--param alpha=2` pairs."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HallucError(f"--param expects NAME=VALUE, got '{pair}'")
+        params[key.replace("-", "_")] = parse_value(value)
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise HallucError(f"unexpected argument '{token}'")
+        key, sep, value = token[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise HallucError(f"method parameter '--{key}' needs a value")
+            value, i = extra[i + 1], i + 1
+        params[key.replace("-", "_")] = parse_value(value)
+        i += 1
+    return params
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,107 @@
+"""`halluc.generate`: prompts + images -> texts, with any stack of methods applied."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from halluc.decoding.strategy import Decoding
+from halluc.errors import HallucError
+from halluc.images import load_images
+from halluc.interventions import Method, Session, attach, make_methods
+from halluc.models.lvlm import LVLM
+
+
+@dataclass
+class Generation:
+    """Texts plus what produced them."""
+
+    texts: list[str]
+    tokens: list[list[int]]  # generated token ids per row (padding and EOS removed)
+    scores: torch.Tensor | None = None  # (B, steps, V) processed logits per step, when asked for
+
+
+def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", *,
+             decoding: Decoding | None = None, params: Mapping[str, Any] | None = None,
+             return_scores: bool = False) -> Generation:
+    """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`)."""
+    images, prompts = _pair(images, prompts)
+    decoding = decoding or Decoding()
+    methods = lvlm.active + make_methods(method, params)
+    pil_images = load_images(images)
+    inputs = _to_device(lvlm.adapter.build_inputs(lvlm.processor, pil_images, prompts), lvlm)
+    session = Session(lvlm, inputs, images=pil_images, prompts=list(prompts))
+    with attach(session, _real(methods)) as attached:
+        if attached.branches or attached.search:
+            raise HallucError(f"methods {', '.join(m.name for m in methods)} need the multi-branch decoding engine")
+        output = _hf_generate(lvlm, inputs, decoding, attached.logits_processors, return_scores)
+    return _decode(lvlm, inputs, output, return_scores)
+
+
+def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool):
+    model = lvlm.model
+    config = decoding.generation_config(model.generation_config, lvlm.processor.tokenizer)
+    seed_scope = torch.random.fork_rng(devices=_devices(lvlm)) if decoding.do_sample else contextlib.nullcontext()
+    with seed_scope, torch.inference_mode():
+        if decoding.do_sample and decoding.seed is not None:
+            torch.manual_seed(decoding.seed)
+        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
+                              return_dict_in_generate=True, output_scores=return_scores)
+
+
+def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool) -> Generation:
+    tokenizer = lvlm.processor.tokenizer
+    new = output.sequences[:, inputs["input_ids"].shape[1]:]  # (B, steps)
+    specials = {t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
+    tokens = [_until_end(row.tolist(), specials) for row in new]
+    texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+    scores = torch.stack(output.scores, dim=1).float().cpu() if return_scores and output.scores else None
+    return Generation(texts=texts, tokens=tokens, scores=scores)
+
+
+def _until_end(ids: list[int], specials: set[int]) -> list[int]:
+    for i, t in enumerate(ids):
+        if t in specials:
+            return ids[:i]
+    return ids
+
+
+def _pair(images, prompts) -> tuple[list, list[str]]:
+    """Accept one image or a list, one prompt or a list; a single one is repeated to match the other."""
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if len(images) == 1 and len(prompts) > 1:
+        images = images * len(prompts)
+    if len(prompts) == 1 and len(images) > 1:
+        prompts = prompts * len(images)
+    if len(images) != len(prompts):
+        raise HallucError(f"got {len(images)} images but {len(prompts)} prompts")
+    if not prompts:
+        raise HallucError("no prompts given")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise HallucError("empty prompt: every prompt needs some text")
+    return images, prompts
+
+
+def _real(methods: list[Method]) -> list[Method]:
+    return [m for m in methods if m.name != "none"]
+
+
+def _to_device(inputs: dict, lvlm: LVLM) -> dict:
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(lvlm.device)
+            if value.is_floating_point():
+                value = value.to(lvlm.dtype)
+        out[key] = value
+    return out
+
+
+def _devices(lvlm: LVLM) -> list:
+    return [lvlm.device] if lvlm.device.type == "cuda" else []

@@ -1,0 +1,53 @@
+"""Decoding settings: greedy, sampling or beam search, validated once."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from transformers import GenerationConfig
+
+from halluc.errors import HallucError
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How tokens are chosen. Greedy by default; `do_sample` for sampling; `num_beams > 1` for beams."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    num_beams: int = 1
+    seed: int | None = None  # sampling seed; the global RNG is left untouched
+
+    def __post_init__(self):
+        checks = [
+            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
+            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
+            (self.num_beams >= 1, f"num_beams must be >= 1, got {self.num_beams}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise HallucError(message)
+
+    @property
+    def mode(self) -> str:
+        return "beam" if self.num_beams > 1 else "sample" if self.do_sample else "greedy"
+
+    def generation_config(self, base: GenerationConfig | None, tokenizer) -> GenerationConfig:
+        """A GenerationConfig with exactly these settings (the model's own sampling defaults are ignored)."""
+        cfg = GenerationConfig(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, num_beams=self.num_beams,
+            temperature=self.temperature if self.do_sample else None,
+            top_p=self.top_p if self.do_sample else None,
+            top_k=self.top_k if self.do_sample else None,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=base.eos_token_id if base is not None and base.eos_token_id is not None else tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)

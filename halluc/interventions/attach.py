@@ -1,0 +1,98 @@
+"""Wire a list of methods into a model for one generate call, and take exactly that back out.
+
+Everything is resolved (hook points, attention modules, family support, conflicts) before a single
+hook is registered, so a bad request leaves nothing behind; removal happens in `finally`.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from halluc.errors import HallucError
+from halluc.interventions.base import HookSpec, Method
+from halluc.interventions.session import Session
+from halluc.kernels.backend import BACKEND, active_edits, register_backend
+
+
+@dataclass
+class Attached:
+    """What the generate loop needs from the attached methods."""
+
+    logits_processors: list[Any] = field(default_factory=list)
+    branches: list[Any] = field(default_factory=list)
+    search: str | None = None
+
+
+@contextlib.contextmanager
+def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
+    check_compatible(session.lvlm.family, methods)
+    adapter, model = session.adapter, session.model
+    specs = [spec for m in methods for spec in m.hooks(session)]
+    modules = [adapter.resolve(model, spec.point) for spec in specs]  # raises before any hook exists
+    edits = _collect_edits(session, methods)
+    attached = Attached(
+        logits_processors=[p for m in methods for p in m.logits_processors(session)],
+        branches=[b for m in methods for b in m.branches(session)],
+        search=next((m.search for m in methods if m.search), None),
+    )
+    handles = []
+    try:
+        for module, spec in zip(modules, specs):
+            handles.append(_register(module, spec))
+        with _backend_selected(session, needed=bool(edits)), active_edits(edits):
+            yield attached
+    finally:
+        for handle in reversed(handles):
+            handle.remove()
+
+
+def check_compatible(family: str, methods: Sequence[Method]) -> None:
+    """Refuse unsupported families and pairs that cannot share one run, before touching the model."""
+    for m in methods:
+        if not m.supports(family):
+            raise HallucError(f"method '{m.name}' does not support {family} models "
+                              f"(it supports: {', '.join(sorted(m.families or ()))})")
+    searches = [m.name for m in methods if m.search]
+    if len(searches) > 1:
+        raise HallucError(f"methods {' and '.join(searches)} each replace the search; use one of them")
+
+
+def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, Any]:
+    edits: dict[nn.Module, Any] = {}
+    owner: dict[int, str] = {}
+    for m in methods:
+        for layer, edit in m.attention_edits(session).items():
+            if layer in owner:
+                raise HallucError(f"methods '{owner[layer]}' and '{m.name}' both edit attention in layer {layer}")
+            owner[layer] = m.name
+            module = session.adapter.attention(session.model, layer)
+            if edit.image_columns is None:  # methods may narrow it; by default every image token
+                edit.image_columns = session.image_mask
+            edits[module] = edit
+    return edits
+
+
+def _register(module: nn.Module, spec: HookSpec):
+    if spec.kind == "forward_pre":
+        return module.register_forward_pre_hook(spec.fn, with_kwargs=spec.with_kwargs)
+    return module.register_forward_hook(spec.fn, with_kwargs=spec.with_kwargs)
+
+
+@contextlib.contextmanager
+def _backend_selected(session: Session, needed: bool) -> Iterator[None]:
+    """Make sure the LM attention runs on the halluc backend while edits are active; restore after."""
+    text_config = session.adapter.text_config(session.model)
+    previous = text_config._attn_implementation
+    switch = needed and previous != BACKEND
+    if switch:
+        register_backend()
+        session.model.set_attn_implementation({session.adapter.text_config_key: BACKEND})
+    try:
+        yield
+    finally:
+        if switch:
+            session.model.set_attn_implementation({session.adapter.text_config_key: previous})
