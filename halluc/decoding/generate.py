@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList
 
+from halluc.decoding.branches import ORIGINAL, Branch, BranchCombiner, Sampler, build_view_batch
 from halluc.decoding.strategy import Decoding
 from halluc.errors import HallucError
 from halluc.images import load_images
-from halluc.interventions import Method, Session, attach, make_methods
+from halluc.interventions import Method, Session, attach, check_compatible, make_methods
 from halluc.models.lvlm import LVLM
 
 
@@ -31,15 +32,45 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
     """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`)."""
     images, prompts = _pair(images, prompts)
     decoding = decoding or Decoding()
-    methods = lvlm.active + make_methods(method, params)
+    if return_scores and decoding.num_beams > 1:
+        raise HallucError("return_scores is available for greedy and sampling decoding, not beam search")
+    methods = _real(lvlm.active + make_methods(method, params))
+    check_compatible(lvlm.family, methods)
     pil_images = load_images(images)
-    inputs = _to_device(lvlm.adapter.build_inputs(lvlm.processor, pil_images, prompts), lvlm)
-    session = Session(lvlm, inputs, images=pil_images, prompts=list(prompts))
-    with attach(session, _real(methods)) as attached:
-        if attached.branches or attached.search:
-            raise HallucError(f"methods {', '.join(m.name for m in methods)} need the multi-branch decoding engine")
-        output = _hf_generate(lvlm, inputs, decoding, attached.logits_processors, return_scores)
-    return _decode(lvlm, inputs, output, return_scores)
+    owner, branches = _branches(Session(lvlm, {}, images=pil_images, prompts=prompts), methods)
+    if branches:
+        inputs = build_view_batch(lvlm.adapter, lvlm.processor, pil_images, prompts, branches)
+    else:
+        inputs = lvlm.adapter.build_inputs(lvlm.processor, pil_images, prompts)
+    views = (ORIGINAL, *(b.name for b in branches))
+    session = Session(lvlm, _to_device(inputs, lvlm), images=pil_images, prompts=list(prompts), views=views)
+    with attach(session, methods) as attached:
+        if attached.search:
+            raise NotImplementedError(f"search strategy '{attached.search}' has no engine yet")
+        processors, hf_decoding = list(attached.logits_processors), decoding
+        if owner is not None:
+            combiner, hf_decoding = _combiner(owner, views, decoding, lvlm)
+            processors.append(combiner)  # last: it sees every other edit, and may draw the token itself
+        output = _hf_generate(lvlm, session.inputs, hf_decoding, processors, return_scores)
+    return _decode(lvlm, session.inputs, output, return_scores, rows=len(prompts))
+
+
+def _branches(session: Session, methods: list[Method]) -> tuple[Method | None, list[Branch]]:
+    owners = [(m, m.branches(session)) for m in methods]
+    owners = [(m, b) for m, b in owners if b]
+    if len(owners) > 1:
+        names = " and ".join(m.name for m, _ in owners)
+        raise HallucError(f"methods {names} each add decoding branches; stack at most one of them")
+    return owners[0] if owners else (None, [])
+
+
+def _combiner(owner: Method, views: tuple[str, ...], decoding: Decoding, lvlm: LVLM):
+    if decoding.do_sample and decoding.num_beams > 1:
+        raise HallucError(f"method '{owner.name}' supports greedy, sampling or beam search, not beam sampling")
+    sampler = Sampler(decoding, lvlm.device) if decoding.do_sample else None
+    combiner = BranchCombiner(views, owner.combine, owner.plausibility(), sampler)
+    # with our own sampler drawing one token per sample, HF just takes the one-hot's argmax
+    return combiner, replace(decoding, do_sample=False) if sampler else decoding
 
 
 def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool):
@@ -53,13 +84,14 @@ def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list,
                               return_dict_in_generate=True, output_scores=return_scores)
 
 
-def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool) -> Generation:
+def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool, rows: int) -> Generation:
+    """Texts of the first `rows` rows (the original view; branch rows carry the same tokens)."""
     tokenizer = lvlm.processor.tokenizer
-    new = output.sequences[:, inputs["input_ids"].shape[1]:]  # (B, steps)
+    new = output.sequences[:rows, inputs["input_ids"].shape[1]:]  # (B, steps)
     specials = {t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
     tokens = [_until_end(row.tolist(), specials) for row in new]
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-    scores = torch.stack(output.scores, dim=1).float().cpu() if return_scores and output.scores else None
+    scores = torch.stack(output.scores, dim=1)[:rows].float().cpu() if return_scores and output.scores else None
     return Generation(texts=texts, tokens=tokens, scores=scores)
 
 

@@ -23,7 +23,6 @@ class Attached:
     """What the generate loop needs from the attached methods."""
 
     logits_processors: list[Any] = field(default_factory=list)
-    branches: list[Any] = field(default_factory=list)
     search: str | None = None
 
 
@@ -36,7 +35,6 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
     edits = _collect_edits(session, methods)
     attached = Attached(
         logits_processors=[p for m in methods for p in m.logits_processors(session)],
-        branches=[b for m in methods for b in m.branches(session)],
         search=next((m.search for m in methods if m.search), None),
     )
     handles = []

@@ -11,7 +11,7 @@ and `halluc.interventions.attach` wires them up and removes exactly what it adde
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,7 +74,16 @@ class Method:
         return {}
 
     def branches(self, session: Session) -> list[Any]:
+        """Extra input views (`halluc.decoding.branches.Branch`) decoded as rows of the same batch."""
         return []
+
+    def combine(self, views: Mapping[str, Any]) -> Any:
+        """Per-step combination of per-view log-probs {view: (N, V)} -> (N, V); needed with branches."""
+        raise NotImplementedError(f"{self.name} declares branches but no combine()")
+
+    def plausibility(self) -> float | None:
+        """Adaptive plausibility cutoff beta on the original view (None = no cutoff)."""
+        return getattr(self, "beta", None)
 
     def logits_processors(self, session: Session) -> list[Any]:
         return []

@@ -17,6 +17,7 @@ class Session:
     inputs: dict  # the batch as given to generate(), on the model's device
     images: list | None = None  # the PIL images of the batch (branches re-process them)
     prompts: list[str] = field(default_factory=list)
+    views: tuple[str, ...] = ("original",)  # the batch is view-major: len(views) blocks of len(prompts) rows
     state: dict[str, Any] = field(default_factory=dict)  # method scratch space for this call
 
     @property

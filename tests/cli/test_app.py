@@ -1,0 +1,61 @@
+"""The CLI is a thin layer: right output streams, one-line errors, non-zero exits."""
+import pytest
+from typer.testing import CliRunner
+
+from halluc.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_help_everywhere():
+    for args in ([], ["models"], ["methods"], ["generate"]):
+        result = invoke(*args, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_methods_lists_one_name_per_line():
+    result = invoke("methods")
+    assert result.exit_code == 0
+    assert "none" in [line.split()[0] for line in result.stdout.splitlines()]
+
+
+def test_models_lists_aliases():
+    first_column = [line.split()[0] for line in invoke("models").stdout.splitlines()]
+    assert {"llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "instructblip", "tiny-llava"} <= set(first_column)
+
+
+def test_generate_prints_only_the_text_on_stdout(images):
+    result = invoke("generate", "--model", "tiny-llava", "--image", str(images[0]), "--prompt", "What is it?",
+                    "--max-new-tokens", "4")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1
+    assert "loading tiny-llava" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "lava"], "unknown model 'lava'"),
+    (["--method", "vdc"], "unknown method 'vdc'"),
+    (["--alpha", "2"], "method 'none' has no parameter 'alpha'"),
+    (["--image", "/nonexistent/x.png"], "image not found: /nonexistent/x.png"),
+    (["--prompt", " "], "empty prompt"),
+])
+def test_generate_bad_input_one_line_and_exit_2(images, args, message):
+    base = {"--model": "tiny-llava", "--image": str(images[0]), "--prompt": "What?"}
+    overrides = dict(zip(args[::2], args[1::2]))
+    argv = ["generate"] + [x for k, v in {**base, **overrides}.items() for x in (k, v)]
+    result = invoke(*argv)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_not_an_image_file(tmp_path):
+    path = tmp_path / "fake.png"
+    path.write_text("not really a png")
+    result = invoke("generate", "--model", "tiny-llava", "--image", str(path), "--prompt", "What?")
+    assert result.exit_code == 2 and f"not an image file (unrecognised format): {path}" in result.stderr

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny offline models (built once per session) and small test images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import halluc
+
+FAMILIES = ["tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-instructblip"]
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    cache: dict[str, halluc.LVLM] = {}
+
+    def get(name: str) -> halluc.LVLM:
+        if name not in cache:
+            cache[name] = halluc.load(name, device="cpu")
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_models):
+    return tiny_models("tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> list[Path]:
+    """Two small distinct RGB images on disk."""
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (20, 120, 220)]):
+        img = Image.new("RGB", (40, 32), colour)
+        img.paste((255, 255, 255), (5 + 10 * i, 5, 20 + 10 * i, 20))
+        path = folder / f"img{i}.png"
+        img.save(path)
+        paths.append(path)
+    return paths

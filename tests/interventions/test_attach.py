@@ -1,0 +1,143 @@
+"""The framework itself: hooks and attention edits go in for one call and come out exactly, even on error."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import halluc
+from halluc.errors import HallucError
+from halluc.interventions import HookSpec, Method, Session, attach, param, register
+from halluc.interventions.registry import unregister
+from halluc.kernels.backend import current_edits
+from halluc.kernels.edits import AttentionEdit
+
+
+@dataclass(frozen=True)
+class HeadScale(Method):
+    """Test method: scale every head's output of one layer before o_proj (a VHR-like edit)."""
+
+    name = "test-headscale"
+    alpha: float = param(1.0, low=0.0)
+    layer: int = param(0)
+
+    def hooks(self, session):
+        heads = session.adapter.num_heads(session.model)
+
+        def scale(module, args):
+            x = args[0]  # (B, T, H*D)
+            return (x.view(*x.shape[:-1], heads, -1).mul(self.alpha).view_as(x),)
+
+        return [HookSpec(f"layers.{self.layer}.attn.o_proj", scale, kind="forward_pre")]
+
+
+@dataclass(frozen=True)
+class MaskImage(Method):
+    """Test method: hide all image tokens from the LM's attention (strength 0 = identity)."""
+
+    name = "test-maskimage"
+    strength: float = param(1.0, low=0.0, high=1.0)
+
+    def attention_edits(self, session):
+        if self.strength == 0:
+            return {}
+        bias = torch.zeros(session.image_mask.shape).masked_fill(session.image_mask, float("-inf"))
+        return {i: AttentionEdit(column_bias=bias) for i in range(session.adapter.num_layers(session.model))}
+
+
+@dataclass(frozen=True)
+class BadPoint(Method):
+    name = "test-badpoint"
+
+    def hooks(self, session):
+        return [HookSpec("layers.0.attn.o_proj", lambda *a: None), HookSpec("layers.99", lambda *a: None)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_methods():
+    for cls in (HeadScale, MaskImage, BadPoint):
+        register(cls)
+    yield
+    for cls in (HeadScale, MaskImage, BadPoint):
+        unregister(cls.name)
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def first_logits(lvlm, images, method="none", **params):
+    result = halluc.generate(lvlm, images, ["Describe.", "What is it?"], method, max_new_tokens=1,
+                             return_scores=True, **params)
+    return result.scores[:, 0]
+
+
+def test_identity_at_zero_strength_is_bit_identical(tiny_llava, images):
+    vanilla = first_logits(tiny_llava, images)
+    assert torch.equal(first_logits(tiny_llava, images, "test-headscale", alpha=1.0), vanilla)
+    assert torch.equal(first_logits(tiny_llava, images, "test-maskimage", strength=0.0), vanilla)
+
+
+def test_edits_change_the_output(tiny_llava, images):
+    vanilla = first_logits(tiny_llava, images)
+    assert not torch.allclose(first_logits(tiny_llava, images, "test-headscale", alpha=3.0), vanilla)
+    assert not torch.allclose(first_logits(tiny_llava, images, "test-maskimage"), vanilla)
+
+
+def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images):
+    before = hook_count(tiny_llava.model)
+    implementation = tiny_llava.model.config.text_config._attn_implementation
+    halluc.generate(tiny_llava, images, ["a", "b"], ["test-headscale", "test-maskimage"], max_new_tokens=2, alpha=2.0)
+    session = Session(tiny_llava, {"input_ids": torch.tensor([[1, 2]])})
+    with pytest.raises(RuntimeError, match="boom"):
+        with attach(session, [HeadScale(alpha=2.0)]):
+            assert hook_count(tiny_llava.model) == before + 1
+            raise RuntimeError("boom")
+    assert hook_count(tiny_llava.model) == before
+    assert dict(current_edits()) == {}
+    assert tiny_llava.model.config.text_config._attn_implementation == implementation
+
+
+def test_unresolvable_point_registers_nothing(tiny_llava, images):
+    before = hook_count(tiny_llava.model)
+    with pytest.raises(HallucError, match="'layers.99': llava has 2 layers"):
+        halluc.generate(tiny_llava, images, ["a", "b"], "test-badpoint", max_new_tokens=1)
+    assert hook_count(tiny_llava.model) == before
+
+
+def test_generation_raising_inside_leaves_nothing(tiny_llava, images, monkeypatch):
+    before = hook_count(tiny_llava.model)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("generation failed")
+
+    monkeypatch.setattr(tiny_llava.model, "generate", explode)
+    with pytest.raises(RuntimeError, match="generation failed"):
+        halluc.generate(tiny_llava, images, ["a", "b"], ["test-headscale", "test-maskimage"], alpha=2.0)
+    assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
+
+
+def test_apply_scopes_methods_and_restores(tiny_llava, images):
+    vanilla = first_logits(tiny_llava, images)
+    with halluc.apply(tiny_llava, "test-headscale", alpha=3.0):
+        inside = first_logits(tiny_llava, images)
+        with pytest.raises(ValueError):
+            with halluc.apply(tiny_llava, "test-maskimage"):
+                raise ValueError("inner failure")
+        assert [m.name for m in tiny_llava.active] == ["test-headscale"]
+    assert tiny_llava.active == []
+    assert not torch.allclose(inside, vanilla)
+    assert torch.equal(first_logits(tiny_llava, images), vanilla)
+    assert torch.equal(inside, first_logits(tiny_llava, images, "test-headscale", alpha=3.0))
+
+
+def test_two_methods_editing_one_layer_are_refused(tiny_llava, images):
+    @dataclass(frozen=True)
+    class Other(MaskImage):
+        name = "test-maskimage2"
+
+    register(Other)
+    try:
+        with pytest.raises(HallucError, match="both edit attention in layer 0"):
+            halluc.generate(tiny_llava, images, ["a", "b"], ["test-maskimage", "test-maskimage2"])
+    finally:
+        unregister(Other.name)
