@@ -5,15 +5,15 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 
-from halluc.decoding.generate import Generation
+from halluc.decoding.generate import Generation, pair_inputs
 from halluc.decoding.generate import generate as _generate
 from halluc.decoding.strategy import Decoding
 from halluc.images import load_images
 from halluc.interventions import check_compatible, make_methods, method_class, method_names
-from halluc.models.loading import CATALOG, TINY_FAMILIES, load
+from halluc.models.loading import CATALOG, TINY_FAMILIES, check_model_name, load
 from halluc.models.lvlm import LVLM
 
-__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "load_images", "make_methods", "methods",
+__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images", "make_methods", "methods",
            "models"]
 
 
@@ -51,6 +51,14 @@ def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
     finally:
         for m in added:  # remove exactly ours, by identity, whatever happened inside
             model.active.remove(next(a for a in model.active if a is m))
+
+
+def check_request(model: str, images, prompts, method: str | Sequence[str] = "none", **params) -> None:
+    """Every cheap check `load` + `generate` would make, before any weights are loaded."""
+    check_model_name(model)
+    make_methods(method, params)
+    pair_inputs(images, prompts)
+    load_images(images if isinstance(images, (list, tuple)) else [images])
 
 
 def methods() -> list[dict]:

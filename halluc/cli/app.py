@@ -49,8 +49,7 @@ def generate(
 ) -> None:
     """Generate an answer for each image; the texts alone go to stdout, one per line."""
     params = parse_method_params(ctx.args, param)
-    api.make_methods(method, params)  # validate methods, parameters and images before loading weights
-    api.load_images(image)
+    api.check_request(model, list(image), list(prompt), method, **params)  # fail before loading weights
     stderr(f"loading {model} ...")
     lvlm = api.load(model, device=device, dtype=dtype, seed=seed)
     texts = api.generate(lvlm, list(image), list(prompt), method, max_new_tokens=max_new_tokens,

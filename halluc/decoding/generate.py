@@ -30,7 +30,7 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
              decoding: Decoding | None = None, params: Mapping[str, Any] | None = None,
              return_scores: bool = False) -> Generation:
     """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`)."""
-    images, prompts = _pair(images, prompts)
+    images, prompts = pair_inputs(images, prompts)
     decoding = decoding or Decoding()
     if return_scores and decoding.num_beams > 1:
         raise HallucError("return_scores is available for greedy and sampling decoding, not beam search")
@@ -102,7 +102,7 @@ def _until_end(ids: list[int], specials: set[int]) -> list[int]:
     return ids
 
 
-def _pair(images, prompts) -> tuple[list, list[str]]:
+def pair_inputs(images, prompts) -> tuple[list, list[str]]:
     """Accept one image or a list, one prompt or a list; a single one is repeated to match the other."""
     images = list(images) if isinstance(images, (list, tuple)) else [images]
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)

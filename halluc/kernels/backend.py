@@ -1,9 +1,12 @@
 """The "halluc" attention backend, registered with transformers' AttentionInterface.
 
 With no edit active for a module it *is* SDPA (it calls transformers' own sdpa function), so a
-model loaded with `attn_implementation={"text_config": "halluc"}` behaves exactly like SDPA until a
-method activates an edit. Edits are looked up per attention module in a ContextVar that
-`active_edits` sets and always resets, so nothing is left on the model afterwards.
+model loaded with `attn_implementation={"text_config": "halluc", "vision_config": "sdpa"}` behaves
+bit-identically to SDPA until a method activates an edit. Edits are looked up per attention module
+in a ContextVar that `active_edits` sets and always resets, so nothing is left on the model
+afterwards. An edited call goes through `halluc.kernels.dispatch.attention` (Triton on CUDA, the
+torch reference elsewhere, HALLUC_KERNEL to force one); its optional outputs land in
+`edit.record` and, if set, `edit.on_output(module, edit.record)`.
 """
 from __future__ import annotations
 
@@ -16,21 +19,39 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from halluc.kernels.dispatch import attention
 from halluc.kernels.edits import AttentionEdit
-from halluc.kernels.reference import attention_reference
 
 BACKEND = "halluc"
 _EDITS: ContextVar[Mapping[nn.Module, AttentionEdit]] = ContextVar("halluc_attention_edits", default={})
 
 
 def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function: q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> ((B, Tq, H, D), weights).
+
+    The 5th parameter must be called `attention_mask` (Qwen2-VL's vision tower passes it by keyword).
+    With an edit the second output is the per-head image mass (B, H, Tq) when the edit asks for it
+    (what `output_attentions=True` then collects), else None.
+    """
     edit = _EDITS.get().get(module)
     if edit is None or edit.is_noop():
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    scaling = module.scaling if scaling is None else scaling
-    out = attention_reference(query, key, value, attention_mask, scaling=scaling, edit=edit,
-                              is_causal=getattr(module, "is_causal", True))
-    return out, None
+    if dropout and module.training:
+        raise RuntimeError("attention edits are inference-only (dropout > 0 in training mode)")
+    if scaling is None:
+        scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    tq, tk = query.shape[2], key.shape[2]
+    if is_causal and attention_mask is None and 1 < tq < tk:
+        # transformers' convention (see sdpa_attention_forward): a causal call without a mask and with
+        # more keys than queries is a prefill into an empty static cache; the extra keys are empty slots.
+        key, value = key[:, :, :tq], value[:, :, :tq]
+    result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+    edit.record.update(result)
+    if edit.on_output is not None:
+        edit.on_output(module, edit.record)
+    return result.out, result.image_mass
 
 
 def register_backend() -> str:

@@ -64,6 +64,12 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
     return LVLM(model=model, processor=processor, adapter=adapter_for(model), name=name, revision=lvlm_revision)
 
 
+def check_model_name(name: str) -> None:
+    """Raise the same error `load` would for a name that cannot be a model, without loading anything."""
+    if name not in TINY_FAMILIES:
+        _resolve_source(name)
+
+
 def _resolve_source(name: str) -> str:
     if name in ALIASES:
         return ALIASES[name].hub_id

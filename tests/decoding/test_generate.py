@@ -56,7 +56,7 @@ def test_pil_images_are_accepted(tiny_llava, images):
     (dict(temperature=0.0, do_sample=True), "temperature must be > 0"),
 ])
 def test_bad_input_is_one_clear_error(tiny_llava, images, kwargs, message):
-    args = dict(prompts=PROMPTS, **kwargs)
+    args = {"prompts": PROMPTS, **kwargs}
     with pytest.raises(HallucError, match=message):
         halluc.generate(tiny_llava, images, **args)
 

@@ -1,0 +1,385 @@
+"""POPE (Li et al., EMNLP 2023): "Is there a {object} in the image?" yes/no polling on COCO.
+
+Three parts, kept apart so the metric stays a pure function:
+  * questions   read the official JSON-lines files (both published versions), the HF mirror
+                `lmms-lab/POPE`, or build new question sets from a COCO instances file with the
+                official random / popular / adversarial negative sampling;
+  * parsers     the five yes/no extraction rules in circulation (`pope`, `opera`, `vcd`, `exact`, `word`);
+  * scoring     `score_pope` pairs answers with questions by question_id (never by position: LLaVA's
+                script pairs by position and silently mis-aligns the 2,910- and 3,000-question files).
+
+Unparsed answers (parser returned None) and missing answers are counted in `unparsed`. They stay in
+the denominator of accuracy and yes_ratio and count as wrong, as in the MME eval tool ("other" is
+wrong), VCD's script and lmms-eval; they are left out of the confusion matrix, so precision, recall
+and F1 are computed over parsed answers only (VCD's and lmms-eval's rule). The official POPE and
+OPERA parsers never return None, so for them the numbers equal the official scripts' exactly.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from halluc.benchmarks.io import load_coco, read_jsonl_located, require
+from halluc.errors import HallucError, unknown_choice
+
+SPLITS = ("random", "popular", "adversarial")
+TEMPLATE = "Is there a {} in the image?"
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    question_id: int | str
+    image: str            # file name, e.g. COCO_val2014_000000310196.jpg
+    text: str             # the question as asked
+    label: bool           # True = the object is in the image ("yes")
+    category: str = ""    # split name when known
+
+
+# ---------------------------------------------------------------- reading questions and answers
+
+def read_pope_questions(path: str | Path, category: str = "") -> list[PopeQuestion]:
+    """Official question file: JSON lines with question_id, image, text, label ("yes"/"no").
+
+    Works for both published versions (RUCAIBox/POPE HEAD: 3,000 per split; the LLaVA/OPERA
+    version: random has 2,910). The text is kept as written, "imange" typos included.
+    """
+    questions, seen = [], set()
+    for where, row in read_jsonl_located(path):
+        require(row, ("question_id", "image", "text", "label"), where)
+        qid = _question_id(row["question_id"])
+        if qid in seen:
+            raise HallucError(f"{where}: question_id {qid} appears twice")
+        seen.add(qid)
+        questions.append(PopeQuestion(qid, str(row["image"]), str(row["text"]),
+                                      _label(row["label"], where), category))
+    if not questions:
+        raise HallucError(f"{path}: no questions")
+    return questions
+
+
+def read_pope_answers(path: str | Path) -> dict[int | str, str]:
+    """Answer file: JSON lines with question_id and text (the model's raw answer).
+
+    `answer` is accepted in place of `text` because the official POPE README uses it.
+    A repeated question_id is an error: which of the two answers would count is ambiguous.
+    """
+    answers: dict[int | str, str] = {}
+    for where, row in read_jsonl_located(path):
+        key = "text" if "text" in row else "answer"
+        require(row, ("question_id", key), where)
+        qid = _question_id(row["question_id"])
+        if qid in answers:
+            raise HallucError(f"{where}: question_id {qid} answered twice")
+        answers[qid] = "" if row[key] is None else str(row[key])
+    return answers
+
+
+def load_pope_hf(split: str = "random", *, dataset: str = "lmms-lab/POPE", config: str = "Full",
+                 cache_dir: str | None = None) -> tuple[list[PopeQuestion], Any]:
+    """Questions from the HF mirror (only when asked: it downloads ~85 MB of images per split).
+
+    Returns the questions and the HF dataset itself, row i matching question i, so images
+    stay lazy (`ds[i]["image"]` is a PIL image). The mirror holds the 3,000-question version.
+    """
+    if split not in SPLITS:
+        raise unknown_choice("POPE split", split, SPLITS)
+    from datasets import load_dataset  # heavy import, only needed here
+
+    ds = load_dataset(dataset, config, split=split, cache_dir=cache_dir)
+    questions = [PopeQuestion(_question_id(row["question_id"]), f"{row['image_source']}.jpg",
+                              row["question"], _label(row["answer"], f"{dataset}[{i}]"),
+                              row.get("category") or split)
+                 for i, row in enumerate(ds.remove_columns("image"))]
+    return questions, ds
+
+
+def _question_id(value: Any) -> int | str:
+    # Answer files sometimes write ids as strings; "12" and 12 must meet.
+    if isinstance(value, bool):
+        raise HallucError(f"question_id must be a number or string, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def _label(value: Any, where: str) -> bool:
+    label = str(value).strip().lower()
+    if label not in ("yes", "no"):
+        raise HallucError(f"{where}: label must be 'yes' or 'no', got {value!r}")
+    return label == "yes"
+
+
+# ---------------------------------------------------------------- building question sets
+
+def coco_objects_by_image(instances_path: str | Path) -> dict[str, list[str]]:
+    """Object names per image file from a COCO-format instances file (pycocotools).
+
+    Objects are listed in order of first annotation (by annotation id), de-duplicated; POPE's
+    positives are the first `n_pos` of this list, so the order is part of the construction.
+    """
+    coco = load_coco(instances_path)
+    if "categories" not in coco.dataset:
+        raise HallucError(f"{instances_path}: not a COCO instances file (no 'categories')")
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    objects: dict[str, list[str]] = {}
+    for img_id in sorted(coco.getImgIds()):
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None)), key=lambda a: a["id"])
+        file_name = coco.loadImgs([img_id])[0].get("file_name", str(img_id))
+        objects[file_name] = list(dict.fromkeys(names[a["category_id"]] for a in anns))
+    return objects
+
+
+def build_pope(objects_by_image: Mapping[str, Sequence[str]], strategy: str, *, n_images: int = 500,
+               n_pos: int = 3, seed: int = 0, template: str = TEMPLATE) -> list[PopeQuestion]:
+    """One POPE split, following RUCAIBox/POPE `main.py` + `utils.py:pope`.
+
+    * keep images with at least `n_pos` objects; sample `n_images` of them (same seed -> same images
+      in every split, as in the released files);
+    * per image, the first `n_pos` objects are positives; after each positive one negative follows
+      (labels yes, no, yes, no, ...), never an object of the image nor one already asked:
+        random       uniform over the objects seen in the sampled images,
+        popular      the most frequent such objects first,
+        adversarial  the objects most often co-occurring with that positive first;
+      popular / adversarial fall back to random when their list is exhausted.
+    Deterministic for a given seed (the official script used the global `random` unseeded).
+    """
+    if strategy not in SPLITS:
+        raise unknown_choice("POPE strategy", strategy, SPLITS)
+    rng = random.Random(seed)
+    images = _sample_images(objects_by_image, n_images, n_pos, rng)
+    pool = Counter(o for objs in images.values() for o in dict.fromkeys(objs))
+    ranked = {"popular": [o for o, _ in pool.most_common()], "adversarial": _co_occurrence(images)}
+    questions: list[PopeQuestion] = []
+    for image, objects in images.items():
+        asked: list[str] = []
+        for pos in objects[:n_pos]:
+            asked.append(pos)
+            neg = _negative(strategy, pos, objects, asked, pool, ranked, rng, image)
+            asked.append(neg)
+            for obj, label in ((pos, True), (neg, False)):
+                questions.append(PopeQuestion(len(questions) + 1, image, _ask(template, obj), label, strategy))
+    return questions
+
+
+def build_pope_from_coco(instances_path: str | Path, strategy: str, **kwargs: Any) -> list[PopeQuestion]:
+    """`build_pope` on the objects of a COCO instances file (e.g. instances_val2014.json)."""
+    return build_pope(coco_objects_by_image(instances_path), strategy, **kwargs)
+
+
+def _sample_images(objects_by_image, n_images, n_pos, rng) -> dict[str, list[str]]:
+    eligible = [(img, list(objs)) for img, objs in objects_by_image.items() if len(objs) >= n_pos]
+    if len(eligible) < n_images:
+        raise HallucError(f"only {len(eligible)} images have at least {n_pos} objects; "
+                          f"cannot sample {n_images}")
+    return dict(rng.sample(eligible, n_images))
+
+
+def _co_occurrence(images: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    # For each object, the others ranked by how many sampled images hold both (ties: first seen).
+    counts: dict[str, Counter] = {}
+    for objects in images.values():
+        objects = list(dict.fromkeys(objects))
+        for o in objects:
+            counts.setdefault(o, Counter()).update(x for x in objects if x != o)
+    return {o: [x for x, _ in c.most_common()] for o, c in counts.items()}
+
+
+def _negative(strategy, pos, objects, asked, pool, ranked, rng, image) -> str:
+    banned = set(objects) | set(asked)
+    if strategy != "random":
+        order = ranked["popular"] if strategy == "popular" else ranked["adversarial"].get(pos, [])
+        for candidate in order:
+            if candidate not in banned:
+                return candidate
+    candidates = [o for o in pool if o not in banned]
+    if not candidates:
+        raise HallucError(f"no negative object left for {image}: every sampled object is in it or asked")
+    return rng.choice(candidates)
+
+
+def _ask(template: str, obj: str) -> str:
+    # The official create_question replaced *every* "a" of the template by "an" before a vowel,
+    # which produced the "imange" typos of the early files; only the article changes here.
+    if obj[:1].lower() in "aeiou":
+        template = template.replace("a {}", "an {}")
+    return template.format(obj)
+
+
+# ---------------------------------------------------------------- parsers: text -> True (yes) / False (no) / None
+
+def parse_pope(text: str) -> bool:
+    """Official POPE `evaluate.py` and LLaVA `eval_pope.py`: first sentence, commas removed,
+    split on single spaces; "No", "no" or "not" as a token -> no, anything else -> yes.
+    Case-sensitive on purpose ("NO" and "Not" read as yes), exactly like the reference."""
+    first = text.split(".")[0]
+    words = first.replace(",", "").split(" ")
+    return not any(w in ("No", "no", "not") for w in words)
+
+
+def parse_opera(text: str) -> bool:
+    """OPERA/HALC `recorder`: whole answer, "." and "," removed, split on single spaces;
+    No/no/NO/not or a word ending in "n't" -> no, anything else -> yes."""
+    words = text.replace(".", "").replace(",", "").split(" ")
+    return not any(w in ("No", "no", "NO", "not") or w.endswith("n't") for w in words)
+
+
+def parse_vcd(text: str) -> bool | None:
+    """VCD `eval_pope.py`, label-free half: lower-cased substrings "yes" / "no".
+
+    VCD grades asymmetrically (label yes: right iff "yes" occurs; label no: right iff "no" occurs,
+    so "not", "nothing" and "know" count as no). Alone, an answer with both or neither substring is
+    ambiguous -> None; `score_pope(..., "vcd")` resolves those against the label as VCD does.
+    """
+    low = text.strip().lower()
+    has_yes, has_no = "yes" in low, "no" in low
+    return None if has_yes == has_no else has_yes
+
+
+def vcd_prediction(text: str, label: bool) -> bool:
+    """VCD's verdict given the label: the predicted answer its script implies."""
+    low = text.strip().lower()
+    return ("yes" in low) if label else ("no" not in low)
+
+
+def parse_exact(text: str) -> bool | None:
+    """lmms-eval: the whole answer, stripped and lower-cased, must be exactly "yes" or "no"."""
+    low = text.strip().lower()
+    return {"yes": True, "no": False}.get(low)
+
+
+def parse_word(text: str) -> bool | None:
+    """VLMEvalKit `YOrN_Extraction`: punctuation dropped, "yes" xor "no" as a whole word."""
+    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    has_yes, has_no = "yes" in words, "no" in words
+    return None if has_yes == has_no else has_yes
+
+
+PARSERS: Mapping[str, Callable[[str], bool | None]] = MappingProxyType({
+    "pope": parse_pope, "opera": parse_opera, "vcd": parse_vcd, "exact": parse_exact, "word": parse_word,
+})
+# Parsers whose verdict depends on the label (see parse_vcd).
+_LABEL_AWARE: Mapping[str, Callable[[str, bool], bool]] = MappingProxyType({"vcd": vcd_prediction})
+
+
+def get_parser(name: str) -> Callable[[str], bool | None]:
+    """A parser by name; an unknown name lists the choices."""
+    if name not in PARSERS:
+        raise unknown_choice("parser", name, PARSERS)
+    return PARSERS[name]
+
+
+# ---------------------------------------------------------------- protocol presets
+
+@dataclass(frozen=True)
+class PopeProtocol:
+    """How a paper family ran POPE: what to append to the question, how to decode, how to parse."""
+
+    name: str
+    prompt_suffix: str
+    decoding: Mapping[str, Any]   # generate() kwargs
+    parser: str
+    headline: str                 # the metric the family reports first
+    question_set: str             # "coco_2910" (RUCAIBox/POPE e3e3926) or "coco" (3,000 per split)
+    source: str
+
+    def prompt(self, question: str) -> str:
+        return question + self.prompt_suffix
+
+
+PROTOCOLS: Mapping[str, PopeProtocol] = MappingProxyType({p.name: p for p in (
+    PopeProtocol("llava", "\nAnswer the question using a single word or phrase.",
+                 MappingProxyType({"do_sample": False, "max_new_tokens": 128}), "pope", "f1", "coco_2910",
+                 "haotian-liu/LLaVA scripts/v1_5/eval/pope.sh; mean F1 over the three splits"),
+    PopeProtocol("vcd", " Please answer this question with one word.",
+                 MappingProxyType({"do_sample": True, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1024}),
+                 "vcd", "accuracy", "coco",
+                 "DAMO-NLP-SG/VCD experiments/eval/object_hallucination_vqa_llava.py + eval_pope.py"),
+    PopeProtocol("opera", "", MappingProxyType({"num_beams": 5, "max_new_tokens": 10}), "opera", "f1",
+                 "coco_2910", "shikiw/OPERA pope_eval.py (raw question, beam 5)"),
+)})
+
+
+def get_protocol(name: str) -> PopeProtocol:
+    if name not in PROTOCOLS:
+        raise unknown_choice("POPE protocol", name, PROTOCOLS)
+    return PROTOCOLS[name]
+
+
+# ---------------------------------------------------------------- scoring
+
+@dataclass(frozen=True)
+class PopeScores:
+    """Percentages 0-100 except the counts. yes_ratio is of predictions, over all n questions."""
+
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    yes_ratio: float
+    unparsed: int
+    n: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        keys = ("accuracy", "precision", "recall", "f1", "yes_ratio", "unparsed", "n")
+        return {k: getattr(self, k) for k in keys}
+
+
+def pope_metrics(preds: Sequence[bool | None], labels: Sequence[bool]) -> PopeScores:
+    """Metrics from predictions (True yes / False no / None unparsed) and labels (True yes).
+
+    A ratio with an empty denominator is 0 rather than an exception (the official script crashes).
+    """
+    if len(preds) != len(labels):
+        raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
+    pairs = Counter(zip(preds, labels))
+    tp, fp = pairs[(True, True)], pairs[(True, False)]
+    tn, fn = pairs[(False, False)], pairs[(False, True)]
+    n = len(labels)
+    precision, recall = _pct(tp, tp + fp), _pct(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return PopeScores(accuracy=_pct(tp + tn, n), precision=precision, recall=recall, f1=f1,
+                      yes_ratio=_pct(tp + fp, n), unparsed=n - (tp + fp + tn + fn), n=n,
+                      tp=tp, fp=fp, tn=tn, fn=fn)
+
+
+def score_pope(questions: Sequence[PopeQuestion], answers: Mapping[int | str, str],
+               parser: str | Callable[[str], bool | None] = "pope") -> PopeScores:
+    """Score answers (question_id -> raw text) against questions, matched by question_id.
+
+    A question without an answer counts as unparsed. An answer to a question that is not in the
+    set is an error: it almost always means the 2,910- and 3,000-question files were mixed.
+    """
+    ids = {q.question_id for q in questions}
+    stray = [qid for qid in answers if _question_id(qid) not in ids]
+    if stray:
+        raise HallucError(f"{len(stray)} answers have question_ids not in the question set "
+                          f"(first: {stray[0]}); mixed POPE versions (2,910 vs 3,000 questions)?")
+    answers = {_question_id(k): v for k, v in answers.items()}
+    predict = _predictor(parser)
+    preds = [predict(answers[q.question_id], q.label) if q.question_id in answers else None
+             for q in questions]
+    return pope_metrics(preds, [q.label for q in questions])
+
+
+def _predictor(parser) -> Callable[[str, bool], bool | None]:
+    if callable(parser):
+        return lambda text, _label: parser(text)
+    get_parser(parser)
+    if parser in _LABEL_AWARE:
+        return _LABEL_AWARE[parser]
+    return lambda text, _label: PARSERS[parser](text)
+
+
+def _pct(num: int, den: int) -> float:
+    return 100.0 * num / den if den else 0.0

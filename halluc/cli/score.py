@@ -1,0 +1,104 @@
+"""`halluc score ...`: score saved outputs on POPE, CHAIR and MME. No model is loaded.
+
+Each command reads, calls the pure scorer in `halluc.benchmarks`, and prints a table or,
+with --json, exactly one JSON object. Bad input: one line on stderr, exit code 2.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from halluc.benchmarks import chair, mme, pope
+from halluc.errors import HallucError
+
+score_app = typer.Typer(help="Score saved answers, captions or MME result files with the official rules.",
+                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+_JSON = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
+
+
+def _one_line_errors(fn):
+    """HallucError / OSError -> `error: ...` on stderr and exit 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HallucError as err:
+            message = str(err)
+        except OSError as err:
+            message = f"{err.filename}: {err.strerror}" if err.filename else str(err)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+    return wrapper
+
+
+@score_app.command("pope")
+@_one_line_errors
+def pope_cmd(
+    questions: Path = typer.Option(..., "--questions", help="POPE question file (JSON lines with label)."),
+    answers: Path = typer.Option(..., "--answers", help="Answers: JSON lines with question_id and text."),
+    parser: str = typer.Option("pope", "--parser", help="Yes/no parser: pope, opera, vcd, exact, word."),
+    as_json: bool = _JSON,
+) -> None:
+    """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
+    pope.get_parser(parser)  # an unknown parser fails before any file is read
+    scores = pope.score_pope(pope.read_pope_questions(questions), pope.read_pope_answers(answers), parser)
+    _print(scores.as_dict(), as_json, f"POPE ({parser} parser)")
+
+
+@score_app.command("chair")
+@_one_line_errors
+def chair_cmd(
+    captions: Path = typer.Option(..., "--captions", help="Captions: JSON lines with image_id and caption."),
+    gt: Path = typer.Option(..., "--gt", help="COCO 2014 annotation directory, or JSON {image_id: [objects]}."),
+    trim_incomplete: bool = typer.Option(False, "--trim-incomplete",
+                                         help="Drop each caption's unfinished last sentence (64-token runs)."),
+    as_json: bool = _JSON,
+) -> None:
+    """CHAIR_S, CHAIR_I, object recall and caption length."""
+    pairs = chair.read_chair_captions(captions)
+    truth = chair.load_chair_gt(gt, image_ids={i for i, _ in pairs})
+    _print(chair.score_chair(pairs, truth, trim=trim_incomplete).as_dict(), as_json, "CHAIR")
+
+
+@score_app.command("mme")
+@_one_line_errors
+def mme_cmd(
+    results_dir: Path = typer.Option(..., "--results-dir", help="Folder of eval-tool files <subtask>.txt."),
+    as_json: bool = _JSON,
+) -> None:
+    """MME acc, acc+ and score per subtask; perception, cognition and hallucination totals."""
+    scores = mme.score_mme(mme.read_mme_results(results_dir))
+    if as_json:
+        typer.echo(json.dumps(scores.as_dict()))
+    else:
+        Console().print(_mme_table(scores))
+
+
+def _print(metrics: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.2f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def _mme_table(scores: mme.MMEScores) -> Table:
+    table = Table(title="MME")
+    for column in ("subtask", "acc", "acc+", "score"):
+        table.add_column(column, justify="left" if column == "subtask" else "right")
+    for name, s in scores.subtasks.items():
+        table.add_row(name, f"{s.acc:.2f}", f"{s.acc_plus:.2f}", f"{s.score:.2f}")
+    for name in ("perception", "cognition", "hallucination"):
+        total = getattr(scores, name)
+        table.add_row(f"[bold]{name}[/bold]", "", "", "incomplete" if total is None else f"{total:.2f}")
+    return table
