@@ -6,8 +6,9 @@
     with halluc.apply(m, "vhr"):
         ...
 """
-from halluc.api import Decoding, Generation, LVLM, apply, generate, load, methods, models
+from halluc.api import Decoding, Generation, LVLM, RunOptions, apply, generate, load, methods, models, run
 from halluc.errors import HallucError
 
 __version__ = "0.1.0"
-__all__ = ["Decoding", "Generation", "HallucError", "LVLM", "apply", "generate", "load", "methods", "models"]
+__all__ = ["Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "generate", "load", "methods",
+           "models", "run"]

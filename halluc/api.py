@@ -4,17 +4,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from halluc.benchmarks.build import build_task
+from halluc.benchmarks.run import RunOptions, Runner, RunSpec, Shard, default_out, parse_entries, prepare_run_dir
+from halluc.benchmarks.store import OutputCache
 from halluc.decoding.generate import Generation, pair_inputs
 from halluc.decoding.generate import generate as _generate
 from halluc.decoding.strategy import Decoding
 from halluc.images import load_images
 from halluc.interventions import check_compatible, make_methods, method_class, method_names
-from halluc.models.loading import CATALOG, TINY_FAMILIES, check_model_name, load
+from halluc.models.loading import ALIASES, CATALOG, TINY_FAMILIES, check_model_name, load
 from halluc.models.lvlm import LVLM
 
 __all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images", "make_methods", "methods",
-           "models"]
+           "models", "run", "RunOptions"]
 
 
 def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
@@ -59,6 +63,37 @@ def check_request(model: str, images, prompts, method: str | Sequence[str] = "no
     make_methods(method, params)
     pair_inputs(images, prompts)
     load_images(images if isinstance(images, (list, tuple)) else [images])
+
+
+def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
+        options: RunOptions | None = None, **params) -> tuple[Path, list[dict]]:
+    """Run MODEL with each of METHODS (vanilla added) on BENCHMARK; returns the run directory and result rows.
+
+    Each entry of `methods` is one compared configuration; `"vhr+vcd"` stacks two methods.
+    Resumable (`options.resume`), cached (`options.cache_dir`), sharded by RANK/WORLD_SIZE.
+    """
+    options = options or RunOptions()
+    task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
+                      data=options.data, images=options.images, max_new_tokens=options.max_new_tokens)
+    spec = RunSpec(model, parse_entries(methods, params, options.baseline), task, options.limit, options.seed,
+                   options.batch_size)
+    family = _known_family(model)
+    for entry in spec.entries if family else []:  # refuse unsupported families before loading weights
+        check_compatible(family, entry.methods)
+    shard = options.shard or Shard.from_env()
+    out = Path(options.out or default_out(model, benchmark, task.protocol.name))
+    prepare_run_dir(out, spec, options, shard)
+    lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
+    for entry in spec.entries:
+        check_compatible(lvlm.family, entry.methods)
+    runner = Runner(spec, lvlm, out, cache=OutputCache(options.cache_dir), shard=shard)
+    return out, runner.run()
+
+
+def _known_family(model: str) -> str | None:
+    """The family of an alias, known before any weights are loaded."""
+    entry = ALIASES.get(model)
+    return TINY_FAMILIES.get(model) or (entry.family if entry else None)
 
 
 def methods() -> list[dict]:

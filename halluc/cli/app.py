@@ -7,9 +7,18 @@ import typer
 
 from halluc import api
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
+from halluc.cli.data import data_app
+from halluc.cli.report import report
+from halluc.cli.run import run
+from halluc.cli.score import score_app
 
 app = typer.Typer(help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+app.command("run", context_settings=RUN_CONTEXT)(run)
+app.command("report")(report)
+app.add_typer(score_app, name="score")
+app.add_typer(data_app, name="data")
 
 
 @app.command()

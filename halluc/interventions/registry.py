@@ -53,7 +53,13 @@ def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, 
     A plain key (`alpha`) goes to the one method that has it (ambiguous keys raise);
     a dotted key (`vcd.alpha`) names the method explicitly.
     """
-    names = [names] if isinstance(names, str) else list(names)
+    names = [names] if isinstance(names, (str, Method)) else list(names)
+    ready = [n for n in names if isinstance(n, Method) and n.name != "none"]
+    if ready:  # already-built methods (e.g. from a run's entries) pass through
+        if len(ready) != len(names) or params:
+            raise HallucError("pass either built methods or names with parameters, not both")
+        return ready
+    names = [n.name if isinstance(n, Method) else n for n in names]
     names = [n for n in names if n != "none"] or ["none"]
     if len(set(names)) != len(names):
         raise HallucError(f"method listed twice: {', '.join(names)}")

@@ -1,0 +1,328 @@
+"""`halluc run`: model x methods x benchmark, resumable, cached, shardable, with provenance.
+
+Layout of a run directory:
+    config.json                       what was asked, and provenance (versions, commit, device, seeds)
+    samples/<entry>/<split>.jsonl      one line per finished sample (per shard: <split>.shard-i-of-n.jsonl)
+    results.json                      one row per model x method x benchmark x split, `halluc score` keys
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from halluc.benchmarks.provenance import provenance
+from halluc.benchmarks.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
+from halluc.benchmarks.tasks import Sample, Task, check_images
+from halluc.decoding.generate import generate
+from halluc.decoding.strategy import Decoding
+from halluc.errors import HallucError
+from halluc.interventions import Method, make_methods
+from halluc.models.lvlm import LVLM
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One compared configuration: a stack of methods with their parameters (`vhr+vcd`)."""
+
+    methods: tuple[Method, ...]
+
+    @property
+    def label(self) -> str:
+        return "+".join(m.name for m in self.methods)
+
+    @property
+    def params(self) -> dict[str, dict]:
+        return {m.name: asdict(m) for m in self.methods}
+
+    @property
+    def key(self) -> str:
+        """Directory name: readable label plus a hash of the parameters."""
+        digest = hashlib.sha256(json.dumps(self.params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.label)}-{digest}"
+
+
+def parse_entries(methods: Sequence[str], params: Mapping[str, Any], baseline: bool = True) -> list[Entry]:
+    """`["vcd", "vhr+vcd"]` -> entries; parameters go to every entry that has them; vanilla first."""
+    stacks = [tuple(m.split("+")) for m in methods] or [("none",)]
+    if baseline and ("none",) not in stacks:
+        stacks.insert(0, ("none",))
+    used: set[str] = set()
+    entries = []
+    for stack in stacks:
+        mine = {k: v for k, v in params.items() if _belongs(k, stack)}
+        used |= set(mine)
+        entries.append(Entry(tuple(make_methods(list(stack), mine))))
+    unused = sorted(set(params) - used)
+    if unused:
+        raise HallucError(f"parameter '{unused[0]}' belongs to none of the methods {', '.join(methods)}")
+    return entries
+
+
+def _belongs(key: str, stack: Sequence[str]) -> bool:
+    from halluc.interventions import method_class
+
+    owner, _, name = key.rpartition(".")
+    if owner:
+        return owner in stack
+    return any(name in {f for f in method_class(m).__dataclass_fields__} for m in stack if m != "none")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def from_env(cls) -> Shard:
+        """torchrun / `accelerate launch` set RANK and WORLD_SIZE."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    def mine(self, samples: Sequence[Sample]) -> list[Sample]:
+        return list(samples[self.index::self.count])
+
+    def suffix(self) -> str:
+        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run's outputs (recorded in config.json)."""
+
+    model: str
+    entries: list[Entry]
+    task: Task
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 1
+
+    def describe(self) -> dict:
+        return {"model": self.model, "methods": [{"label": e.label, "key": e.key, "params": e.params}
+                                                 for e in self.entries],
+                **self.task.describe(), "limit": self.limit, "seed": self.seed, "batch_size": self.batch_size}
+
+
+@dataclass
+class Runner:
+    spec: RunSpec
+    lvlm: LVLM
+    out: Path
+    cache: OutputCache = field(default_factory=lambda: OutputCache(None))
+    shard: Shard = field(default_factory=Shard)
+    progress: Any = None  # callable(total) -> context with .advance(); None = silent
+
+    def run(self) -> list[dict]:
+        """Generate every missing sample of this shard, then (first shard) score everything."""
+        samples = {split: self.spec.task.samples(split)[: self.spec.limit] for split in self.spec.task.splits()}
+        for split_samples in samples.values():
+            check_images(split_samples, Path(split_samples[0].image).parent if split_samples else self.out)
+        try:
+            for entry in self.spec.entries:
+                for split, split_samples in samples.items():
+                    self._generate_missing(entry, split, self.shard.mine(split_samples))
+        except BaseException:
+            self._mark("failed")
+            raise
+        if self.shard.index != 0:
+            return []
+        self._wait_for_shards(samples)
+        return self.score(samples)
+
+    # ---- generation ------------------------------------------------------------------------
+    def _generate_missing(self, entry: Entry, split: str, samples: list[Sample]) -> None:
+        log = SampleLog(self.out / "samples" / entry.key / f"{split}{self.shard.suffix()}.jsonl")
+        done = log.read()
+        todo = [s for s in samples if s.id not in done]
+        if not todo:
+            return
+        decoding = self._decoding()
+        with self._progress(f"{entry.label} · {self.spec.task.name} {split}", len(samples), len(done)) as bar:
+            for batch in _batches(todo, 1 if decoding.do_sample else self.spec.batch_size):
+                for row in self._generate_batch(entry, batch, decoding):
+                    log.append(row)
+                    bar.advance()
+
+    def _generate_batch(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> list[dict]:
+        keys = [self._cache_key(entry, s, decoding) for s in batch]
+        cached = [self.cache.get(k) for k in keys]
+        misses = [s for s, c in zip(batch, cached) if c is None]
+        fresh = iter(self._run_model(entry, misses, decoding) if misses else [])
+        rows = []
+        for sample, key, hit in zip(batch, keys, cached):
+            row = {**hit, "cached": True} if hit is not None else next(fresh)
+            if hit is None:
+                self.cache.put(key, row)
+            rows.append({"id": sample.id, **{k: v for k, v in row.items() if k != "id"}})
+        return rows
+
+    def _run_model(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> list[dict]:
+        if decoding.do_sample:  # one seed per sample: results do not depend on batching, sharding or resume
+            decoding = replace(decoding, seed=_sample_seed(self.spec.seed, batch[0].id))
+        start = time.perf_counter()
+        result = generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
+                          decoding=decoding)
+        seconds = (time.perf_counter() - start) / len(batch)
+        return [{"text": text, "tokens": len(tokens), "seconds": seconds, "cached": False}
+                for text, tokens in zip(result.texts, result.tokens)]
+
+    def _decoding(self) -> Decoding:
+        fields = dict(self.spec.task.protocol.decoding)
+        if fields.get("do_sample"):
+            fields.setdefault("seed", self.spec.seed)
+        return Decoding(**fields)
+
+    def _cache_key(self, entry: Entry, sample: Sample, decoding: Decoding) -> str:
+        return OutputCache.key(model=self.spec.model, revision=self.lvlm.revision, methods=entry.params,
+                               protocol=self.spec.task.protocol.name, decoding=asdict(decoding),
+                               prompt=sample.prompt, image=image_fingerprint(sample.image),
+                               seed=_sample_seed(self.spec.seed, sample.id) if decoding.do_sample else None)
+
+    # ---- shards ----------------------------------------------------------------------------
+    def _mark(self, state: str) -> None:
+        if self.shard.count > 1:
+            (self.out / "shards").mkdir(exist_ok=True)
+            (self.out / "shards" / f"{self.shard.index}-of-{self.shard.count}.{state}").touch()
+
+    def _wait_for_shards(self, samples: Mapping[str, list[Sample]], timeout: float = 7 * 24 * 3600) -> None:
+        """Shard 0 scores once every sample of every shard is on disk. A file barrier needs no process
+        group, so it works the same under torchrun, `accelerate launch` and manual `--shard i/n`."""
+        if self.shard.count == 1:
+            return
+        deadline = time.monotonic() + timeout
+        while not self._complete(samples):
+            failed = sorted((self.out / "shards").glob("*.failed"))
+            if failed or time.monotonic() > deadline:
+                why = f"shard {failed[0].stem} failed" if failed else "timed out"
+                raise HallucError(f"{why} before all samples were generated; rerun with --resume")
+            time.sleep(0.5)
+
+    def _complete(self, samples: Mapping[str, list[Sample]]) -> bool:
+        return all(set(s.id for s in split_samples) <= set(read_outputs(self.out, e.key, split))
+                   for e in self.spec.entries for split, split_samples in samples.items())
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score(self, samples: Mapping[str, list[Sample]]) -> list[dict]:
+        rows = []
+        for entry in self.spec.entries:
+            for split, split_samples in samples.items():
+                outputs = read_outputs(self.out, entry.key, split)
+                texts = {s.id: outputs[s.id]["text"] if s.id in outputs else None for s in split_samples}
+                metrics = self.spec.task.score(split, split_samples, texts)
+                rows.append(self._row(entry, split, metrics, [outputs[s.id] for s in split_samples if s.id in outputs]))
+        rows += _mean_rows(rows)
+        write_json_atomic(self.out / "results.json", {"config": self.spec.describe(), "rows": rows})
+        return rows
+
+    def _row(self, entry: Entry, split: str, metrics: dict, outputs: list[dict]) -> dict:
+        fresh = [o for o in outputs if not o.get("cached")]
+        seconds = sum(o["seconds"] for o in fresh)
+        return {"model": self.spec.model, "revision": self.lvlm.revision, "method": entry.label,
+                "params": entry.params, "benchmark": self.spec.task.name, "split": split,
+                "protocol": self.spec.task.protocol.name, "task_version": self.spec.task.version,
+                "seed": self.spec.seed, "limit": self.spec.limit, **metrics,
+                "seconds_per_sample": seconds / len(fresh) if fresh else None,
+                "tokens_per_second": sum(o["tokens"] for o in fresh) / seconds if seconds else None,
+                "peak_memory_mb": _peak_memory_mb()}
+
+    @staticmethod
+    def _progress(label: str, total: int, done: int):
+        from halluc.benchmarks.progress import progress_bar
+
+        return progress_bar(label, total, done)
+
+
+def read_outputs(out: Path, entry_key: str, split: str) -> dict[str, dict]:
+    """All finished samples of one entry and split, over every shard file."""
+    merged: dict[str, dict] = {}
+    folder = out / "samples" / entry_key
+    for path in sorted(folder.glob(f"{split}.jsonl")) + sorted(folder.glob(f"{split}.shard-*.jsonl")):
+        merged.update(SampleLog(path).read())
+    return merged
+
+
+def _mean_rows(rows: list[dict]) -> list[dict]:
+    """POPE's headline: the mean over its splits, as a split named 'mean'."""
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["benchmark"] == "pope":
+            by_method.setdefault(row["method"], []).append(row)
+    means = []
+    for group in by_method.values():
+        if len(group) > 1:
+            numeric = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k not in ("seed", "limit")]
+            mean = {k: sum(r[k] for r in group if r[k] is not None) / len(group) for k in numeric}
+            means.append({**group[0], **mean, "split": "mean", "n": sum(r["n"] for r in group)})
+    return means
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + size]
+
+
+def _sample_seed(seed: int, sample_id: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest()[:12], 16)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; process-wide peak
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything about a run besides model, methods and benchmark."""
+
+    splits: tuple[str, ...] | None = None
+    protocol: str | None = None
+    images: Path | None = None
+    data: Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 1
+    out: Path | None = None
+    resume: bool = False
+    max_new_tokens: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_dir: Path | None = None  # None: no output cache
+    shard: Shard | None = None  # None: from RANK / WORLD_SIZE
+    baseline: bool = True  # add vanilla ("none") when it is not among the methods
+
+
+# Fields that must match to resume a run (limit and batch size may change).
+_RESUME_KEYS = ("model", "methods", "benchmark", "protocol", "decoding", "task_version", "seed")
+
+
+def default_out(model: str, benchmark: str, protocol: str) -> Path:
+    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}_{benchmark}_{protocol}")
+
+
+def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
+    """Refuse to mix runs: an existing directory needs --resume and the same configuration."""
+    config_path = out / "config.json"
+    described = spec.describe()
+    if config_path.exists():
+        if not options.resume and shard.index == 0:
+            raise HallucError(f"run directory {out} already holds a run: pass --resume to continue it, "
+                              "or --out DIR for a new one")
+        previous = json.loads(config_path.read_text(encoding="utf-8"))
+        changed = [k for k in _RESUME_KEYS if previous.get(k) != described.get(k)]
+        if changed:
+            raise HallucError(f"cannot resume {out}: {', '.join(changed)} differ from the original run")
+    elif options.resume:
+        raise HallucError(f"nothing to resume: {config_path} does not exist")
+    if shard.index == 0:
+        options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+        write_json_atomic(config_path, {**described, "options": options_json, "provenance": provenance()})

@@ -1,0 +1,32 @@
+"""`halluc data fetch|where`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from halluc.benchmarks.build import data_home
+from halluc.benchmarks.fetch import IMAGES, SOURCES, fetch
+from halluc.cli.common import friendly_errors, stderr
+
+data_app = typer.Typer(help="Benchmark files: fetch from pinned official sources, or see where they go.",
+                       no_args_is_help=True)
+
+
+@data_app.command("fetch")
+@friendly_errors
+def fetch_command(benchmark: str = typer.Argument(..., help="pope, chair or mme."),
+                  home: Path = typer.Option(None, help=f"Data home (default {data_home()}, or $HALLUC_DATA).")) -> None:
+    """Download and verify BENCHMARK's question files and annotations."""
+    for path in fetch(benchmark, home):
+        typer.echo(str(path))
+    stderr(f"images are not fetched: {IMAGES[benchmark]}")
+
+
+@data_app.command("where")
+def where_command() -> None:
+    """Where each benchmark's files go, and their pinned sources."""
+    for benchmark, remotes in SOURCES.items():
+        for remote in remotes:
+            typer.echo(f"{benchmark:<6} {data_home() / remote.target}  <-  {remote.url}")
+        typer.echo(f"{benchmark:<6} {IMAGES[benchmark]}")
