@@ -175,11 +175,14 @@ def _layout(rng: random.Random, config: WorldConfig, names: list[str]) -> tuple[
         w, h = _box_size(rng, config, name)
         style, flip = rng.getrandbits(32), rng.random() < 0.5
         mask = render_sprite(name, w, h, style, flip)[1]
-        target = rng.randrange(len(placed)) if placed and rng.random() < config.occlusion_rate else None
-        spot = _find_spot(rng, config, mask, visible, areas, placed[target].box if target is not None else None,
-                          target)
+        spot = None
+        if placed and rng.random() < config.occlusion_rate:
+            target = rng.randrange(len(placed))
+            spot = _find_spot(rng, config, mask, visible, areas, target, placed[target].box)
+        if spot is None:   # no occlusion wanted, or none possible without burying an object
+            spot = _find_spot(rng, config, mask, visible, areas)
         if spot is None:
-            continue   # nowhere to put it without burying another object: drop it
+            continue   # nowhere at all (a crowded image): drop it rather than hide another object
         full = _paste(mask, spot, size)
         visible = [v & ~full for v in visible]
         visible.append(full)
@@ -198,11 +201,13 @@ def _paste(mask: np.ndarray, xy: tuple[int, int], size: int) -> np.ndarray:
     return full
 
 
-def _find_spot(rng, config, mask, visible, areas, target_box, target) -> tuple[int, int] | None:
-    """A top-left corner for `mask`.
+def _find_spot(rng: random.Random, config: WorldConfig, mask: np.ndarray, visible: list[np.ndarray],
+               areas: list[int], target: int | None = None,
+               target_box: tuple[int, int, int, int] | None = None) -> tuple[int, int] | None:
+    """A top-left corner for `mask`, or None.
 
-    With a target: the new object must cover >= 10% of the target while leaving every object
-    >= min_visibility visible. Without: the valid spot of least overlap (first overlap-free one).
+    With a target: a spot covering >= 10% of the target. Without: the first overlap-free spot, else the
+    least-overlapping one. Either way every placed object keeps >= min_visibility of its pixels.
     """
     size, (h, w) = config.image_size, mask.shape
     best, best_overlap = None, None
@@ -212,9 +217,8 @@ def _find_spot(rng, config, mask, visible, areas, target_box, target) -> tuple[i
         left = [int((v & ~full).sum()) for v in visible]
         if any(n < config.min_visibility * a for n, a in zip(left, areas)):
             continue
-        covered = [1 - n / max(a, 1) for n, a in zip(left, areas)]
         if target is not None:
-            if covered[target] >= 0.1:
+            if left[target] <= 0.9 * areas[target]:
                 return xy
             continue
         overlap = sum(a - n for n, a in zip(left, areas))
