@@ -53,7 +53,7 @@ DOUBLE_WORDS: Mapping[str, str] = {
 # ---------------------------------------------------------------- tokenizer (NLTK word_tokenize, the parts that matter)
 
 _TOKEN_RULES = (
-    (re.compile(r"(?<=\w)\.(?=[\s\"')\]]|$)"), " . "),          # sentence-final period (not 3.5, not e.g.x)
+    (re.compile(r"(?<=\w)\.(?=[\s\"')\]]|$)"), " . "),          # a period ending a word (3.5 stays whole)
     (re.compile(r"\.\.\."), " ... "),
     (re.compile(r"([;@#$%&?!()\[\]{}\"])"), r" \1 "),
     (re.compile(r"(?<!\d),|,(?!\d)"), " , "),                     # 1,000 stays one token
@@ -77,7 +77,7 @@ def tokenize(text: str) -> list[str]:
 # ---------------------------------------------------------------- singulariser
 
 _IRREGULAR = {
-    "men": "man", "women": "woman", "children": "child", "grandchildren": "grandchild", "people": "people",
+    "men": "man", "women": "woman", "grandchildren": "grandchild",
     "mice": "mouse", "geese": "goose", "oxen": "ox", "teeth": "tooth", "feet": "foot", "dice": "die",
     "knives": "knife", "pocketknives": "pocketknife", "leaves": "leaf", "shelves": "shelf", "calves": "calf",
     "halves": "half", "wolves": "wolf", "loaves": "loaf", "scarves": "scarf", "wives": "wife",
@@ -127,7 +127,10 @@ def caption_words(caption: str) -> list[str]:
 
 def caption_mentions(caption: str) -> list[tuple[str, str]]:
     """(surface word, node word) for every object mention, in order, repetitions kept."""
-    words = caption_words(caption)
+    return _mentions(caption_words(caption))
+
+
+def _mentions(words: list[str]) -> list[tuple[str, str]]:
     if "toilet" in words and "seat" in words:   # "the seat of the toilet" must not fire chair
         words = [w for w in words if w != "seat"]
     return [(w, NODE_OF[w]) for w in words if w in NODE_OF]
@@ -173,10 +176,11 @@ class ChairScores:
 
 def check_caption(image_id: int, caption: str, gt_objects: Collection[str]) -> CaptionCheck:
     """CHAIR's verdict on one caption given the image's ground-truth node words."""
-    mentions = tuple(caption_mentions(caption))
+    words = caption_words(caption)
+    mentions = tuple(_mentions(words))
     hallucinated = tuple(node for _, node in mentions if node not in gt_objects)
     recalled = frozenset(node for _, node in mentions if node in gt_objects)
-    return CaptionCheck(image_id, mentions, hallucinated, recalled, len(caption_words(caption)))
+    return CaptionCheck(image_id, mentions, hallucinated, recalled, len(words))
 
 
 def score_chair(captions: Iterable[tuple[int, str]] | Mapping[int, str],
@@ -193,10 +197,13 @@ def score_chair(captions: Iterable[tuple[int, str]] | Mapping[int, str],
     if missing:
         raise HallucError(f"{len(missing)} captioned images have no ground truth (first: {missing[0]})")
     checks = tuple(check_caption(i, trim_incomplete(c) if trim else c, gt[i]) for i, c in pairs)
-    return _aggregate(checks, [len(set(gt[i])) for i, _ in pairs])
+    return aggregate_checks(checks, [len(set(gt[i])) for i, _ in pairs])
 
 
-def _aggregate(checks: Sequence[CaptionCheck], gt_sizes: Sequence[int]) -> ChairScores:
+def aggregate_checks(checks: Sequence[CaptionCheck], gt_sizes: Sequence[int]) -> ChairScores:
+    """CHAIR totals from per-caption checks and each image's number of ground-truth objects."""
+    if not checks:
+        raise HallucError("no captions to score")
     mentions = sum(len(c.mentions) for c in checks)
     wrong = sum(len(c.hallucinated) for c in checks)
     return ChairScores(
@@ -262,17 +269,21 @@ def chair_gt_from_coco(annotation_dir: str | Path,
         raise HallucError(f"{annotation_dir}: no instances_train2014.json or instances_val2014.json")
     wanted = None if image_ids is None else set(image_ids)
     gt: dict[int, set[str]] = {}
-    for split in splits:
-        _add_instances(gt, load_coco(annotation_dir / f"instances_{split}2014.json"), wanted)
+    for split in splits:   # check both files before parsing either (train2014 alone is ~450 MB)
         captions = annotation_dir / f"captions_{split}2014.json"
         if not captions.exists():
             raise HallucError(f"{captions}: missing; CHAIR ground truth needs the captions file too")
-        _add_caption_objects(gt, load_coco(captions), wanted)
+    for split in splits:
+        _add_instances(gt, load_coco(annotation_dir / f"instances_{split}2014.json"), wanted)
+        _add_caption_objects(gt, load_coco(annotation_dir / f"captions_{split}2014.json"), wanted)
     return {i: frozenset(objs) for i, objs in gt.items()}
 
 
 def _add_instances(gt, coco, wanted) -> None:
     names = {c["id"]: c["name"] for c in coco.dataset.get("categories", [])}
+    foreign = sorted(n for n in names.values() if n not in NODE_OF)
+    if foreign:
+        raise HallucError(f"category '{foreign[0]}' is not one of the 80 COCO objects CHAIR knows")
     for img in coco.dataset.get("images", []):   # an image with no objects has an empty set, not none
         if wanted is None or img["id"] in wanted:
             gt.setdefault(img["id"], set())
@@ -283,5 +294,7 @@ def _add_instances(gt, coco, wanted) -> None:
 
 def _add_caption_objects(gt, coco, wanted) -> None:
     for ann in coco.dataset["annotations"]:
+        if "caption" not in ann:
+            raise HallucError(f"annotation {ann.get('id')} has no 'caption': not a COCO captions file")
         if wanted is None or ann["image_id"] in wanted:
             gt.setdefault(ann["image_id"], set()).update(n for _, n in caption_mentions(ann["caption"]))

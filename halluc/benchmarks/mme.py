@@ -81,18 +81,18 @@ class MMESubtaskScore:
 def score_mme_subtask(items: Sequence[MMEItem]) -> MMESubtaskScore:
     """Score one subtask. Items come in image pairs on adjacent positions, as in the result files."""
     if not items or len(items) % 2:
-        raise HallucError(f"MME {items[0].subtask if items else '?'}: {len(items)} questions; "
-                          f"expected two per image")
-    right = [item.response is not None and parse_mme(item.response) == item.answer for item in items]
+        name = items[0].subtask if items else "?"
+        raise HallucError(f"MME {name}: {len(items)} questions; expected two per image")
     pairs = range(0, len(items), 2)
-    for i in pairs:
+    for i in pairs:   # the eval tool pairs by position; a shuffled file would pair wrong questions
         if items[i].image != items[i + 1].image:
             raise HallucError(f"MME {items[i].subtask}: questions {i + 1} and {i + 2} should be the pair "
                               f"of one image, got {items[i].image} and {items[i + 1].image}")
+    preds = [parse_mme(item.response or "") for item in items]
+    right = [pred == item.answer for pred, item in zip(preds, items)]   # None ("other") is never right
     acc = 100.0 * sum(right) / len(items)
     acc_plus = 100.0 * sum(right[i] and right[i + 1] for i in pairs) / len(pairs)
-    other = sum(item.response is None or parse_mme(item.response) is None for item in items)
-    return MMESubtaskScore(acc, acc_plus, acc + acc_plus, len(items), other)
+    return MMESubtaskScore(acc, acc_plus, acc + acc_plus, len(items), preds.count(None))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -71,7 +71,7 @@ def read_pope_answers(path: str | Path) -> dict[int | str, str]:
     """
     answers: dict[int | str, str] = {}
     for where, row in read_jsonl_located(path):
-        key = "text" if "text" in row else "answer"
+        key = "answer" if "answer" in row and "text" not in row else "text"
         require(row, ("question_id", key), where)
         qid = _question_id(row["question_id"])
         if qid in answers:
@@ -123,6 +123,9 @@ def coco_objects_by_image(instances_path: str | Path) -> dict[str, list[str]]:
 
     Objects are listed in order of first annotation (by annotation id), de-duplicated; POPE's
     positives are the first `n_pos` of this list, so the order is part of the construction.
+    The released POPE files were built from a segmentation file that also merged objects named in
+    the COCO captions (LisaAnne/Hallucination style); pass such a mapping to `build_pope` directly
+    to follow that variant.
     """
     coco = load_coco(instances_path)
     if "categories" not in coco.dataset:
@@ -174,7 +177,8 @@ def build_pope_from_coco(instances_path: str | Path, strategy: str, **kwargs: An
 
 
 def _sample_images(objects_by_image, n_images, n_pos, rng) -> dict[str, list[str]]:
-    eligible = [(img, list(objs)) for img, objs in objects_by_image.items() if len(objs) >= n_pos]
+    distinct = ((img, list(dict.fromkeys(objs))) for img, objs in objects_by_image.items())
+    eligible = [(img, objs) for img, objs in distinct if len(objs) >= n_pos]
     if len(eligible) < n_images:
         raise HallucError(f"only {len(eligible)} images have at least {n_pos} objects; "
                           f"cannot sample {n_images}")
@@ -277,13 +281,26 @@ def get_parser(name: str) -> Callable[[str], bool | None]:
 
 # ---------------------------------------------------------------- protocol presets
 
+class _ReadOnlyDict(dict):
+    """A dict that refuses changes, so a shared preset cannot be edited by accident.
+    Unlike MappingProxyType it still pickles, deep-copies and serialises as JSON."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("protocol settings are read-only; copy them with dict(...) first")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
+
+
 @dataclass(frozen=True)
 class PopeProtocol:
     """How a paper family ran POPE: what to append to the question, how to decode, how to parse."""
 
     name: str
     prompt_suffix: str
-    decoding: Mapping[str, Any]   # generate() kwargs
+    decoding: Mapping[str, Any] = field(hash=False)   # generate() kwargs
     parser: str
     headline: str                 # the metric the family reports first
     question_set: str             # "coco_2910" (RUCAIBox/POPE e3e3926) or "coco" (3,000 per split)
@@ -295,13 +312,13 @@ class PopeProtocol:
 
 PROTOCOLS: Mapping[str, PopeProtocol] = MappingProxyType({p.name: p for p in (
     PopeProtocol("llava", "\nAnswer the question using a single word or phrase.",
-                 MappingProxyType({"do_sample": False, "max_new_tokens": 128}), "pope", "f1", "coco_2910",
+                 _ReadOnlyDict(do_sample=False, max_new_tokens=128), "pope", "f1", "coco_2910",
                  "haotian-liu/LLaVA scripts/v1_5/eval/pope.sh; mean F1 over the three splits"),
     PopeProtocol("vcd", " Please answer this question with one word.",
-                 MappingProxyType({"do_sample": True, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1024}),
+                 _ReadOnlyDict(do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=1024),
                  "vcd", "accuracy", "coco",
                  "DAMO-NLP-SG/VCD experiments/eval/object_hallucination_vqa_llava.py + eval_pope.py"),
-    PopeProtocol("opera", "", MappingProxyType({"num_beams": 5, "max_new_tokens": 10}), "opera", "f1",
+    PopeProtocol("opera", "", _ReadOnlyDict(num_beams=5, max_new_tokens=10), "opera", "f1",
                  "coco_2910", "shikiw/OPERA pope_eval.py (raw question, beam 5)"),
 )})
 
@@ -360,19 +377,25 @@ def score_pope(questions: Sequence[PopeQuestion], answers: Mapping[int | str, st
     A question without an answer counts as unparsed. An answer to a question that is not in the
     set is an error: it almost always means the 2,910- and 3,000-question files were mixed.
     """
-    ids = {q.question_id for q in questions}
-    stray = [qid for qid in answers if _question_id(qid) not in ids]
+    ids = [_question_id(q.question_id) for q in questions]
+    known = set(ids)
+    if len(known) != len(ids):
+        raise HallucError("the question set repeats a question_id")
+    answers = {_question_id(k): v for k, v in answers.items()}
+    stray = [qid for qid in answers if qid not in known]
     if stray:
         raise HallucError(f"{len(stray)} answers have question_ids not in the question set "
                           f"(first: {stray[0]}); mixed POPE versions (2,910 vs 3,000 questions)?")
-    answers = {_question_id(k): v for k, v in answers.items()}
-    predict = _predictor(parser)
-    preds = [predict(answers[q.question_id], q.label) if q.question_id in answers else None
-             for q in questions]
+    predict = predictor(parser)
+    preds = [predict(answers[qid], q.label) if qid in answers else None for qid, q in zip(ids, questions)]
     return pope_metrics(preds, [q.label for q in questions])
 
 
-def _predictor(parser) -> Callable[[str, bool], bool | None]:
+def predictor(parser: str | Callable[[str], bool | None]) -> Callable[[str, bool], bool | None]:
+    """(answer text, label) -> predicted yes/no or None, for a parser name or a plain parser.
+
+    The label is only consulted by label-aware parsers (VCD's asymmetric rule).
+    """
     if callable(parser):
         return lambda text, _label: parser(text)
     get_parser(parser)
