@@ -1,9 +1,10 @@
 """Which adapter, model class and processor class serve each HF `config.model_type`.
 
-Qwen2-VL / Qwen2.5-VL load with the image-only processors of `halluc.models.qwen2_vl`, the
-stock processors minus the video processor, which transformers 5.23 builds only with
-torchvision. Importing this module registers them with AutoProcessor (by name only), so
-`AutoProcessor.from_pretrained` also loads directories saved from them.
+Qwen2-VL / Qwen2.5-VL load with the image-only processors of `halluc.models.qwen2_vl`: the
+stock processors minus the video processor, which transformers 5.23 builds only with torchvision.
+A real Qwen checkpoint names the stock class, so `AutoProcessor.from_pretrained` fails on it
+without torchvision; `load_processor` does not. (Directories saved from the image-only classes,
+e.g. tiny models, load with either: importing this module registers them with AutoProcessor.)
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def family_for(config_or_type: Any) -> Family:
     if model_type not in FAMILIES:
         raise HallucError(f"model type '{model_type}' is not supported; supported model types: "
                           f"{', '.join(supported_model_types())}")
+    if not getattr(config_or_type, "use_decoder_only_language_model", True):
+        # InstructBLIP-Flan-T5 shares the model type, but its LM has no decoder-only layer stack
+        raise HallucError(f"{model_type} with an encoder-decoder language model is not supported; "
+                          "use a decoder-only (Vicuna) checkpoint")
     return FAMILIES[model_type]
 
 

@@ -52,7 +52,7 @@ def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.T
         with_kwargs=True)
     try:
         with torch.no_grad():
-            tower(pixel_values=pixel_values.to(tower.dtype))
+            tower(pixel_values=pixel_values.to(tower.device, tower.dtype))
     finally:
         handle.remove()
     with torch.no_grad():

@@ -31,7 +31,10 @@ class LlavaNextAdapter(Adapter):
         for row in self.image_mask(model, inputs["input_ids"]):
             positions, row_spans, start = row.nonzero().flatten(), [], 0
             while start < len(positions):
-                for kind, grid in zip(("base", "tiles"), image_grids(model.config, next(sizes))):
+                size = next(sizes, None)  # images are numbered across the batch in reading order
+                if size is None:
+                    raise HallucError(f"{self.family}: more image tokens than image_sizes describes")
+                for kind, grid in zip(("base", "tiles"), image_grids(model.config, size)):
                     row_spans.append(ImageSpan(positions[start:start + grid[0] * grid[1]], grid, kind))
                     start += grid[0] * grid[1]
             if start != len(positions):

@@ -32,10 +32,11 @@ TINY_PREFIX = "tiny-"
 TINY_FAMILIES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next", "tiny-qwen2-vl": "qwen2_vl",
                  "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-instructblip": "instructblip"}
 ALIASES = {e.alias: e for e in CATALOG}
+TOY = "toy-llava"  # trained on the toy world, shipped inside the package (halluc/world/toy_llava)
 
 
 def model_names() -> list[str]:
-    return [e.alias for e in CATALOG] + list(TINY_FAMILIES)
+    return [e.alias for e in CATALOG] + [TOY] + list(TINY_FAMILIES)
 
 
 def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: str = "auto",
@@ -54,6 +55,11 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
 
         model, processor = build_tiny(TINY_FAMILIES[name], seed=seed)
         lvlm_revision = f"random-init seed={seed}"
+    elif name == TOY:
+        from halluc.world.model import load_toy_llava
+
+        model, processor = load_toy_llava()
+        lvlm_revision = f"halluc-{_package_version()}"
     else:
         source = _resolve_source(name)
         model, processor = _load_pretrained(name, source, revision, _resolve_dtype(dtype, device))
@@ -66,7 +72,7 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
 
 def check_model_name(name: str) -> None:
     """Raise the same error `load` would for a name that cannot be a model, without loading anything."""
-    if name not in TINY_FAMILIES:
+    if name not in TINY_FAMILIES and name != TOY:
         _resolve_source(name)
 
 
@@ -83,13 +89,14 @@ def _resolve_source(name: str) -> str:
 
 
 def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype):
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
-    from halluc.models.families import model_class_for
+    from halluc.models.families import load_processor, model_class_for
 
     try:
         config = AutoConfig.from_pretrained(source, revision=revision)
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
+        model_class_for(config)  # an unsupported model type is refused before any download
+        processor = load_processor(source, config, revision=revision)
         model = model_class_for(config).from_pretrained(
             source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config))
     except OSError as err:
@@ -133,3 +140,9 @@ def _commit_of(model) -> str | None:
 def attn_implementation_for(config) -> dict[str, str]:
     """halluc's backend for the language model, SDPA for every other sub-model (vision, Q-Former)."""
     return {**{key: "sdpa" for key in getattr(config, "sub_configs", {})}, "text_config": BACKEND}
+
+
+def _package_version() -> str:
+    from halluc import __version__
+
+    return __version__

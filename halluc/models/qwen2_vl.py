@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import AutoProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
+from halluc.errors import HallucError
 from halluc.models.base import Adapter, ImageSpan
 
 
@@ -56,13 +57,15 @@ class QwenVLAdapter(Adapter):
     def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
         """One span per image with grid (h / merge, w / merge) from `image_grid_thw`."""
         merge = model.config.vision_config.spatial_merge_size
-        grids = iter(inputs["image_grid_thw"].tolist()) if "image_grid_thw" in inputs else iter(())
+        grids = iter(inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else [])
         spans = []
         for row in self.image_mask(model, inputs["input_ids"]):
             positions, row_spans, start = row.nonzero().flatten(), [], 0
             while start < len(positions):
-                t, h, w = next(grids)  # images are numbered across the batch in reading order
-                rows, cols = t * h // merge, w // merge
+                thw = next(grids, None)  # images are numbered across the batch in reading order
+                if thw is None:
+                    raise HallucError(f"{self.family}: more image tokens than image_grid_thw describes")
+                rows, cols = thw[0] * thw[1] // merge, thw[2] // merge
                 row_spans.append(ImageSpan(positions[start:start + rows * cols], (rows, cols)))
                 start += rows * cols
             spans.append(row_spans)

@@ -35,19 +35,12 @@ _LLAMA_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
-# LLaVA-1.5 (llava-hf): "USER: <image>\n{text} ASSISTANT:" (images first, then the text).
+# LLaVA-1.5 and LLaVA-NeXT-Vicuna (llava-hf): "USER: <image>\n{text} ASSISTANT:" (images first, then the text).
 LLAVA_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
     "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-# LLaVA-NeXT (llava-v1.6-mistral-7b-hf): "[INST] <image>\n{text} [/INST]".
-LLAVA_NEXT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' }}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
-    "{% if message['role'] == 'user' %}{{ ' [/INST]' }}{% else %}{{ eos_token }}{% endif %}{% endfor %}"
 )
 # Qwen2-VL / Qwen2.5-VL instruct: default system turn, im_start/im_end turns, vision_start/image_pad/vision_end.
 QWEN_TEMPLATE = (
@@ -154,7 +147,7 @@ def _llava_next() -> tuple[Any, Any, type]:
                                                  image_grid_pinpoints=pinpoints)
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=7,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=LLAVA_NEXT_TEMPLATE)
+                                   chat_template=LLAVA_TEMPLATE)
     return config, processor, LlavaNextForConditionalGeneration
 
 

@@ -29,8 +29,8 @@ def test_same_seed_same_weights(family):
     b, _ = build_tiny(family, seed=3, attn_implementation="sdpa")
     c, _ = build_tiny(family, seed=4, attn_implementation="sdpa")
     assert_same_weights(a, b)
-    assert not torch.equal(a.lm_head.weight if hasattr(a, "lm_head") else a.language_model.lm_head.weight,
-                           c.lm_head.weight if hasattr(c, "lm_head") else c.language_model.lm_head.weight)
+    head = adapter_for(a).lm_head
+    assert not torch.equal(a.get_submodule(head).weight, c.get_submodule(head).weight)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
     assert not a.training
 
@@ -40,7 +40,8 @@ def test_is_tiny_and_vocab_matches_tokenizer(family, tiny_vlm):
     model, processor = tiny_vlm(family)
     text = adapter_for(model).text_config(model)
     assert sum(p.numel() for p in model.parameters()) < 250_000
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (64, 2, 4, 2)
+    shape = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    assert shape == (64, 2, 4, 2)
     assert text.vocab_size == len(processor.tokenizer) < 512
     sample = "Is there a dog? Ünïcödé, 3 > 2 & <tags> stay."
     assert processor.tokenizer.decode(processor.tokenizer(sample, add_special_tokens=False)["input_ids"]) == sample
@@ -76,7 +77,7 @@ def test_chat_templates_mimic_the_real_ones(tiny_vlm):
 
     assert prompt("llava") == "USER: <image>\nWhat? ASSISTANT:"
     assert prompt("llava", with_image=False) == "USER: What? ASSISTANT:"
-    assert prompt("llava_next") == "[INST] <image>\nWhat? [/INST]"
+    assert prompt("llava_next") == "USER: <image>\nWhat? ASSISTANT:"
     qwen = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
             "<|vision_start|><|image_pad|><|vision_end|>What?<|im_end|>\n<|im_start|>assistant\n")
     assert prompt("qwen2_vl") == prompt("qwen2_5_vl") == qwen
