@@ -5,10 +5,20 @@
     halluc.generate(m, images, prompts, method="vcd")
     with halluc.apply(m, "vhr"):
         ...
+
+The API is imported on first use, so `halluc score` and other light commands start without torch.
 """
-from halluc.api import Decoding, Generation, LVLM, RunOptions, apply, generate, load, methods, models, run
 from halluc.errors import HallucError
 
 __version__ = "0.1.0"
 __all__ = ["Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "generate", "load", "methods",
            "models", "run"]
+_API = set(__all__) - {"HallucError"}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from halluc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'halluc' has no attribute '{name}'")

@@ -14,7 +14,7 @@ from halluc.decoding.generate import generate as _generate
 from halluc.decoding.strategy import Decoding
 from halluc.images import load_images
 from halluc.interventions import check_compatible, make_methods, method_class, method_names
-from halluc.models.loading import ALIASES, CATALOG, TINY_FAMILIES, check_model_name, load
+from halluc.models.loading import ALIASES, CATALOG, TINY_FAMILIES, TOY, check_model_name, load
 from halluc.models.lvlm import LVLM
 
 __all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images", "make_methods", "methods",
@@ -74,14 +74,16 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
     """
     options = options or RunOptions()
     task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
-                      data=options.data, images=options.images, max_new_tokens=options.max_new_tokens)
+                      data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
+                      dataset=options.dataset)
     spec = RunSpec(model, parse_entries(methods, params, options.baseline), task, options.limit, options.seed,
                    options.batch_size)
     family = _known_family(model)
     for entry in spec.entries if family else []:  # refuse unsupported families before loading weights
         check_compatible(family, entry.methods)
     shard = options.shard or Shard.from_env()
-    out = Path(options.out or default_out(model, benchmark, task.protocol.name))
+    where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
+    out = Path(options.out or default_out(model, where, task.protocol.name))
     prepare_run_dir(out, spec, options, shard)
     lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
     for entry in spec.entries:
@@ -93,7 +95,7 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
 def _known_family(model: str) -> str | None:
     """The family of an alias, known before any weights are loaded."""
     entry = ALIASES.get(model)
-    return TINY_FAMILIES.get(model) or (entry.family if entry else None)
+    return TINY_FAMILIES.get(model) or ("llava" if model == TOY else None) or (entry.family if entry else None)
 
 
 def methods() -> list[dict]:
@@ -110,6 +112,8 @@ def methods() -> list[dict]:
 def models() -> list[dict]:
     """Known model aliases and tiny offline models."""
     rows = [dataclasses.asdict(e) for e in CATALOG]
+    rows.append({"alias": TOY, "hub_id": "(shipped in the package)", "family": "llava",
+                 "note": "trained on the toy world; hallucinates like real LVLMs (`halluc run`)"})
     rows += [{"alias": alias, "hub_id": "(built offline)", "family": fam, "note": "random weights, for tests and smoke runs"}
              for alias, fam in TINY_FAMILIES.items()]
     return rows

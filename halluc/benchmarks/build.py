@@ -10,6 +10,7 @@ from halluc.benchmarks.tasks import ChairTask, MMETask, PopeTask, Task
 from halluc.errors import HallucError, unknown_choice
 
 BENCHMARKS = ("pope", "chair", "mme")
+DATASETS = ("coco", "world")  # world: the toy world's own POPE and CHAIR (see halluc.world.benchmark)
 
 
 def data_home() -> Path:
@@ -18,7 +19,12 @@ def data_home() -> Path:
 
 
 def build_task(benchmark: str, *, protocol: str | None = None, splits: list[str] | None = None,
-               data: Path | None = None, images: Path | None = None, max_new_tokens: int | None = None) -> Task:
+               data: Path | None = None, images: Path | None = None, max_new_tokens: int | None = None,
+               dataset: str = "coco") -> Task:
+    if dataset not in DATASETS:
+        raise unknown_choice("dataset", dataset, DATASETS)
+    if dataset == "world":
+        return _world_task(benchmark, protocol, splits, max_new_tokens)
     if benchmark == "pope":
         preset = pope.get_protocol(protocol or "llava")
         folder = Path(data) if data else data_home() / "pope" / preset.question_set
@@ -56,10 +62,26 @@ def _chair_image_ids(folder: Path) -> tuple[int, ...]:
 def _chair_gt(folder: Path) -> Path:
     if (folder / "annotations").is_dir():
         return folder / "annotations"
-    candidates = [folder / "gt_objects.json", *sorted(folder.glob("gt_objects*pattern*.json")),
+    candidates = [folder / "gt_objects.json", *sorted(folder.glob("gt_objects*nltk*.json")),
                   *sorted(folder.glob("gt_objects*.json"))]
     for path in candidates:
         if path.exists():
             return path
     raise HallucError(f"no CHAIR ground truth in {folder}: expected annotations/ (COCO 2014 instances and captions) "
                       "or gt_objects.json (image id -> object names)")
+
+
+def _world_task(benchmark: str, protocol: str | None, splits: list[str] | None, max_new_tokens: int | None) -> Task:
+    """POPE / CHAIR on the toy world the shipped toy-llava was trained on (rendered once into the data home)."""
+    from halluc.world.benchmark import eval_config, prepare_world_benchmarks
+    from halluc.world.model import TRAIN_WORLD
+
+    bench = prepare_world_benchmarks(data_home(), eval_config(TRAIN_WORLD))
+    if benchmark == "pope":
+        return PopeTask(data_dir=bench.pope, images_dir=bench.images, chosen_splits=tuple(splits or pope.SPLITS),
+                        preset=pope.get_protocol(protocol or "llava"), max_new_tokens=max_new_tokens)
+    if benchmark == "chair":
+        return ChairTask(image_ids=_chair_image_ids(bench.chair), gt_source=_chair_gt(bench.chair),
+                         images_dir=bench.images, preset_name=protocol or "short64", image_name="{}.png",
+                         max_new_tokens=max_new_tokens)
+    raise HallucError(f"the toy world has pope and chair, not {benchmark}")

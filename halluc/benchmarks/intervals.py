@@ -17,7 +17,7 @@ def run_intervals(run_dir: Path, n: int = 1000, seed: int = 0) -> dict:
     try:
         task = build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
                           data=_path(options.get("data")), images=_path(options.get("images")),
-                          max_new_tokens=options.get("max_new_tokens"))
+                          max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
     except HallucError:
         return {}  # benchmark files moved: report without intervals rather than fail
     metric = HEADLINE[config["benchmark"]][0]

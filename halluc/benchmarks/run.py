@@ -286,6 +286,7 @@ class RunOptions:
 
     splits: tuple[str, ...] | None = None
     protocol: str | None = None
+    dataset: str = "coco"  # or "world": the toy world's POPE / CHAIR
     images: Path | None = None
     data: Path | None = None
     limit: int | None = None

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import typer
 
-from halluc import api
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
 from halluc.cli.data import data_app
 from halluc.cli.report import report
@@ -24,6 +23,8 @@ app.add_typer(data_app, name="data")
 @app.command()
 def models() -> None:
     """List model aliases (first column) with their hub ids and families."""
+    from halluc import api
+
     for row in api.models():
         typer.echo(f"{row['alias']:<18} {row['family']:<13} {row['hub_id']:<36} {row['note']}")
 
@@ -31,6 +32,8 @@ def models() -> None:
 @app.command()
 def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show parameters and defaults.")) -> None:
     """List methods, one per line (name first)."""
+    from halluc import api
+
     for row in api.methods():
         typer.echo(f"{row['name']:<10} {row['kind']:<9} {row['paper']}")
         if verbose:
@@ -57,6 +60,8 @@ def generate(
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
     """Generate an answer for each image; the texts alone go to stdout, one per line."""
+    from halluc import api
+
     params = parse_method_params(ctx.args, param)
     api.check_request(model, list(image), list(prompt), method, **params)  # fail before loading weights
     stderr(f"loading {model} ...")

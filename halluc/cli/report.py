@@ -5,7 +5,6 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.intervals import run_intervals
 from halluc.benchmarks.report import load_rows, render_terminal, write_report
 from halluc.cli.common import friendly_errors, stderr
 
@@ -17,6 +16,8 @@ def report(
     bootstrap: int = typer.Option(1000, help="Paired bootstrap resamples for Δ intervals (0 = none)."),
 ) -> None:
     """Leaderboard of one or more runs, with deltas against vanilla and cost columns."""
+    from halluc.benchmarks.intervals import run_intervals
+
     rows = load_rows(runs)
     intervals = {}
     for run_dir in runs if bootstrap else []:

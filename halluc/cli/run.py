@@ -5,16 +5,16 @@ from pathlib import Path
 
 import typer
 
-from halluc import api
 from halluc.benchmarks.build import data_home
 from halluc.benchmarks.report import render_terminal
-from halluc.benchmarks.run import Shard
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
 from halluc.errors import HallucError
 
 
 
-def parse_shard(text: str | None) -> Shard | None:
+def parse_shard(text: str | None):
+    from halluc.benchmarks.run import Shard
+
     if text is None:
         return None
     index, sep, count = text.partition("/")
@@ -23,12 +23,21 @@ def parse_shard(text: str | None) -> Shard | None:
     return Shard(int(index), int(count))
 
 
+# `halluc run` with no arguments: the product's main job on the shipped toy world, offline, in minutes.
+TOY_MODEL = "toy-llava"
+TOY_METHODS = ("vcd", "ritual", "damro", "vhr", "vista", "pai", "var")
+
+
 @friendly_errors
 def run(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="Alias, tiny-* model, local directory or hub id."),
-    method: list[str] = typer.Option(["none"], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks."),
-    benchmark: str = typer.Option("pope", "--benchmark", "-b", help="pope, chair or mme."),
+    model: str = typer.Option(None, "--model", "-m", help=f"Alias, tiny-* model, local dir or hub id [default: {TOY_MODEL} "
+                              "on the toy world]."),
+    method: list[str] = typer.Option([], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks; vanilla is "
+                                     "always included."),
+    benchmark: list[str] = typer.Option([], "--benchmark", "-b", help="pope, chair or mme (repeat) [default: pope]."),
+    dataset: str = typer.Option(None, help="coco (your files) or world (the toy world) [default: coco, or world "
+                                "with the toy model]."),
     split: list[str] = typer.Option([], "--split", help="POPE split or MME subtask (repeat); default all."),
     protocol: str = typer.Option(None, help="pope: llava|vcd|opera; chair: opera512|short64; mme: llava|official."),
     images: Path = typer.Option(None, help="Image directory (COCO val2014; the MME release folder)."),
@@ -43,11 +52,27 @@ def run(
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE or METHOD.NAME=VALUE."),
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
-    """Run MODEL with each METHOD (and vanilla) on a benchmark; print the leaderboard."""
-    options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, images=images, data=data, limit=limit,
-                             seed=seed, batch_size=batch_size, out=out, resume=resume, max_new_tokens=max_new_tokens,
-                             device=device, dtype=dtype, cache_dir=cache, shard=parse_shard(shard))
-    run_dir, rows = api.run(model, method, benchmark, options, **parse_method_params(ctx.args, param))
+    """Run MODEL with each METHOD (and vanilla) on benchmarks; print the leaderboard.
+
+    With no arguments: toy-llava on the toy world's POPE and CHAIR with vanilla and a representative set of methods.
+    """
+    from halluc import api
+
+    toy = model is None
+    model = model or TOY_MODEL
+    dataset = dataset or ("world" if toy else "coco")
+    benchmarks = benchmark or (["pope", "chair"] if dataset == "world" else ["pope"])
+    methods = method or (list(TOY_METHODS) if toy else ["none"])
+    params = parse_method_params(ctx.args, param)
+    rows = []
+    for name in benchmarks:
+        target = out / name if out is not None and len(benchmarks) > 1 else out
+        options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, dataset=dataset, images=images,
+                                 data=data, limit=limit, seed=seed, batch_size=batch_size, out=target, resume=resume,
+                                 max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
+                                 shard=parse_shard(shard))
+        run_dir, bench_rows = api.run(model, methods, name, options, **params)
+        stderr(f"results: {run_dir / 'results.json'}")
+        rows += bench_rows
     if rows:
         typer.echo(render_terminal(rows))
-        stderr(f"results: {run_dir / 'results.json'}")
