@@ -35,7 +35,8 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     """
     edit = _EDITS.get().get(module)
     if edit is None or edit.is_noop():
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     if dropout and module.training:
         raise RuntimeError("attention edits are inference-only (dropout > 0 in training mode)")
     if scaling is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -33,7 +34,12 @@ _FORCED: ContextVar[str | None] = ContextVar("halluc_kernel_impl", default=None)
 
 def triton_available() -> bool:
     """Whether triton is installed (it is not imported here)."""
-    return importlib.util.find_spec("triton") is not None
+    if "triton" in sys.modules:
+        return sys.modules["triton"] is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def resolve_impl(device: torch.device | str, impl: str | None = None) -> str:

@@ -197,7 +197,7 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
     lengths = {t.shape[-1] for t in (image, bias, boost, sink) if t is not None}
     length = max(lengths, default=0)
     # columns given over different lengths: extend the shorter ones as text columns
-    image, bias, boost, sink = (pad_columns(t, length, False if t.dtype == torch.bool else 0.0) if t is not None else None
+    image, bias, boost, sink = (None if t is None else pad_columns(t, length, False if t.dtype == torch.bool else 0.0)
                                 for t in (image, bias, boost, sink))
     head_bias = None
     if edit.head_bias is not None:
@@ -205,7 +205,8 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
         if hb.dim() == 1:
             hb = hb[None]
         if hb.dim() != 2 or hb.shape[-1] != heads or hb.shape[0] not in (1, batch):
-            raise ValueError(f"AttentionEdit.head_bias must be (H,) or (B, H) with H = {heads}; got {tuple(edit.head_bias.shape)}")
+            raise ValueError(f"AttentionEdit.head_bias must be (H,) or (B, H) with H = {heads}; "
+                             f"got {tuple(edit.head_bias.shape)}")
         head_bias = hb.expand(batch, heads).contiguous()
     if (edit.head_bias is not None or edit.has_var) and image is None:
         raise ValueError("AttentionEdit.head_bias and VAR need image_columns")
@@ -215,7 +216,8 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
             idx = torch.arange(length, device=device)
             query_start = (torch.where(image, idx, -1).amax(-1) + 1).to(torch.int32)
         elif isinstance(edit.var_query_start, torch.Tensor):
-            query_start = edit.var_query_start.to(device=device, dtype=torch.int32).reshape(-1).expand(batch).contiguous()
+            start = edit.var_query_start.to(device=device, dtype=torch.int32).reshape(-1)
+            query_start = start.expand(batch).contiguous()
         else:
             query_start = torch.full((batch,), int(edit.var_query_start), dtype=torch.int32, device=device)
     return EditColumns(length, image, bias, boost, sink, head_bias, query_start)

@@ -35,7 +35,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from halluc.kernels.edits import AttentionEdit, AttentionResult
-from halluc.kernels.masks import padding_columns
+from halluc.kernels.masks import MaskNotSupported, padding_columns
 
 AUTOTUNE_ENV = "HALLUC_TRITON_AUTOTUNE"
 
@@ -161,19 +161,19 @@ def _attn_fwd(
             acc_t += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)  # v is fp32 under UPCAST
 
     if HAS_VAR:
-        l = l_vs + l_ts + l_n + l_t
+        l_all = l_vs + l_ts + l_n + l_t
         l_img = l_vs + l_n
         q_start = tl.load(QSTART + b)
-        sel = (l_n > 0) & (l_vs <= var_rho * l_img) & (l_img >= var_summ * l) & (q_pos >= q_start)
+        sel = (l_n > 0) & (l_vs <= var_rho * l_img) & (l_img >= var_summ * l_all) & (q_pos >= q_start)
         c_s = tl.where(sel, var_p, 1.0)
         c_n = tl.where(sel, 1.0 + (1.0 - var_p) * (l_vs + l_ts) / tl.where(l_n > 0, l_n, 1.0), 1.0)
         acc = acc_s * c_s[:, None] + acc_n * c_n[:, None] + acc_t
         mass = l_vs * c_s + l_n * c_n
     else:
-        l = l_t
+        l_all = l_t
         acc = acc_t
         mass = l_n
-    l_safe = tl.where(l > 0, l, 1.0)  # fully masked rows: acc == 0, output 0
+    l_safe = tl.where(l_all > 0, l_all, 1.0)  # fully masked rows: acc == 0, output 0
     out = acc / l_safe[:, None]
     tl.store(O + b * stride_ob + offs_m[:, None] * stride_om + h * stride_oh + offs_d[None, :] * stride_od,
              out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
@@ -230,16 +230,32 @@ def _autotuned():
     return _AUTOTUNED
 
 
-def default_config(tq: int, head_dim: int, has_var: bool, interpret: bool) -> dict:
-    """Block sizes and launch parameters (untuned GPU defaults; larger blocks under the interpreter,
-    where every program costs Python overhead)."""
+def default_config(tq: int, head_dim: int, has_var: bool, interpret: bool, itemsize: int = 2) -> dict:
+    """Block sizes and launch parameters.
+
+    GPU values are NOT timed (no GPU was available): they are the configurations with no (or the
+    fewest) register spills when compiled for sm_90 at head_dim 128 with every edit on (ptxas -v):
+        prefill            BLOCK_M 64, BLOCK_N 64, 8 warps, 3 stages   0 B spilled (64x64x4 warps: 172 B)
+        prefill + VAR      BLOCK_M 64, BLOCK_N 32, 8 warps, 2 stages   28 B (three fp32 partial outputs)
+        decode             BLOCK_M 16, BLOCK_N 128, 8 warps, 2 stages  0 B
+        decode + VAR       BLOCK_M 16, BLOCK_N 32, 4 warps, 2 stages   0 B
+    fp32 inputs (itemsize 4) take BLOCK_N 32 and 2 stages for prefill: 64x64 with 3 stages needs
+    177 KiB of shared memory at head_dim 128, more than an A100 has.
+    Under the interpreter every program and block costs Python overhead, so blocks are just small
+    enough for tests to reach several key blocks.
+    """
     if interpret:
         return {"BLOCK_M": 16 if tq == 1 else 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+    if itemsize > 2 and tq > 1:
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8 if head_dim > 64 else 4, "num_stages": 2}
     if tq == 1:
-        return {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
-    if has_var:  # three (BLOCK_M, D) fp32 partial outputs live in registers
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}
-    return {"BLOCK_M": 128 if head_dim <= 64 else 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+        if has_var:
+            return {"BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+        return {"BLOCK_M": 16, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}
+    if has_var:
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
+    return {"BLOCK_M": 128 if head_dim <= 64 else 64, "BLOCK_N": 64, "num_warps": 8 if head_dim > 64 else 4,
+            "num_stages": 3}
 
 
 def interpreting(device: torch.device) -> bool:
@@ -263,6 +279,8 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
         raise ValueError(f"bad shapes q {tuple(query.shape)} k {tuple(key.shape)} v {tuple(value.shape)}")
     edit = edit if edit is not None else AttentionEdit()
     pad = padding_columns(attention_mask, tq, tk, is_causal)
+    if pad is not None and pad.shape[0] not in (1, b):
+        raise MaskNotSupported(f"mask batch {pad.shape[0]} does not match the batch {b}")
     dev = query.device
     cols = edit.columns(b, h, dev)
     if cols.length > tk:
@@ -275,33 +293,35 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
     tc = cols.length if image is None else image.shape[-1]
     interp = interpreting(dev)
 
-    dummy = torch.zeros(1, dtype=torch.int8, device=dev)
+    dummy = torch.empty(1, dtype=torch.int8, device=dev)  # never read (its flag is off); no fill kernel
     out = torch.empty(b, tq, h, d, dtype=query.dtype, device=dev)
     mass = torch.empty(b, h, tq, dtype=torch.float32, device=dev) if want_mass else None
     row = torch.empty(b, h, tk, dtype=torch.float32, device=dev) if want_row else None
     i8 = (lambda t: t.view(torch.int8) if t is not None else dummy)
     f32 = (lambda t: t if t is not None else dummy)
-    pad_arg = pad.contiguous() if pad is not None else None
+    # the padding vector is a strided view of the 4-D mask: pass its row stride instead of copying
+    pad_arg = pad if pad is None or pad.stride(-1) == 1 else pad.contiguous()
 
     args = (query, key, value, out, i8(pad_arg), i8(image), f32(cols.bias), f32(cols.boost), f32(cols.head_bias),
             i8(cols.sink), f32(cols.query_start), f32(mass), f32(row),
             *query.stride(), *key.stride(), *value.stride(), *out.stride(),
-            pad_arg.stride(0) if pad_arg is not None else 0, tc,
+            pad_arg.stride(0) if pad_arg is not None and pad_arg.shape[0] == b else 0, tc,  # 0: mask broadcast over B
             h, tq, tk, tc, h // hkv, float(scaling), float(edit.var_p), float(edit.var_rho), float(edit.var_summ),
             _bucket(tq), _bucket(tk))
     flags = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
         IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_IMG=image is not None, HAS_CB=cols.bias is not None,
-        HAS_BOOST=cols.boost is not None, BOOST_LAST_ROW=bool(edit.pai_last_row_only), HAS_HB=cols.head_bias is not None,
-        HAS_VAR=cols.sink is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
-        UPCAST=interp and query.dtype != torch.float32, DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
+        HAS_BOOST=cols.boost is not None, BOOST_LAST_ROW=cols.boost is not None and bool(edit.pai_last_row_only),
+        HAS_HB=cols.head_bias is not None, HAS_VAR=cols.sink is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
+        UPCAST=interp and query.dtype != torch.float32,
+        DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
     )
     autotune = not interp and config is None and os.environ.get(AUTOTUNE_ENV, "0") == "1"
     if autotune:
         grid = lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), b * h)  # noqa: E731
         _autotuned()[grid](*args, **flags)
     else:
-        cfg = {**default_config(tq, d, cols.sink is not None, interp), **(config or {})}
+        cfg = {**default_config(tq, d, cols.sink is not None, interp, query.element_size()), **(config or {})}
         grid = (triton.cdiv(tq, cfg["BLOCK_M"]), b * h)
         kernel = _INTERPRETED if interp else _JIT
         launch = {} if interp else {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}

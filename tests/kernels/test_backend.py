@@ -1,0 +1,174 @@
+"""The "halluc" backend inside a tiny LLaVA (the spec's §2 recipe, built inline): identical to SDPA
+with no edit (bit for bit, padded batches too), Triton path == reference path with edits, outputs
+handed back, and no edit left behind after `active_edits`, even on error."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from halluc.kernels import AttentionEdit, attention_reference, use_impl
+from halluc.kernels.backend import BACKEND, active_edits, current_edits, halluc_attention, register_backend
+
+IMAGE_ID = 127
+TXT = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+           num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def tiny_llava(attn) -> nn.Module:
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          image_size=28, patch_size=7, projection_dim=32)
+    cfg = LlavaConfig(vision_config=vc, text_config=LlamaConfig(**TXT), image_token_index=IMAGE_ID, image_seq_length=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlavaForConditionalGeneration._from_config(cfg, attn_implementation=attn).eval()
+
+
+@pytest.fixture(scope="module")
+def models():
+    register_backend()
+    return tiny_llava({"text_config": BACKEND, "vision_config": "sdpa"}), tiny_llava("sdpa")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Two prompts, the second left-padded by 3: BOS, 16 image tokens, text."""
+    g = torch.Generator().manual_seed(1)
+    row0 = [1] + [IMAGE_ID] * 16 + [5, 6, 7, 8, 9, 10]
+    row1 = [0, 0, 0] + [1] + [IMAGE_ID] * 16 + [11, 12, 13]
+    ids = torch.tensor([row0, row1])
+    return dict(input_ids=ids, attention_mask=(ids != 0).long(), pixel_values=torch.randn(2, 3, 28, 28, generator=g))
+
+
+def lm_attention(model):
+    return [layer.self_attn for layer in model.model.language_model.layers]
+
+
+def make_edits(model, batch, **extra):
+    """PAI + VAR + biases on every LM layer, over the prompt columns."""
+    ids = batch["input_ids"]
+    img = ids == IMAGE_ID
+    sinks = (ids == 1) | (img & (torch.arange(ids.shape[1]) % 7 == 0))  # BOS and two image tokens
+    bias = torch.zeros(ids.shape, dtype=torch.float32)
+    bias[img.nonzero()[3][0], img.nonzero()[3][1]] = float("-inf")
+    head_bias = torch.tensor([math.log(2.0), 0.0, 0.5, 0.0])
+    return {m: AttentionEdit(image_columns=img, column_bias=bias, head_bias=head_bias, pai_alpha=0.5,
+                             var_sink_columns=sinks, var_p=0.6, var_rho=0.9, var_summ=0.05, **extra)
+            for m in lm_attention(model)}
+
+
+def test_no_edit_is_bit_identical_to_sdpa(models, batch):
+    halluc_model, sdpa_model = models
+    assert halluc_model.config.text_config._attn_implementation == BACKEND
+    assert halluc_model.config.vision_config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        for inputs in (batch, {k: v[:1] for k, v in batch.items()}):  # padded batch and a single row
+            assert torch.equal(halluc_model(**inputs).logits, sdpa_model(**inputs).logits)
+        with active_edits({}):
+            assert torch.equal(halluc_model(**batch).logits, sdpa_model(**batch).logits)
+        with active_edits({m: AttentionEdit() for m in lm_attention(halluc_model)}):  # identity edits
+            assert torch.equal(halluc_model(**batch).logits, sdpa_model(**batch).logits)
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_padding_reaches_the_edited_path(models, batch, impl):
+    """An edit that only asks for outputs runs the kernel path; with the padding mask honoured it
+    matches SDPA on the padded batch (and the image mass comes back through output_attentions)."""
+    halluc_model, sdpa_model = models
+    edits = {m: AttentionEdit(image_columns=batch["input_ids"] == IMAGE_ID, return_image_mass=True)
+             for m in lm_attention(halluc_model)}
+    with torch.no_grad(), use_impl(impl), active_edits(edits):
+        out = halluc_model(**batch, output_attentions=True)
+    ref = sdpa_model(**batch).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(out.logits[real], ref[real], atol=1e-5, rtol=1e-5)
+    mass = out.attentions[0]
+    assert mass.shape == (2, 4, batch["input_ids"].shape[1]) and ((mass >= 0) & (mass <= 1 + 1e-6)).all()
+    assert all(e.record.impl == impl and e.record.calls == 1 for e in edits.values())
+
+
+def test_edits_triton_equals_reference_in_generate(models, batch):
+    halluc_model, sdpa_model = models
+    results = {}
+    for impl in ("torch", "triton"):
+        rows = []
+        edits = make_edits(halluc_model, batch, return_attention_row=True, return_image_mass=True,
+                           on_output=lambda module, record, rows=rows: rows.append(record.attention_row))
+        with torch.no_grad(), use_impl(impl), active_edits(edits):
+            logits = halluc_model(**batch).logits
+            gen = halluc_model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                        output_scores=True, return_dict_in_generate=True)
+        results[impl] = logits, gen, rows, [e.record.image_mass for e in edits.values()]
+    (l_t, g_t, rows_t, mass_t), (l_k, g_k, rows_k, mass_k) = results["torch"], results["triton"]
+    torch.testing.assert_close(l_k, l_t, atol=1e-4, rtol=1e-4)
+    assert (l_t - sdpa_model(**batch).logits).abs().max() > 1e-2  # the edits do something
+    assert torch.equal(g_k.sequences, g_t.sequences)
+    for a, b in zip(g_k.scores, g_t.scores):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    decode_rows = [r for r in rows_t if r is not None]  # only decode calls have a row
+    assert len(decode_rows) == 2 * 2 and len(rows_t) == 2 * (1 + 1 + 2)  # 2 layers x (forward, prefill, 2 steps)
+    for a, b in zip([r for r in rows_k if r is not None], decode_rows):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:2]), atol=1e-5, rtol=0)
+    for a, b in zip(mass_k, mass_t):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_edits_are_gone_after_the_block_even_on_error(models, batch):
+    halluc_model, sdpa_model = models
+    edits = make_edits(halluc_model, batch)
+    with pytest.raises(RuntimeError, match="boom"):
+        with active_edits(edits):
+            assert current_edits() == edits
+            raise RuntimeError("boom")
+    assert dict(current_edits()) == {}
+    with torch.no_grad():
+        assert torch.equal(halluc_model(**batch).logits, sdpa_model(**batch).logits)
+
+
+def test_nested_blocks_merge_and_restore(models):
+    a, b = lm_attention(models[0])
+    ea, eb, eb2 = AttentionEdit(), AttentionEdit(), AttentionEdit()
+    with active_edits({a: ea, b: eb}):
+        with active_edits({b: eb2}):
+            assert current_edits() == {a: ea, b: eb2}
+        assert current_edits() == {a: ea, b: eb}
+    assert dict(current_edits()) == {}
+
+
+class VisionLikeAttention(nn.Module):
+    """A non-causal attention module as the Qwen2-VL vision tower has (no layer_idx, keyword call)."""
+
+    is_causal = False
+    num_key_value_groups = 1
+    training = False
+
+
+def test_keyword_call_of_a_non_causal_module():
+    mod = VisionLikeAttention()
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 4, 9, 8, generator=g) for _ in range(3))
+    out, _ = halluc_attention(mod, q, k, v, attention_mask=None, scaling=0.3, dropout=0.0, is_causal=False)
+    assert torch.equal(out, sdpa_attention_forward(mod, q, k, v, attention_mask=None, scaling=0.3, is_causal=False)[0])
+    edit = AttentionEdit(column_bias=torch.randn(1, 9, generator=g))
+    with active_edits({mod: edit}), use_impl("triton"):
+        out, _ = halluc_attention(mod, q, k, v, attention_mask=None, scaling=0.3, is_causal=False)
+    torch.testing.assert_close(out, attention_reference(q, k, v, None, scaling=0.3, edit=edit, is_causal=False).out)
+
+
+def test_causal_call_without_mask_and_extra_keys_is_a_static_cache_prefill():
+    """transformers' SDPA convention: no mask, 1 < Tq < Tk -> the keys past Tq are empty cache slots."""
+    mod = VisionLikeAttention()
+    mod.is_causal = True
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 5, 8, generator=g)
+    k, v = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
+    edit = AttentionEdit(column_bias=torch.zeros(1, 5))
+    with active_edits({mod: edit}):
+        out, _ = halluc_attention(mod, q, k, v, None, scaling=0.3)
+    expected = sdpa_attention_forward(mod, q, k, v, None, scaling=0.3)[0]
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)

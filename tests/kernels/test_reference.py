@@ -1,0 +1,220 @@
+"""The torch reference is the spec: plain attention equals SDPA, and each edit matches its formula
+on hand-made tensors (PAI boost, head/column bias, VAR redistribution, image mass, attention row)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from halluc.kernels import AttentionEdit, attention_reference, pad_columns
+from halluc.kernels.masks import MaskNotSupported, causal_mask, padding_columns
+
+
+def qkv(b, h, hkv, tq, tk, d, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, h, tq, d, generator=g, dtype=dtype), torch.randn(b, hkv, tk, d, generator=g, dtype=dtype),
+            torch.randn(b, hkv, tk, d, generator=g, dtype=dtype))
+
+
+def sdpa(q, k, v, mask=None, causal=False):
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    return out.transpose(1, 2)
+
+
+def probs_edit(probs: list[float], **kw) -> tuple:
+    """One query row whose softmax is exactly `probs` (q = 0, column bias = log probs) and v = I,
+    so the output row *is* the final attention row."""
+    tk = len(probs)
+    q, k = torch.zeros(1, 1, 1, tk), torch.zeros(1, 1, tk, tk)
+    v = torch.eye(tk)[None, None]
+    edit = AttentionEdit(column_bias=torch.tensor(probs).log()[None], **kw)
+    return q, k, v, edit
+
+
+# ---- no edit == SDPA ------------------------------------------------------------------------
+@pytest.mark.parametrize("b,h,hkv,tq,tk,d", [(2, 4, 4, 9, 9, 16), (1, 4, 2, 1, 30, 8), (2, 6, 2, 13, 13, 32)],
+                         ids=["prefill", "decode-gqa", "prefill-gqa"])
+def test_plain_attention_equals_sdpa(b, h, hkv, tq, tk, d):
+    q, k, v = qkv(b, h, hkv, tq, tk, d)
+    ref = attention_reference(q, k, v, None, scaling=d ** -0.5, is_causal=True)
+    torch.testing.assert_close(ref.out, sdpa(q, k, v, causal=tq > 1), atol=1e-5, rtol=1e-5)
+    assert ref.image_mass is None and ref.attention_row is None and ref.impl == "torch"
+
+
+def test_chunked_prefill_is_bottom_right_causal():
+    q, k, v = qkv(1, 2, 2, 5, 12, 8)
+    mask = causal_mask(5, 12, "cpu")  # query i at key position 7 + i
+    assert mask[0].sum() == 8 and mask[-1].all()
+    ref = attention_reference(q, k, v, None, scaling=8 ** -0.5)
+    torch.testing.assert_close(ref.out, sdpa(q, k, v, mask[None, None]), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_mask_bool_and_float_and_fully_masked_rows():
+    q, k, v = qkv(2, 2, 1, 10, 10, 8)
+    keep = torch.ones(2, 10, dtype=torch.bool)
+    keep[1, :4] = False  # left padding of row 1
+    mask = (causal_mask(10, 10, "cpu")[None] & keep[:, None, :])[:, None]  # (B, 1, Tq, Tk)
+    ref = attention_reference(q, k, v, mask, scaling=8 ** -0.5)
+    valid = mask.any(-1)[:, 0]  # (B, Tq): rows with at least one key
+    torch.testing.assert_close(ref.out[valid], sdpa(q, k, v, mask)[valid], atol=1e-5, rtol=1e-5)
+    assert torch.equal(ref.out[~valid], torch.zeros_like(ref.out[~valid]))  # pad query rows: 0, not NaN
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(attention_reference(q, k, v, additive, scaling=8 ** -0.5).out, ref.out)
+
+
+def test_padding_vector_from_mask():
+    keep = torch.ones(2, 10, dtype=torch.bool)
+    keep[1, :3] = False
+    mask = (causal_mask(6, 10, "cpu")[None] & keep[:, None, :])[:, None]
+    assert torch.equal(padding_columns(mask, 6, 10, True), keep)
+    assert padding_columns(None, 6, 10, True) is None
+    odd = mask.clone()
+    odd[0, 0, 2, 1] = ~odd[0, 0, 2, 1]
+    with pytest.raises(MaskNotSupported):
+        padding_columns(odd, 6, 10, True)
+    with pytest.raises(MaskNotSupported):
+        padding_columns(mask.float(), 6, 10, True)
+
+
+def test_identity_values_change_nothing():
+    q, k, v = qkv(1, 2, 2, 6, 6, 8)
+    img = torch.zeros(1, 6, dtype=torch.bool)
+    img[:, 1:4] = True
+    ident = AttentionEdit(image_columns=img, column_bias=torch.zeros(1, 6), head_bias=torch.zeros(2), pai_alpha=0.0,
+                          var_sink_columns=img & False, var_p=1.0)
+    assert not ident.has_var and not ident.has_boost
+    plain = attention_reference(q, k, v, None, scaling=0.3).out
+    assert torch.equal(attention_reference(q, k, v, None, scaling=0.3, edit=ident).out, plain)
+
+
+# ---- PAI ------------------------------------------------------------------------------------
+def test_pai_boost_formula():
+    # D = 1 so the scores are q * k; v = I so the output rows are the attention rows.
+    q = torch.tensor([1.0, 2.0]).view(1, 1, 2, 1)
+    k = torch.tensor([1.0, -1.0, 2.0]).view(1, 1, 3, 1)
+    v = torch.eye(3).view(1, 1, 3, 3)
+    img = torch.tensor([[False, True, True]])
+    edit = AttentionEdit(image_columns=img, pai_alpha=0.5)  # last row only
+    out = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, :, 0]  # (Tq, Tk)
+    # row 0 sits at key position 1: scores [1, -1], untouched; row 1: [2, -2, 4] -> [2, -2 + 1, 4 + 2]
+    torch.testing.assert_close(out[0], torch.tensor([1.0, -1.0, -math.inf]).softmax(-1))
+    torch.testing.assert_close(out[1], torch.tensor([2.0, -1.0, 6.0]).softmax(-1))
+    every_row = attention_reference(q, k, v, None, scaling=1.0,
+                                    edit=AttentionEdit(image_columns=img, pai_alpha=0.5, pai_last_row_only=False))
+    # row 0, image column 1: -1 + 0.5 * |-1|
+    torch.testing.assert_close(every_row.out[0, 0, 0], torch.tensor([1.0, -0.5, -math.inf]).softmax(-1))
+    per_column = AttentionEdit(pai_alpha=img.float() * 0.5)  # the PAINT-style tensor form
+    torch.testing.assert_close(attention_reference(q, k, v, None, scaling=1.0, edit=per_column).out,
+                               attention_reference(q, k, v, None, scaling=1.0, edit=edit).out)
+
+
+# ---- biases ---------------------------------------------------------------------------------
+def test_head_bias_scales_image_attention_of_that_head():
+    probs = [0.1, 0.2, 0.3, 0.4]
+    q, k, v, edit = probs_edit(probs)
+    img = torch.tensor([[False, True, True, False]])
+    base = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
+    edit.image_columns, edit.head_bias = img, torch.tensor([math.log(3.0)])
+    got = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
+    expected = torch.tensor([0.1, 0.6, 0.9, 0.4]) / 2.0
+    torch.testing.assert_close(base, torch.tensor(probs))
+    torch.testing.assert_close(got, expected)
+
+
+def test_minus_inf_column_bias_removes_the_key():
+    q, k, v = qkv(1, 2, 2, 1, 7, 8)
+    bias = torch.zeros(1, 7)
+    bias[0, 3] = float("-inf")
+    got = attention_reference(q, k, v, None, scaling=0.5, edit=AttentionEdit(column_bias=bias)).out
+    keep = [0, 1, 2, 4, 5, 6]
+    torch.testing.assert_close(got, attention_reference(q, k[:, :, keep], v[:, :, keep], None, scaling=0.5).out)
+
+
+def test_columns_cover_the_prompt_and_generated_keys_are_text():
+    padded = pad_columns(torch.tensor([[True, False]]), 4, False)
+    assert torch.equal(padded, torch.tensor([[True, False, False, False]]))
+    q, k, v = qkv(1, 1, 1, 1, 6, 4)
+    short = AttentionEdit(column_bias=torch.tensor([[0.5, -1.0, 2.0]]))
+    full = AttentionEdit(column_bias=torch.tensor([[0.5, -1.0, 2.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(attention_reference(q, k, v, None, scaling=1.0, edit=short).out,
+                               attention_reference(q, k, v, None, scaling=1.0, edit=full).out)
+    with pytest.raises(ValueError, match="covers 8 keys"):
+        attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(column_bias=torch.zeros(1, 8)))
+
+
+# ---- VAR ------------------------------------------------------------------------------------
+# columns: 0 text sink (BOS) | 1 visual sink | 2, 3, 4 image | 5 text
+SINKS = torch.tensor([[True, True, False, False, False, False]])
+IMAGE = torch.tensor([[False, True, True, True, True, False]])
+
+
+def test_var_redistribution_formula():
+    probs = [0.3, 0.1, 0.2, 0.2, 0.1, 0.1]
+    q, k, v, edit = probs_edit(probs, image_columns=IMAGE, var_sink_columns=SINKS, var_p=0.6, return_image_mass=True,
+                               return_attention_row=True)
+    res = attention_reference(q, k, v, None, scaling=1.0, edit=edit)
+    row = res.out[0, 0, 0]
+    # selected: image mass 0.6 >= 0.2 and visual-sink share 0.1 / 0.6 <= 0.5
+    sink_mass = 0.3 + 0.1
+    moved = (1 - 0.6) * sink_mass  # 0.16 goes to columns 2, 3, 4 in proportion 0.2 : 0.2 : 0.1
+    expected = torch.tensor([0.3 * 0.6, 0.1 * 0.6, 0.2 + moved * 0.4, 0.2 + moved * 0.4, 0.1 + moved * 0.2, 0.1])
+    torch.testing.assert_close(row, expected)
+    torch.testing.assert_close(row.sum(), torch.tensor(1.0))  # row sums preserved
+    torch.testing.assert_close(torch.tensor(probs)[:2].sum() - row[:2].sum(), torch.tensor(moved))
+    torch.testing.assert_close(res.attention_row[0, 0], expected)
+    torch.testing.assert_close(res.image_mass[0, 0, 0], expected[1:5].sum())
+
+
+@pytest.mark.parametrize("probs,why", [([0.3, 0.35, 0.1, 0.1, 0.05, 0.1], "visual-sink share 0.35/0.6 > rho"),
+                                       ([0.8, 0.05, 0.05, 0.0, 0.0, 0.1], "image mass 0.1 < summ")])
+def test_var_leaves_unselected_rows_alone(probs, why):
+    probs = torch.tensor(probs).clamp_min(1e-12)
+    q, k, v, edit = probs_edit(probs.tolist(), image_columns=IMAGE, var_sink_columns=SINKS)
+    got = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
+    torch.testing.assert_close(got, probs / probs.sum())
+
+
+def test_var_prefill_rows_after_the_image_only():
+    q, k, v = qkv(1, 2, 2, 8, 8, 4, seed=3)
+    img = torch.zeros(1, 8, dtype=torch.bool)
+    img[0, 1:5] = True
+    sinks = torch.zeros_like(img)
+    sinks[0, 0] = True
+    edit = AttentionEdit(image_columns=img, var_sink_columns=sinks, var_rho=1.0, var_summ=0.0)
+    plain = attention_reference(q, k, v, None, scaling=0.5).out
+    got = attention_reference(q, k, v, None, scaling=0.5, edit=edit).out
+    assert torch.equal(got[:, :5], plain[:, :5])  # rows up to the last image token: untouched
+    assert (got[:, 5:] - plain[:, 5:]).abs().amin() > 0  # rows after the image: redistributed
+    edit.var_query_start = 7
+    edit._cache = None
+    got = attention_reference(q, k, v, None, scaling=0.5, edit=edit).out
+    assert torch.equal(got[:, :7], plain[:, :7]) and not torch.equal(got[:, 7], plain[:, 7])
+
+
+def test_image_mass_and_attention_row():
+    q, k, v = qkv(2, 3, 3, 1, 9, 8, seed=5)
+    img = torch.zeros(2, 6, dtype=torch.bool)  # over the prompt; keys 6..8 were generated
+    img[:, 2:5] = True
+    edit = AttentionEdit(image_columns=img, return_image_mass=True, return_attention_row=True)
+    res = attention_reference(q, k, v, None, scaling=0.4, edit=edit)
+    probs = ((q @ k.transpose(-1, -2)) * 0.4).softmax(-1)[:, :, 0]  # (B, H, Tk)
+    torch.testing.assert_close(res.attention_row, probs)
+    torch.testing.assert_close(res.image_mass[..., 0], probs[..., 2:5].sum(-1))
+    q2, k2, v2 = qkv(2, 3, 3, 4, 9, 8)
+    assert attention_reference(q2, k2, v2, None, scaling=0.4, edit=edit).attention_row is None  # decode only
+
+
+def test_edit_validation():
+    with pytest.raises(ValueError, match="var_p"):
+        AttentionEdit(var_p=1.5)
+    with pytest.raises(ValueError, match="pai_alpha"):
+        AttentionEdit(pai_alpha=-0.1)
+    q, k, v = qkv(1, 2, 2, 1, 4, 4)
+    everything = torch.ones(1, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="head_bias"):
+        attention_reference(q, k, v, None, scaling=1.0,
+                            edit=AttentionEdit(image_columns=everything, head_bias=torch.zeros(3)))
+    with pytest.raises(ValueError, match="need image_columns"):
+        attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(var_sink_columns=everything))
