@@ -82,14 +82,17 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of one leaderboard over possibly mixed benchmarks."""
+def table(rows: list[dict], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one leaderboard over possibly mixed benchmarks (compact: for terminals)."""
     metrics = []
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         head, _ = HEADLINE[bench]
         metrics += [c for c in COLUMNS[bench] if c not in metrics] + [f"delta_{head}", f"delta_{head}_ci"]
     metrics = [m for m in dict.fromkeys(metrics) if any(m in r for r in rows)]
     header = ["model", "benchmark", "protocol", "split", "method", *metrics, *COST]
+    if compact:
+        drop = {"model", "protocol", "n", "precision", "peak_memory_mb", "tokens_per_second"}
+        header = [h for h in header if h not in drop]
     return header, [[_fmt(r.get(c)) for c in header] for r in rows]
 
 
@@ -97,12 +100,16 @@ def render_terminal(rows: list[dict], intervals: dict | None = None) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    header, cells = table(add_deltas(rows, intervals))
-    t = Table(*header, title="halluc leaderboard")
+    header, cells = table(add_deltas(rows, intervals), compact=True)
+    models = ", ".join(dict.fromkeys(f"{r['model']} ({r['protocol']})" for r in rows))
+    t = Table(title=f"halluc leaderboard: {models}")
+    for name in header:
+        t.add_column(name.replace("_", " "), no_wrap=True)
     for line in cells:
         t.add_row(*line)
     buffer = io.StringIO()
-    Console(file=buffer, width=max(120, 11 * len(header)), force_terminal=False).print(t)
+    width = sum(max(len(h), *(len(c[i]) for c in cells)) + 3 for i, h in enumerate(header)) + 2 if cells else 80
+    Console(file=buffer, width=width, force_terminal=False).print(t)
     return buffer.getvalue().rstrip()
 
 

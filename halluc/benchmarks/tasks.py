@@ -204,4 +204,5 @@ class MMETask(Task):
         return list(by_image.values())  # one unit per image: acc+ needs both of its questions
 
     def aggregate(self, split, units):
-        return mme.score_mme_subtask([item for unit in units for item in unit]).as_dict()
+        items = [item for unit in units for item in unit]
+        return {**mme.score_mme_subtask(items).as_dict(), "n": len(items)}

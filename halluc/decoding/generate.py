@@ -76,12 +76,12 @@ def _combiner(owner: Method, views: tuple[str, ...], decoding: Decoding, lvlm: L
 def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool):
     model = lvlm.model
     config = decoding.generation_config(model.generation_config, lvlm.processor.tokenizer)
+    config.return_dict_in_generate, config.output_scores = True, return_scores
     seed_scope = torch.random.fork_rng(devices=_devices(lvlm)) if decoding.do_sample else contextlib.nullcontext()
     with seed_scope, torch.inference_mode():
         if decoding.do_sample and decoding.seed is not None:
             torch.manual_seed(decoding.seed)
-        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
-                              return_dict_in_generate=True, output_scores=return_scores)
+        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors))
 
 
 def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool, rows: int) -> Generation:
