@@ -179,9 +179,16 @@ class EditColumns:
 def _column(t: torch.Tensor | None, name: str, batch: int, device, dtype) -> torch.Tensor | None:
     if t is None:
         return None
-    if t.dim() != 2 or t.shape[0] not in (1, batch):
-        raise ValueError(f"AttentionEdit.{name} must be (B, T_prompt) with B = {batch} (or 1); got {tuple(t.shape)}")
-    return t.to(device=device, dtype=dtype).expand(batch, -1).contiguous()
+    if t.dim() != 2 or batch % t.shape[0]:
+        raise ValueError(f"AttentionEdit.{name} must be (B, T_prompt) with B = {batch} (or a divisor); "
+                         f"got {tuple(t.shape)}")
+    return _rows(t.to(device=device, dtype=dtype), batch)
+
+
+def _rows(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Rows per sample -> rows per model batch row. generate() expands each sample into consecutive rows
+    (beams, num_return_sequences) with repeat_interleave, so each sample's row is repeated in place."""
+    return t.repeat_interleave(batch // t.shape[0], dim=0).contiguous()
 
 
 def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.device) -> EditColumns:
@@ -204,10 +211,10 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
         hb = edit.head_bias.to(device=device, dtype=torch.float32)
         if hb.dim() == 1:
             hb = hb[None]
-        if hb.dim() != 2 or hb.shape[-1] != heads or hb.shape[0] not in (1, batch):
+        if hb.dim() != 2 or hb.shape[-1] != heads or batch % hb.shape[0]:
             raise ValueError(f"AttentionEdit.head_bias must be (H,) or (B, H) with H = {heads}; "
                              f"got {tuple(edit.head_bias.shape)}")
-        head_bias = hb.expand(batch, heads).contiguous()
+        head_bias = _rows(hb, batch)
     if (edit.head_bias is not None or edit.has_var) and image is None:
         raise ValueError("AttentionEdit.head_bias and VAR need image_columns")
     query_start = None
@@ -216,8 +223,8 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
             idx = torch.arange(length, device=device)
             query_start = (torch.where(image, idx, -1).amax(-1) + 1).to(torch.int32)
         elif isinstance(edit.var_query_start, torch.Tensor):
-            start = edit.var_query_start.to(device=device, dtype=torch.int32).reshape(-1)
-            query_start = start.expand(batch).contiguous()
+            start = edit.var_query_start.to(device=device, dtype=torch.int32).reshape(-1, 1)
+            query_start = _rows(start, batch).reshape(-1)
         else:
             query_start = torch.full((batch,), int(edit.var_query_start), dtype=torch.int32, device=device)
     return EditColumns(length, image, bias, boost, sink, head_bias, query_start)

@@ -141,3 +141,10 @@ def test_two_methods_editing_one_layer_are_refused(tiny_llava, images):
             halluc.generate(tiny_llava, images, ["a", "b"], ["test-maskimage", "test-maskimage2"])
     finally:
         unregister(Other.name)
+
+
+def test_attention_edits_follow_beam_expansion(tiny_llava, images):
+    """generate() repeats each sample's row per beam; per-sample column edits must follow."""
+    masked = halluc.generate(tiny_llava, images, ["Describe.", "What is it?"], "test-maskimage", num_beams=3,
+                             max_new_tokens=3)
+    assert len(masked) == 2
