@@ -149,17 +149,21 @@ class AttentionEdit:
 
     # ---- normalised column tensors (shared by both implementations) -------------------------
     def columns(self, batch: int, heads: int, device: torch.device) -> EditColumns:
-        """The edit's tensors on `device`, broadcast to `batch`, cached across calls (decode steps)."""
-        key = (batch, heads, str(device), self.pai_alpha if not isinstance(self.pai_alpha, torch.Tensor) else None,
-               self.var_p, self.var_query_start if not isinstance(self.var_query_start, torch.Tensor) else None,
-               *(id(t) for t in (self.image_columns, self.column_bias, self.head_bias, self.pai_alpha,
-                                 self.var_sink_columns, self.var_query_start)),
-               *(t._version for t in (self.image_columns, self.column_bias, self.head_bias, self.pai_alpha,
-                                      self.var_sink_columns, self.var_query_start) if isinstance(t, torch.Tensor)))
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        """The edit's tensors on `device`, broadcast to `batch`, cached across calls (decode steps).
+
+        The cache holds the source tensors themselves and compares them by identity, so assigning a new
+        tensor to a field is always seen (ids of freed tensors are reused, so ids alone are not enough).
+        Replace a field's tensor rather than mutating it in place.
+        """
+        sources = (self.image_columns, self.column_bias, self.head_bias, self.pai_alpha, self.var_sink_columns,
+                   self.var_query_start)
+        scalars = (batch, heads, str(device), self.var_p)
+        if self._cache is not None:
+            cached_scalars, cached_sources, cols = self._cache
+            if cached_scalars == scalars and all(a is b for a, b in zip(cached_sources, sources)):
+                return cols
         cols = _build_columns(self, batch, heads, torch.device(device))
-        self._cache = (key, cols)
+        self._cache = (scalars, sources, cols)
         return cols
 
 

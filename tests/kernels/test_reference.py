@@ -218,3 +218,19 @@ def test_edit_validation():
                             edit=AttentionEdit(image_columns=everything, head_bias=torch.zeros(3)))
     with pytest.raises(ValueError, match="need image_columns"):
         attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(var_sink_columns=everything))
+
+
+def test_edit_column_cache_sees_replaced_and_inference_tensors():
+    """Regression: the column cache keyed on ids returned stale columns after a field was replaced,
+    and read `_version`, which inference-mode tensors do not have."""
+    from halluc.kernels.edits import AttentionEdit
+
+    edit = AttentionEdit(pai_alpha=0.5)
+    edit.image_columns = torch.zeros(1, 4, dtype=torch.bool)
+    edit.columns(1, 2, torch.device("cpu"))
+    edit.image_columns = None
+    edit.image_columns = torch.ones(1, 4, dtype=torch.bool)
+    assert edit.columns(1, 2, torch.device("cpu")).image.all()
+    with torch.inference_mode():
+        fresh = AttentionEdit(image_columns=torch.ones(1, 4, dtype=torch.bool), pai_alpha=0.2)
+        assert fresh.columns(2, 2, torch.device("cpu")).boost.shape == (2, 4)
