@@ -9,12 +9,16 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
+from halluc.decoding import opera
 from halluc.decoding.branches import ORIGINAL, Branch, BranchCombiner, Sampler, build_view_batch
 from halluc.decoding.strategy import Decoding
 from halluc.errors import HallucError
 from halluc.images import load_images
 from halluc.interventions import Method, Session, attach, check_compatible, make_methods
 from halluc.models.lvlm import LVLM
+
+# Replacement searches by `Method.search` name: (method, session, decoding) -> (custom_generate callable, decoding)
+SEARCHES = {"opera": opera.strategy}
 
 
 @dataclass
@@ -36,6 +40,10 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
         raise HallucError("return_scores is available for greedy and sampling decoding, not beam search")
     methods = _real(lvlm.active + make_methods(method, params))
     check_compatible(lvlm.family, methods)
+    if len(prompts) > 1 and any(m.search for m in methods):  # a replacement search decides per sample
+        parts = [generate(lvlm, [i], [p], method, decoding=decoding, params=params, return_scores=return_scores)
+                 for i, p in zip(images, prompts)]
+        return Generation([t for g in parts for t in g.texts], [t for g in parts for t in g.tokens])
     pil_images = load_images(images)
     owner, branches = _branches(Session(lvlm, {}, images=pil_images, prompts=prompts), methods)
     if branches:
@@ -45,13 +53,14 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
     views = (ORIGINAL, *(b.name for b in branches))
     session = Session(lvlm, _to_device(inputs, lvlm), images=pil_images, prompts=list(prompts), views=views)
     with attach(session, methods) as attached:
+        processors, hf_decoding, search = list(attached.logits_processors), decoding, None
         if attached.search:
-            raise NotImplementedError(f"search strategy '{attached.search}' has no engine yet")
-        processors, hf_decoding = list(attached.logits_processors), decoding
+            searcher = next(m for m in methods if m.search == attached.search)
+            search, hf_decoding = SEARCHES[attached.search](searcher, session, decoding)
         if owner is not None:
             combiner, hf_decoding = _combiner(owner, views, decoding, lvlm)
             processors.append(combiner)  # last: it sees every other edit, and may draw the token itself
-        output = _hf_generate(lvlm, session.inputs, hf_decoding, processors, return_scores)
+        output = _hf_generate(lvlm, session.inputs, hf_decoding, processors, return_scores, search)
     return _decode(lvlm, session.inputs, output, return_scores, rows=len(prompts))
 
 
@@ -73,7 +82,7 @@ def _combiner(owner: Method, views: tuple[str, ...], decoding: Decoding, lvlm: L
     return combiner, replace(decoding, do_sample=False) if sampler else decoding
 
 
-def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool):
+def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool, search=None):
     model = lvlm.model
     config = decoding.generation_config(model.generation_config, lvlm.processor.tokenizer)
     config.return_dict_in_generate, config.output_scores = True, return_scores
@@ -81,7 +90,8 @@ def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list,
     with seed_scope, torch.inference_mode():
         if decoding.do_sample and decoding.seed is not None:
             torch.manual_seed(decoding.seed)
-        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors))
+        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
+                              custom_generate=search)
 
 
 def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool, rows: int) -> Generation:

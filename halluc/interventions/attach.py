@@ -57,6 +57,10 @@ def check_compatible(family: str, methods: Sequence[Method]) -> None:
     searches = [m.name for m in methods if m.search]
     if len(searches) > 1:
         raise HallucError(f"methods {' and '.join(searches)} each replace the search; use one of them")
+    fixed = [m.name for m in methods if m.fixed_rows]
+    if searches and fixed:
+        raise HallucError(f"method '{fixed[0]}' cannot be stacked with '{searches[0]}': it keeps per-row state "
+                          f"from the prefill, and {searches[0]}'s search re-batches rows")
 
 
 def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, Any]:

@@ -89,6 +89,9 @@ class Method:
         return []
 
     search: ClassVar[str | None] = None
+    # True when the method keeps per-row state sized at prefill, so a search that re-batches rows
+    # (OPERA's beams x candidates probes) cannot run with it
+    fixed_rows: ClassVar[bool] = False
 
     def is_identity(self) -> bool:
         """True when the parameters make the method a no-op (used to skip work, never required)."""
