@@ -39,7 +39,7 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show pa
         if verbose:
             typer.echo(f"{'':<10} formula: {row['formula']}; cost: {row['cost']}; families: {row['families']}")
             for p in row["parameters"]:
-                rng = f" range [{p['low']}, {p['high']}]" if p.get("low") is not None or p.get("high") is not None else ""
+                rng = f" range [{_bound(p['low'], '-inf')}, {_bound(p['high'], 'inf')}]" if p.get("low") is not None or p.get("high") is not None else ""
                 typer.echo(f"{'':<12} --{p['name']} (default {p['default']}){rng} {p.get('doc', '')}")
 
 
@@ -71,3 +71,7 @@ def generate(
                          num_beams=num_beams, seed=seed, **params)
     for text in texts:
         typer.echo(text.replace("\n", " "))
+
+
+def _bound(value, infinite: str) -> str:
+    return infinite if value is None else str(value)
