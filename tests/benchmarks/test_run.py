@@ -149,3 +149,14 @@ def test_two_shards_merge_into_the_single_process_result(pope_world, tmp_path):
                        for r in json.loads((d / "results.json").read_text())["rows"]]
     assert strip(sharded) == strip(single)
     assert list((sharded / "samples").glob("*/random.shard-1-of-2.jsonl"))
+
+
+@pytest.mark.parametrize("method", ["vhr", "var", "pai", "damro", "cca", "vista", "vcd", "ritual", "ritual-vcd",
+                                    "agla", "opera"])
+def test_every_method_runs_through_halluc_run(pope_world, tmp_path, method):
+    params = {"var.layers": (0, 1), "var.tau": 2.0} if method == "var" else {}
+    params = {"pai.layers": (0, 1)} if method == "pai" else params
+    _, rows = halluc.run("tiny-llava", [method], "pope",
+                         options(pope_world, tmp_path / method, max_new_tokens=2, splits=("random",), limit=2),
+                         **params)
+    assert [r["method"] for r in rows] == ["none", method] and all(r["n"] == 2 for r in rows)

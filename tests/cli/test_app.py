@@ -59,3 +59,22 @@ def test_not_an_image_file(tmp_path):
     path.write_text("not really a png")
     result = invoke("generate", "--model", "tiny-llava", "--image", str(path), "--prompt", "What?")
     assert result.exit_code == 2 and f"not an image file (unrecognised format): {path}" in result.stderr
+
+
+def test_generate_with_stacked_methods_and_dotted_params(images):
+    result = invoke("generate", "--model", "tiny-llava", "--image", str(images[0]), "--prompt", "What?",
+                    "--method", "vhr", "--method", "vcd", "--vcd.alpha=0.5", "--max-new-tokens", "3")
+    assert result.exit_code == 0, result.output
+
+
+def test_out_of_range_method_parameter(images):
+    result = invoke("generate", "--model", "tiny-llava", "--image", str(images[0]), "--prompt", "What?",
+                    "--method", "vcd", "--beta", "2")
+    assert result.exit_code == 2
+    assert "vcd: parameter 'beta' must be in [0.0, 1.0]; got 2" in result.stderr
+
+
+def test_unsupported_family_is_refused(images):
+    result = invoke("generate", "--model", "tiny-qwen2-vl", "--image", str(images[0]), "--prompt", "What?",
+                    "--method", "damro")
+    assert result.exit_code == 2 and "method 'damro' does not support qwen2_vl models" in result.stderr
