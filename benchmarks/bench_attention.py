@@ -31,11 +31,7 @@ HALLUC_TRITON_AUTOTUNE=1 autotunes the kernel's block sizes (first call per shap
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -48,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import csv_rows  # noqa: E402
+from benchmarks.common import provenance as common_provenance  # noqa: E402
 from halluc.kernels import AttentionEdit, attention_reference  # noqa: E402
 from halluc.kernels.masks import causal_mask  # noqa: E402
 
@@ -78,19 +76,7 @@ def provenance(device: torch.device) -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = ""
-    import transformers
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        commit = (commit + ("-dirty" if dirty else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    return {"device": name, "torch": torch.__version__, "triton": triton_version,
-            "transformers": transformers.__version__, "git_commit": commit,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return common_provenance(device, triton=triton_version)
 
 
 def measure(fn, device: torch.device, reps: int, warmup: int) -> tuple[float, float, float, float | None]:
@@ -351,28 +337,14 @@ def main(argv=None) -> Path:
     dtype = DTYPES[args.dtype]
     shape = Shape(heads=4, head_dim=16, prompt=args.prompt, image=16, sinks=2) if args.smoke else \
         Shape(prompt=args.prompt, image=min(576, args.prompt - 1))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     prov = provenance(device)
-    new_file = not out.exists() or out.stat().st_size == 0
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-
-        def write(row):
-            row = {c: ("" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]))
-                   for c in COLUMNS}
-            writer.writerow(row)
-            f.flush()
-            shown = ("provider", "mode", "edit", "shape", "metric", "p50", "unit")
-            print(", ".join(f"{row[c]}" for c in shown), flush=True)
-
+    with csv_rows(Path(args.out), COLUMNS, ("provider", "mode", "edit", "shape", "metric", "p50", "unit"),
+                  labels=False) as write:
         if {"prefill", "decode"} & set(args.modes):
             run_micro(args, device, dtype, shape, prov, write)
         if "e2e" in args.modes:
             run_e2e(args, device, dtype, prov, write)
-    return out
+    return Path(args.out)
 
 
 if __name__ == "__main__":

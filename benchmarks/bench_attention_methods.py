@@ -35,13 +35,7 @@ Rows (one per variant and model) are appended to --out:
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime
 import importlib.metadata
-import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +47,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import halluc  # noqa: E402
+from benchmarks.common import (IMAGE, PROMPT, TINY, Counter, model_names, model_parser,  # noqa: E402,F401
+                               parse_model_args, run_models, shaped_llava, step_times, take_turns)
+from benchmarks.common import provenance as common_provenance  # noqa: E402
 from halluc.kernels import backend as kernel_backend  # noqa: E402
 
 COLUMNS = ["method", "variant", "model", "device", "impl", "batch", "tokens", "ms_per_token", "ratio", "prefill_ms",
@@ -64,74 +61,23 @@ VARIANTS = {  # name -> (method, parameters)
     "pai-boost": ("pai", {"gamma": 1.0}),
     "var": ("var", {"tau": 1.5}),
 }
-TINY = ("tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-instructblip")
-PROMPT = "Please describe this image in detail."
-IMAGE = REPO / "halluc" / "assets" / "example.png"
 
 
 def provenance(device: torch.device) -> dict:
-    import transformers
-    try:
-        run = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,  # noqa: E731
-                                        timeout=10).stdout.strip()
-        commit = (run("rev-parse", "--short", "HEAD") + ("-dirty" if run("status", "--porcelain") else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
     try:
         triton = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
         triton = "none"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__, "triton": triton,
-            "halluc": halluc.__version__, "git_commit": commit,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return common_provenance(device, triton=triton)
 
 
-def shaped_llava(size: str, device: torch.device) -> halluc.LVLM:
-    """A LLaVA-1.5-shaped model with random weights and a byte-level tokenizer (no download)."""
-    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
-    from halluc.models.llava import LLAVA
-    from halluc.models.tiny import LLAVA_TEMPLATE, byte_tokenizer
-
-    big = size == "7b"
-    tok = byte_tokenizer(["<pad>", "<s>", "</s>", "<unk>", "<image>"], bos="<s>", eos="</s>", pad="<pad>",
-                         unk="<unk>", extra={"image_token": "<image>"})
-    lm = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32) if big else \
-        dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8)
-    vit = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16) if big else \
-        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
-    text = LlamaConfig(**lm, num_key_value_heads=lm["num_attention_heads"], vocab_size=32064 if big else len(tok),
-                       max_position_embeddings=4096, rms_norm_eps=1e-5, pad_token_id=tok.pad_token_id,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    vision = CLIPVisionConfig(**vit, image_size=336, patch_size=14, projection_dim=768)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
-                         image_seq_length=576, vision_feature_layer=-2, vision_feature_select_strategy="default")
-    processor = LlavaProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 336},
-                                                                     crop_size={"height": 336, "width": 336}),
-                               tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
-    kernel_backend.register_backend()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    with torch.device(device), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        model = LlavaForConditionalGeneration._from_config(
-            config, dtype=dtype, attn_implementation={"text_config": kernel_backend.BACKEND, "vision_config": "sdpa"})
-    name = "llava-1.5-7b-shaped (random)" if big else "llava-1.5-small-shaped (random)"
-    return halluc.LVLM(model=model.eval(), processor=processor, adapter=LLAVA, name=name, revision="random-init seed=0")
-
-
-class Probe:
+class Probe(Counter):
     """One generate call: layer-0 calls (rows, query length, time) and edit-path attention calls."""
 
     def __init__(self, lvlm: halluc.LVLM, device: torch.device):
-        self.calls: list[tuple[int, int, float]] = []
+        super().__init__(lvlm, device)
         self.edited = 0
         self.impls: set[str] = set()
-        self.sync = device.type == "cuda"
-        layer0 = lvlm.adapter.resolve(lvlm.model, "layers.0")
-        self.handle = layer0.register_forward_pre_hook(self._record, with_kwargs=True)
         self.original = kernel_backend.attention  # what the backend calls on its edit path
 
         def counted(*args, **kwargs):
@@ -142,18 +88,9 @@ class Probe:
 
         kernel_backend.attention = counted
 
-    def _record(self, module, args, kwargs):
-        if self.sync:
-            torch.cuda.synchronize()
-        hidden = args[0] if args else kwargs["hidden_states"]
-        self.calls.append((*hidden.shape[:2], time.perf_counter()))
-
     def close(self) -> None:
-        self.handle.remove()
+        super().close()
         kernel_backend.attention = self.original
-
-    def decode_times(self) -> list[float]:
-        return [t for _, length, t in self.calls if length == 1]
 
 
 def run_once(lvlm, method: str, params: dict, images, prompts, tokens: int, device) -> tuple[float, list[float], Probe]:
@@ -166,9 +103,7 @@ def run_once(lvlm, method: str, params: dict, images, prompts, tokens: int, devi
         halluc.generate(lvlm, images, prompts, method, max_new_tokens=tokens, **params)
     finally:
         probe.close()
-    steps = probe.decode_times()
-    first = steps[0] if steps else time.perf_counter()
-    return (first - start) * 1e3, [(b - a) * 1e3 for a, b in zip(steps, steps[1:])], probe
+    return (*step_times(probe, start), probe)
 
 
 def variant_params(name: str, lvlm: halluc.LVLM) -> dict:
@@ -185,14 +120,8 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
     for _ in range(args.warmup):
         for v in names:
             run_once(lvlm, VARIANTS[v][0], params[v], images, prompts, 3, device)
-    prefill, steps, probes = {v: [] for v in names}, {v: [] for v in names}, {}
-    for _ in range(args.reps):
-        for v in names:
-            p, s, probes[v] = run_once(lvlm, VARIANTS[v][0], params[v], images, prompts, args.tokens, device)
-            prefill[v].append(p)
-            steps[v] += s
-    decode = {v: statistics.median(steps[v]) if steps[v] else float("nan") for v in names}
-    start = {v: statistics.median(prefill[v]) for v in names}
+    decode, start, probes = take_turns(
+        names, lambda v: run_once(lvlm, VARIANTS[v][0], params[v], images, prompts, args.tokens, device), args.reps)
     for v in names:
         probe = probes[v]
         shown = ";".join(f"{k}={val}" for k, val in params[v].items())
@@ -204,65 +133,17 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny-llava, 4 tokens, 1 repetition (seconds, CPU)")
-    p.add_argument("--models", default=None, help="comma list of tiny, small, 7b or tiny-* names (default: 7b on "
-                                                   "a GPU, tiny otherwise)")
-    p.add_argument("--variants", default="pai,pai-boost,var", help=f"comma list of {', '.join(VARIANTS)}")
-    p.add_argument("--tokens", type=int, default=None, help="new tokens per timed call (default 64 GPU, 32 CPU)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p = model_parser(__doc__, "variants", "pai,pai-boost,var", VARIANTS)
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_attention_methods.csv"))
-    args = p.parse_args(argv)
-    args.variants = [v for v in args.variants.split(",") if v]
-    bad = sorted(set(args.variants) - set(VARIANTS))
-    if bad:
-        p.error(f"unknown variant {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
-    if args.smoke:
-        args.models, args.tokens, args.reps, args.warmup = args.models or "tiny-llava", args.tokens or 4, 1, 0
-    return args
-
-
-def model_names(spec: str | None, device: torch.device) -> list[str]:
-    names = (spec or ("7b" if device.type == "cuda" else "tiny")).split(",")
-    expanded = [n for name in names for n in (TINY if name == "tiny" else (name,)) if n]
-    bad = [n for n in expanded if n not in (*TINY, "small", "7b")]
-    if bad:
-        raise SystemExit(f"unknown model {bad[0]}; choose from tiny, small, 7b, {', '.join(TINY)}")
-    if "7b" in expanded and device.type != "cuda":
-        raise SystemExit("the 7b-shaped model needs a GPU (use --models tiny or small on CPU)")
-    return expanded
+    return parse_model_args(p, argv, "variants", "variant", VARIANTS)
 
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = model_names(args.models, device)
-    args.tokens = args.tokens or (64 if device.type == "cuda" else 32)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prov = provenance(device)
-    new_file = not out.exists() or out.stat().st_size == 0
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-
-        def write(row):
-            row = {c: ("" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]))
-                   for c in COLUMNS}
-            writer.writerow(row)
-            f.flush()
-            print(", ".join(f"{c}={row[c]}" for c in ("variant", "model", "impl", "ms_per_token", "ratio",
-                                                        "rows_per_sample", "edited_calls")), flush=True)
-
-        for name in names:
-            lvlm = shaped_llava(name, device) if name in ("small", "7b") else halluc.load(name, device=str(device))
-            bench_model(lvlm, args.variants, args, device, prov, write)
-            del lvlm
-    return out
+    shown = ("variant", "model", "impl", "ms_per_token", "ratio", "rows_per_sample", "edited_calls")
+    return run_models(args, COLUMNS, shown, lambda lvlm, *rest: bench_model(lvlm, args.variants, args, *rest),
+                      prov=provenance)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ relative to vanilla decoding in the same mode on the same model.
 
 Each method runs in the modes it is meant for -- the contrastive/ensemble methods greedy and sampling
 (their papers' protocol), OPERA as a 5-beam search -- and vanilla runs in the same modes. A pre-hook
-on decoder layer 0 timestamps every call (`bench_inmodel.Counter`), so
+on decoder layer 0 timestamps every call (`common.Counter`), so
     ms/token    = median interval between consecutive decode steps (calls with one query token): one
                   whole step (every view's rows, OPERA's candidate probe, logits processing, HF's loop)
     prefill_ms  = start of generate -> first decode step (view construction, AGLA's matcher, the
@@ -15,7 +15,7 @@ on decoder layer 0 timestamps every call (`bench_inmodel.Counter`), so
 Models (--models): `tiny` (every tiny-* offline model; the CPU default), `small` (LLaVA-1.5-shaped,
 576 image tokens, narrow 4-layer LM, random weights: the real sequence length at CPU cost) and `7b`
 (LLaVA-1.5-7B-shaped random bf16 weights built on the GPU; the GPU default). Shapes come from
-`benchmarks/bench_inmodel.py`.
+`benchmarks/common.py`.
 
 Rows are appended to --out (long format, one row per method, mode and model):
     method, model, mode, batch, tokens, ms_per_token, ratio, prefill_ms, prefill_ratio, peak_mb,
@@ -27,9 +27,6 @@ Rows are appended to --out (long format, one row per method, mode and model):
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import statistics
 import sys
 import time
 import warnings
@@ -42,7 +39,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import halluc  # noqa: E402
-from benchmarks.bench_inmodel import IMAGE, PROMPT, Counter, model_names, provenance, shaped_llava  # noqa: E402
+from benchmarks.common import (IMAGE, PROMPT, Counter, model_names, model_parser, parse_model_args,  # noqa: E402,F401
+                               provenance, run_models, shaped_llava, step_times, take_turns)
 from halluc.errors import HallucError  # noqa: E402
 from halluc.interventions import method_class  # noqa: E402
 
@@ -69,10 +67,8 @@ def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int
                             **MODES[mode], **(params if method != "none" else {}))
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if cuda else None
     finally:
-        counter.handle.remove()
-    steps = counter.decode_times()
-    first = steps[0] if steps else time.perf_counter()
-    return (first - start) * 1e3, [(b - a) * 1e3 for a, b in zip(steps, steps[1:])], counter, peak
+        counter.close()
+    return (*step_times(counter, start), counter, peak)
 
 
 def bench_model(lvlm, methods, args, device, prov, write) -> None:
@@ -87,15 +83,8 @@ def bench_model(lvlm, methods, args, device, prov, write) -> None:
         except HallucError as err:
             print(f"skipped {run[0]} ({run[1]}) on {lvlm.name}: {err}", flush=True)
             runs.remove(run)
-    prefill, steps, last = {r: [] for r in runs}, {r: [] for r in runs}, {}
-    for _ in range(args.reps):
-        for run in runs:
-            p, s, counter, peak = run_once(lvlm, *run, params.get(run[0], {}), args.tokens, args.batch, device)
-            prefill[run].append(p)
-            steps[run] += s
-            last[run] = (counter, peak)
-    decode = {r: statistics.median(steps[r]) if steps[r] else float("nan") for r in runs}
-    start = {r: statistics.median(prefill[r]) for r in runs}
+    decode, start, last = take_turns(
+        runs, lambda run: run_once(lvlm, *run, params.get(run[0], {}), args.tokens, args.batch, device), args.reps)
     for method, mode in runs:
         counter, peak = last[(method, mode)]
         samples = 1 if method_class(method).search else args.batch  # a replacement search runs one sample at a time
@@ -107,28 +96,12 @@ def bench_model(lvlm, methods, args, device, prov, write) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny-llava, 4 tokens, 1 repetition (seconds, CPU)")
-    p.add_argument("--models", default=None, help="comma list of tiny, small, 7b or tiny-* names (default: 7b on "
-                                                   "a GPU, tiny otherwise)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--tokens", type=int, default=None, help="new tokens per timed call (default 64 GPU, 32 CPU)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p = model_parser(__doc__, "methods", ",".join(METHODS), METHODS)
     p.add_argument("--agla-matcher", default="auto", choices=("auto", "blip", "lvlm-attention"))
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_decoding.csv"))
-    args = p.parse_args(argv)
-    args.methods = [m for m in args.methods.split(",") if m]
-    bad = sorted(set(args.methods) - set(METHODS))
-    if bad:
-        p.error(f"unknown method {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    if args.smoke:
-        args.models, args.tokens, args.reps, args.warmup = args.models or "tiny-llava", args.tokens or 4, 1, 0
-    return args
+    return parse_model_args(p, argv, "methods", "method", METHODS)
 
 
 def main(argv=None) -> Path:
@@ -137,37 +110,10 @@ def main(argv=None) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        return run_models(args, COLUMNS, ("method", "model", "mode", "ms_per_token", "ratio", "peak_mb"),
+                          lambda lvlm, *rest: bench_model(lvlm, args.methods, args, *rest))
     finally:
         torch.set_num_threads(threads)
-
-
-def _run(args) -> Path:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = model_names(args.models, device)
-    args.tokens = args.tokens or (64 if device.type == "cuda" else 32)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prov = provenance(device)
-    new_file = not out.exists() or out.stat().st_size == 0
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-
-        def write(row):
-            row = {c: ("" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]))
-                   for c in COLUMNS}
-            writer.writerow(row)
-            f.flush()
-            print(", ".join(f"{c}={row[c]}" for c in ("method", "model", "mode", "ms_per_token", "ratio", "peak_mb")),
-                  flush=True)
-
-        for name in names:
-            lvlm = shaped_llava(name, device) if name in ("small", "7b") else halluc.load(name, device=str(device))
-            bench_model(lvlm, args.methods, args, device, prov, write)
-            del lvlm
-    return out
 
 
 if __name__ == "__main__":

@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_attention_methods.py"
+from tests.benchmarks_scripts.helpers import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_attention_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_attention_methods")
 
 
 def test_smoke_writes_well_formed_rows(tmp_path):

@@ -8,23 +8,10 @@ from halluc.errors import HallucError
 from halluc.interventions import Session, attach
 from halluc.interventions.damro import DAMRO, outlier_bias, outlier_columns
 from halluc.kernels.backend import current_edits
+from tests.interventions.helpers import (PROMPTS, batch_and_singles, first_logits, generate_failing, hook_count,
+                                         settled_hook_count)
 
-PROMPTS = ["Describe the image.", "What is it?"]
 SUPPORTED = ["tiny-llava", "tiny-llava-next"]
-
-
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def settled_hook_count(lvlm, images) -> int:
-    """Hooks after one vanilla call: transformers adds its output-capture hooks on first use."""
-    halluc.generate(lvlm, images, PROMPTS, max_new_tokens=1)
-    return hook_count(lvlm.model)
-
-
-def first_logits(lvlm, images, method="none", **params):
-    return halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=1, return_scores=True, **params).scores[:, 0]
 
 
 def test_top_k_per_image_and_column_mask_on_hand_made_attention():
@@ -94,13 +81,7 @@ def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images, monke
     implementation = tiny_llava.adapter.text_config(tiny_llava.model)._attn_implementation
     halluc.generate(tiny_llava, images, PROMPTS, "damro", max_new_tokens=2)
     assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
-
-    def explode(*args, **kwargs):
-        raise RuntimeError("generation failed")
-
-    monkeypatch.setattr(tiny_llava.model, "generate", explode)
-    with pytest.raises(RuntimeError, match="generation failed"):
-        halluc.generate(tiny_llava, images, PROMPTS, "damro")
+    generate_failing(tiny_llava, images, "damro", monkeypatch)
     assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
     assert tiny_llava.adapter.text_config(tiny_llava.model)._attn_implementation == implementation
 
@@ -108,8 +89,7 @@ def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images, monke
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_generates_and_batch_equals_single(tiny_models, images, name):
     lvlm = tiny_models(name)
-    batch = halluc.generate(lvlm, images, PROMPTS, "damro", max_new_tokens=4)
-    singles = [halluc.generate(lvlm, [images[i]], [PROMPTS[i]], "damro", max_new_tokens=4)[0] for i in range(2)]
+    batch, singles = batch_and_singles(lvlm, images, "damro", max_new_tokens=4)
     assert batch == singles
 
 

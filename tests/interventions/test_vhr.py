@@ -8,22 +8,8 @@ from halluc.interventions import Session, attach
 from halluc.interventions.vhr import VHR, default_layers, select_heads
 from halluc.kernels.backend import current_edits
 from tests.conftest import FAMILIES
-
-PROMPTS = ["Describe the image.", "What is it?"]
-
-
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def settled_hook_count(lvlm, images) -> int:
-    """Hooks after one vanilla call: transformers adds its output-capture hooks on first use."""
-    halluc.generate(lvlm, images, PROMPTS, max_new_tokens=1)
-    return hook_count(lvlm.model)
-
-
-def first_logits(lvlm, images, method="none", **params):
-    return halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=1, return_scores=True, **params).scores[:, 0]
+from tests.interventions.helpers import (PROMPTS, batch_and_singles, first_logits, generate_failing, hook_count,
+                                         settled_hook_count)
 
 
 def test_select_heads_vhd_filter_and_median_on_planted_outputs():
@@ -120,21 +106,14 @@ def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images, monke
     before = settled_hook_count(tiny_llava, images)
     halluc.generate(tiny_llava, images, PROMPTS, "vhr", max_new_tokens=2)
     assert hook_count(tiny_llava.model) == before
-
-    def explode(*args, **kwargs):
-        raise RuntimeError("generation failed")
-
-    monkeypatch.setattr(tiny_llava.model, "generate", explode)
-    with pytest.raises(RuntimeError, match="generation failed"):
-        halluc.generate(tiny_llava, images, PROMPTS, "vhr")
+    generate_failing(tiny_llava, images, "vhr", monkeypatch)
     assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_generates_on_every_family_and_batch_equals_single(tiny_models, images, name):
     lvlm = tiny_models(name)
-    batch = halluc.generate(lvlm, images, PROMPTS, "vhr", max_new_tokens=4)
-    singles = [halluc.generate(lvlm, [images[i]], [PROMPTS[i]], "vhr", max_new_tokens=4)[0] for i in range(2)]
+    batch, singles = batch_and_singles(lvlm, images, "vhr", max_new_tokens=4)
     assert batch == singles
 
 
