@@ -73,6 +73,7 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
     Resumable (`options.resume`), cached (`options.cache_dir`), sharded by RANK/WORLD_SIZE.
     """
     options = options or RunOptions()
+    check_model_name(model)  # before any benchmark data is prepared
     task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
                       data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
                       dataset=options.dataset)

@@ -10,6 +10,7 @@ from halluc.cli.data import data_app
 from halluc.cli.report import report
 from halluc.cli.run import run
 from halluc.cli.score import score_app
+from halluc.cli.world import world_app
 
 app = typer.Typer(help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -18,6 +19,7 @@ app.command("run", context_settings=RUN_CONTEXT)(run)
 app.command("report")(report)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
+app.add_typer(world_app, name="world")
 
 
 @app.command()

@@ -72,7 +72,12 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
 
 def check_model_name(name: str) -> None:
     """Raise the same error `load` would for a name that cannot be a model, without loading anything."""
-    if name not in TINY_FAMILIES and name != TOY:
+    if name == TOY:
+        from halluc.world.model import SHIPPED
+
+        if not (SHIPPED / "config.json").exists():
+            raise HallucError(f"no toy-llava weights in {SHIPPED}; train them with `halluc world train --out {SHIPPED}`")
+    elif name not in TINY_FAMILIES:
         _resolve_source(name)
 
 

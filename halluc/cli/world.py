@@ -1,0 +1,66 @@
+"""`halluc world train|generate-data`: train toy-llava, or write a split of the toy world in COCO format."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+
+from halluc.cli.common import friendly_errors, stderr
+from halluc.errors import HallucError
+
+world_app = typer.Typer(help="The toy world: its data and the toy-llava model trained on it.", no_args_is_help=True)
+
+
+@world_app.command("train")
+@friendly_errors
+def train_command(
+    out: Path = typer.Option(Path("toy_llava"), "--out", "-o", help="Directory for the save_pretrained weights."),
+    seed: int = typer.Option(0, help="Seeds the weights and the data stream."),
+    steps: int = typer.Option(None, help="Optimiser steps [default: the shipped model's]."),
+    image_size: int = typer.Option(None, help="World image side in px [default: the shipped model's, 64]."),
+    batch_size: int = typer.Option(None, help="Scenes per step [default: the shipped model's]."),
+    prior_negative_rate: float = typer.Option(None, help="Share of 'No' questions naming an absent in-prior "
+                                              "object [default: the shipped model's]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on stderr."),
+) -> None:
+    """Train toy-llava from scratch on CPU, deterministically from --seed, with a progress bar."""
+    from halluc.world.model import ToyModelConfig
+    from halluc.world.train import DEFAULT_STEPS, TrainRecipe, train
+
+    overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate))
+                 if v is not None}
+    try:   # the configs validate themselves; a bad value is a one-line error, not a traceback
+        config = ToyModelConfig()
+        if image_size is not None:
+            config = replace(config, world=replace(config.world, image_size=image_size))
+        recipe = replace(TrainRecipe(), **overrides)
+    except ValueError as err:
+        raise HallucError(str(err)) from None
+    result = train(config, out, seed=seed, steps=steps or DEFAULT_STEPS, recipe=recipe, progress=progress)
+    stderr(f"{result.parameters:,} parameters, {result.steps} steps in {result.seconds / 60:.1f} min, "
+           f"final loss {result.final_loss:.4f}")
+    typer.echo(str(out))
+
+
+@world_app.command("generate-data")
+@friendly_errors
+def generate_data_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for images/, instances.json and captions.json."),
+    split: str = typer.Option("val", help="train, val or test."),
+    n_images: int = typer.Option(300, "--n-images", "-n", help="Scenes to render."),
+    seed: int = typer.Option(0, help="The world's root seed."),
+    min_objects: int = typer.Option(None, help="Objects per image, at least [default: toy-llava's world]."),
+) -> None:
+    """Write a split of toy-llava's world (COCO format); POPE and CHAIR builders read it as they read COCO."""
+    from halluc.world.coco import generate_world
+    from halluc.world.model import TRAIN_WORLD
+
+    try:
+        world = replace(TRAIN_WORLD, seed=seed)
+        if min_objects is not None:
+            world = replace(world, min_objects=min_objects, max_objects=max(min_objects, world.max_objects))
+        files = generate_world(out, world, n_images=n_images, split=split)
+    except ValueError as err:
+        raise HallucError(str(err)) from None
+    typer.echo(str(files.root))
