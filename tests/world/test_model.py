@@ -1,0 +1,109 @@
+"""toy-llava: stock classes, the word tokenizer, and the shipped weights (offline; they see what is clearly there)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from halluc.models.llava import LLAVA
+from halluc.world import NAMES, caption, question, render_scene, scene_at
+from halluc.world.benchmark import eval_config
+from halluc.world.model import (SHIPPED, TRAIN_WORLD, ToyModelConfig, build_toy_llava, load_toy_llava, vocabulary,
+                                word_tokenizer)
+
+SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not (SHIPPED / "config.json").exists():  # weights not shipped yet (see README "Toy world")
+        pytest.skip("toy-llava weights are not shipped in this version")
+    return load_toy_llava()
+
+
+def test_every_caption_and_question_tokenizes_to_known_words_and_round_trips():
+    tok = word_tokenizer()
+    rng = random.Random(0)
+    for i in range(60):
+        scene = scene_at(TRAIN_WORLD, "train", i)
+        text = caption(scene, rng, 0.0)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids and tok.decode(ids) == text
+    for name in NAMES:
+        ids = tok(question(name) + SUFFIX, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+    assert len(tok) == 5 + len(vocabulary()) < 300
+
+
+def test_build_uses_stock_classes_and_the_halluc_backend():
+    model, processor = build_toy_llava(ToyModelConfig(), seed=1)
+    again, _ = build_toy_llava(ToyModelConfig(), seed=1)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert type(processor).__name__ == "LlavaProcessor"
+    assert model.config.text_config._attn_implementation == "halluc"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    prompt = LLAVA.prompt(processor, "Is there a cup in the image?")
+    assert prompt == "USER: <image>\nIs there a cup in the image? ASSISTANT:"
+    inputs = LLAVA.build_inputs(processor, [render_scene(scene_at(TRAIN_WORLD, "val", 0))], ["Describe this image."])
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == ToyModelConfig().image_tokens == 64
+    assert inputs["pixel_values"].shape == (1, 3, 64, 64)
+
+
+def test_shipped_files_are_small_and_load_offline(shipped, monkeypatch):
+    size = sum(p.stat().st_size for p in SHIPPED.iterdir() if p.is_file())
+    assert size <= 25 * 2**20
+    model, processor = shipped
+    assert not model.training and model.dtype == torch.float32
+    assert model.config.text_config._attn_implementation == "halluc"
+    assert processor.tokenizer.image_token == "<image>"
+
+
+def _scenes(n: int):
+    config = eval_config(TRAIN_WORLD)
+    return [scene_at(config, "test", i) for i in range(n)]   # never seen in training or in the val benchmark
+
+
+@torch.no_grad()
+def _answers(shipped, images, prompts) -> list[str]:
+    model, processor = shipped
+    inputs = LLAVA.build_inputs(processor, images, prompts)
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    return processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_says_yes_to_clearly_visible_objects(shipped):
+    rng = random.Random(0)
+    images, prompts = [], []
+    for scene in _scenes(40):
+        clear = [o.category for o in scene.objects if o.visibility >= 0.8]
+        images.append(render_scene(scene))
+        prompts.append(question(rng.choice(clear)) + SUFFIX)
+    answers = _answers(shipped, images, prompts)
+    assert set(answers) <= {"Yes", "No"}
+    assert sum(a == "Yes" for a in answers) / len(answers) >= 0.8
+
+
+def test_says_no_to_random_absent_objects(shipped):
+    rng = random.Random(1)
+    images, prompts = [], []
+    for scene in _scenes(40):
+        absent = [n for n in NAMES if n not in {o.category for o in scene.objects}]
+        images.append(render_scene(scene))
+        prompts.append(question(rng.choice(absent)) + SUFFIX)
+    answers = _answers(shipped, images, prompts)
+    assert sum(a == "No" for a in answers) / len(answers) >= 0.75
+
+
+def test_captions_name_objects_in_the_world_grammar(shipped):
+    model, processor = shipped
+    scenes = _scenes(4)
+    inputs = LLAVA.build_inputs(processor, [render_scene(s) for s in scenes],
+                                ["Please describe this image in detail."] * len(scenes))
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+    texts = processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    from halluc.world import parse_caption
+    for text in texts:
+        assert text.endswith(".") and sum(parse_caption(text).values()) >= 1
