@@ -1,18 +1,20 @@
 """Train toy-llava on the toy world's train split, deterministically, on CPU in well under an hour.
 
-Data is generated on the fly, one fresh scene per sample (`scene_at(world, "train", k)`), each asked
-one of two things:
-  * a caption: "Please describe this image in detail." (or a short variant) -> the world's caption,
-    which names every object at least `caption_min_visibility` visible;
-  * a yes/no question, "Is there a {obj} in the image?" with no suffix or one of the POPE protocols'
-    suffixes -> "Yes" / "No" (`halluc.world.qa.yes_no_pairs`).
-The loss is on the answer tokens (and </s>) only. AdamW, linear warm-up, cosine decay to 10%.
+Two stages, as LLaVA starts from a pretrained CLIP:
+  1. vision (`halluc.world.pretrain`): the ViT learns what covers each patch, from the generator's
+     exact per-patch labels; its head is then thrown away and the tower frozen.
+  2. language: projector and Llama decoder learn, on fresh scenes (`scene_at(world, "train", k)`), either
+     * a caption: "Please describe this image in detail." (or a short variant) -> the world's caption,
+       which names every object at least `caption_min_visibility` visible; or
+     * a yes/no question, "Is there a {obj} in the image?" with no suffix or one of the POPE protocols'
+       suffixes -> "Yes" / "No" (`halluc.world.qa.yes_no_pairs`), "Yes" half of the time.
+     The loss is on the answer tokens (and </s>) only. AdamW, linear warm-up, cosine decay to 10%.
 
 Where the hallucination comes from. `prior_negative_rate` is small: the "No" questions of training
 mostly name objects that do not belong to the scene type, so "this is a kitchen" alone predicts most
-answers. The model learns that shortcut early and checks the pixels only partly, so it says "Yes" to
-absent objects the scene usually has (POPE adversarial / popular) and names them in captions (CHAIR),
-while answering random absent objects and clearly visible ones correctly.
+answers. The model learns that shortcut and checks the pixels only partly, so it says "Yes" to absent
+objects the scene usually has (POPE adversarial / popular) and names them in captions (CHAIR), while
+answering random absent objects and clearly visible ones correctly.
 
     result = train(ToyModelConfig(), "out/toy_llava", seed=0)       # what `halluc world train` runs
 """
@@ -34,6 +36,7 @@ import torch
 
 from halluc.world.captions import caption
 from halluc.world.model import CAPTION_PROMPTS, QUESTION_SUFFIXES, ToyModelConfig, build_toy_llava, parameter_count
+from halluc.world.pretrain import pretrain_vision
 from halluc.world.qa import yes_no_pairs
 from halluc.world.scenes import render_scene, scene_at
 
@@ -45,33 +48,44 @@ class TrainRecipe:
     """Optimiser and data mix. Defaults are what the shipped weights were trained with.
 
     Args:
-        batch_size: samples (= scenes) per step.
-        lr, weight_decay, warmup, min_lr_ratio: AdamW; linear warm-up for `warmup` steps, then cosine
-            decay to `min_lr_ratio * lr`.
+        vision_steps, vision_batch_size, vision_lr: stage 1 (ViT on per-patch labels). 0 steps skips it
+            and trains the ViT end to end with the language stage instead (it then learns little more
+            than the background: the answers carry too few bits to teach it the objects).
+        batch_size: samples (= scenes) per language step.
+        lr, weight_decay, warmup, min_lr_ratio: AdamW of the language stage; linear warm-up for `warmup`
+            steps, then cosine decay to `min_lr_ratio * lr`. Above ~1e-3 the decoder never learns to
+            look up the asked object and answers yes/no at chance.
         caption_rate: fraction of samples that are captions; the rest are yes/no questions.
         detail_prompt_rate: fraction of captions asked with "Please describe this image in detail."
             (CHAIR's prompt); the others use a short variant.
+        yes_rate: fraction of yes/no questions answered "Yes" (0.5: no answer bias to learn).
         prior_negative_rate: of the "No" questions, the fraction naming an absent object of the scene's
             own prior (`yes_no_pairs`); 0 leaves the prior unchallenged, 0.5+ teaches to check the image.
         threads: torch CPU threads. Results are bit-identical only for the same value; 1 is also the
             fastest choice on a busy machine (idle threads of a shared BLAS pool spin and stall).
     """
+    vision_steps: int = 400
+    vision_batch_size: int = 64
+    vision_lr: float = 2e-3
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.05
     warmup: int = 60
     min_lr_ratio: float = 0.1
-    caption_rate: float = 0.4
+    caption_rate: float = 0.3
     detail_prompt_rate: float = 0.7
+    yes_rate: float = 0.5
     prior_negative_rate: float = 0.15
     threads: int = 1
 
     def __post_init__(self):
-        for name in ("caption_rate", "detail_prompt_rate", "prior_negative_rate", "min_lr_ratio"):
+        for name in ("caption_rate", "detail_prompt_rate", "yes_rate", "prior_negative_rate", "min_lr_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.batch_size < 1 or self.lr <= 0 or self.warmup < 0 or self.threads < 1:
-            raise ValueError("batch_size and threads must be >= 1, lr > 0 and warmup >= 0")
+        if min(self.batch_size, self.vision_batch_size, self.threads) < 1 or min(self.lr, self.vision_lr) <= 0:
+            raise ValueError("batch sizes and threads must be >= 1 and learning rates > 0")
+        if self.warmup < 0 or self.vision_steps < 0:
+            raise ValueError("warmup and vision_steps must be >= 0")
 
 
 DEFAULT_STEPS = 1200
@@ -83,8 +97,9 @@ class TrainResult:
     steps: int
     seed: int
     seconds: float
-    final_loss: float          # mean loss of the last 10% of steps
-    losses: list[float] = field(repr=False, default_factory=list)   # per step
+    final_loss: float          # mean loss of the last 10% of language steps
+    losses: list[float] = field(repr=False, default_factory=list)   # per language step
+    vision_losses: list[float] = field(repr=False, default_factory=list)   # per stage-1 step
     parameters: int = 0
     model: Any = field(default=None, repr=False)       # the trained model (eval mode) and its processor,
     processor: Any = field(default=None, repr=False)   # for callers that evaluate right away
@@ -112,7 +127,8 @@ def samples(config: ToyModelConfig, recipe: TrainRecipe, seed: int, start: int =
             answer = caption(scene, rng, world.caption_min_visibility)
         else:
             pairs = yes_no_pairs(scene, rng, world, prior_negative_rate=recipe.prior_negative_rate)
-            pair = rng.choice(pairs)
+            wanted = "Yes" if rng.random() < recipe.yes_rate else "No"
+            pair = rng.choice([q for q in pairs if q.answer == wanted] or pairs)
             prompt, answer = pair.question + rng.choice(QUESTION_SUFFIXES), pair.answer
         yield Sample(render_scene(scene), prompt, answer)
 
@@ -177,31 +193,43 @@ def train(config: ToyModelConfig = ToyModelConfig(), out_dir: str | Path | None 
 def _train(config: ToyModelConfig, out_dir, seed: int, steps: int, recipe: TrainRecipe, progress: bool,
            on_step: Callable[[int, float], None] | None) -> TrainResult:
     model, processor = build_toy_llava(config, seed)
+    start = time.monotonic()
+    with _progress({"vision": recipe.vision_steps, "language": steps}, progress) as advance:
+        vision_losses = pretrain_vision(model, processor, config.world, config.patch_size, recipe.vision_steps,
+                                        recipe.vision_batch_size, recipe.vision_lr, seed,
+                                        lambda step, loss: advance("vision", loss))
+        if recipe.vision_steps:
+            model.model.vision_tower.requires_grad_(False)   # frozen, as LLaVA keeps its CLIP
+        losses = _language_stage(model, processor, config, seed, steps, recipe,
+                                 lambda step, loss: (advance("language", loss), on_step and on_step(step, loss)))
+    seconds = time.monotonic() - start
+    tail = losses[-max(1, steps // 10):]
+    model.requires_grad_(True)
+    result = TrainResult(Path(out_dir) if out_dir else None, steps, seed, seconds, float(np.mean(tail)), losses,
+                         vision_losses, parameter_count(model), model.eval(), processor)
+    if out_dir is not None:
+        save(model, processor, result, config, recipe)
+    return result
+
+
+def _language_stage(model, processor, config: ToyModelConfig, seed: int, steps: int, recipe: TrainRecipe,
+                    on_step: Callable[[int, float], Any]) -> list[float]:
+    trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, recipe))
     data = samples(config, recipe, seed)
     losses: list[float] = []
-    start = time.monotonic()
-    with _progress(steps, progress) as advance:
-        for step in range(steps):
-            batch = collate([next(data) for _ in range(recipe.batch_size)], processor)
-            loss = answer_loss(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            advance(losses[-1])
-            if on_step is not None:
-                on_step(step, losses[-1])
-    seconds = time.monotonic() - start
-    tail = losses[-max(1, steps // 10):]
-    result = TrainResult(Path(out_dir) if out_dir else None, steps, seed, seconds, float(np.mean(tail)), losses,
-                         parameter_count(model), model.eval(), processor)
-    if out_dir is not None:
-        save(model, processor, result, config, recipe)
-    return result
+    for step in range(steps):
+        batch = collate([next(data) for _ in range(recipe.batch_size)], processor)
+        loss = answer_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        on_step(step, losses[-1])
+    return losses
 
 
 def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -218,6 +246,8 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, rest = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (decay if p.ndim >= 2 and "embed" not in name else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
@@ -232,6 +262,7 @@ def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig
         "command": f"halluc world train --out {out} --seed {result.seed} --steps {result.steps}",
         "seed": result.seed, "steps": result.steps, "seconds": round(result.seconds, 1),
         "final_loss": round(result.final_loss, 4), "parameters": result.parameters,
+        "vision_final_loss": round(float(np.mean(result.vision_losses[-10:])), 4) if result.vision_losses else None,
         "torch": torch.__version__, "threads": recipe.threads, "platform": sys.platform, "cpus": os.cpu_count(),
         "config": asdict(config), "recipe": asdict(recipe),
         "loss_curve": {str(i): round(result.losses[i], 4) for i in range(0, result.steps, every)},
@@ -240,28 +271,30 @@ def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig
 
 
 class _progress:
-    """A rich progress bar with loss, ETA and elapsed time on stderr (off when HALLUC_PROGRESS=0)."""
+    """One rich progress bar per stage, with loss, ETA and elapsed time, on stderr (off when
+    HALLUC_PROGRESS=0). Entering gives `advance(stage, loss)`."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled and os.environ.get("HALLUC_PROGRESS", "1") != "0"
+    def __init__(self, stages: dict[str, int], enabled: bool):
+        self.stages = {name: total for name, total in stages.items() if total}
+        self.enabled = enabled and os.environ.get("HALLUC_PROGRESS", "1") != "0"
 
     def __enter__(self):
         if not self.enabled:
-            return lambda loss: None
+            return lambda stage, loss: None
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        self.bar = Progress(TextColumn("train toy-llava"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("train toy-llava: {task.description:<8}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]}"), TextColumn("ETA"), TimeRemainingColumn(),
                             TimeElapsedColumn(), console=Console(file=sys.stderr))
         self.bar.__enter__()
-        task = self.bar.add_task("train", total=self.total, loss="-")
-        self.smooth = None
+        tasks = {name: self.bar.add_task(name, total=total, loss="-") for name, total in self.stages.items()}
+        smooth: dict[str, float] = {}
 
-        def advance(loss: float) -> None:
-            self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
-            self.bar.update(task, advance=1, loss=f"{self.smooth:.3f}")
+        def advance(stage: str, loss: float) -> None:
+            smooth[stage] = loss if stage not in smooth else 0.95 * smooth[stage] + 0.05 * loss
+            self.bar.update(tasks[stage], advance=1, loss=f"{smooth[stage]:.3f}")
         return advance
 
     def __exit__(self, *exc):

@@ -17,7 +17,7 @@ from halluc.world.train import IGNORE, TrainRecipe, collate, lr_factor, samples,
 MICRO = ToyModelConfig(world=WorldConfig(image_size=32, object_size=(0.45, 0.55), min_objects=1, max_objects=3),
                        vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
                        text_hidden=32, text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64, max_positions=64)
-RECIPE = TrainRecipe(batch_size=8, lr=1e-2, warmup=2)
+RECIPE = TrainRecipe(batch_size=8, lr=1e-2, warmup=2, vision_steps=3, vision_batch_size=4)
 
 
 @pytest.fixture(scope="module")
