@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from transformers.generation.utils import GenerateBeamDecoderOnlyOutput
 
 from halluc.errors import HallucError
+from halluc.models.cache import cache_of
 
 FIRST_TOKENS = 10  # response tokens that get the image-attention bonus; no rollback to a location before this
 LOG_FLOOR = math.log(1e-7)  # OPERA's 1e-7 factor on the column products
@@ -137,7 +138,7 @@ class Rows:
     def __init__(self, model, kwargs: dict, edit, length: int):
         self.model, self.edit = model, edit
         self.kwargs = {k: v for k, v in kwargs.items() if k not in self.PREFILL_ONLY}
-        self.cache = self.kwargs["past_key_values"]
+        self.cache = cache_of(self.kwargs)
         self._each(lambda v, dim: v[..., :length])
 
     def _each(self, fn) -> None:

@@ -23,13 +23,14 @@ import torch
 from halluc.errors import HallucError
 from halluc.kernels.backend import active_edits
 from halluc.kernels.edits import AttentionEdit
+from halluc.models.cache import cache_of
 
 AUX = "_aux_pass"  # session.state key: the method whose auxiliary pass is running
 
 
 def is_prefill(kwargs: dict) -> bool:
     """True for the first forward of a sequence (no cached keys yet), from a layer's call kwargs."""
-    cache = kwargs.get("past_key_values")
+    cache = cache_of(kwargs)
     return cache is None or cache.get_seq_length() == 0
 
 

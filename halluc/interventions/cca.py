@@ -49,6 +49,7 @@ from halluc.interventions._inmodel import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
 from halluc.models.base import ImageSpan
+from halluc.models.cache import cache_of
 
 
 def ring_ids(rows: int, cols: int) -> torch.Tensor:
@@ -116,7 +117,7 @@ class CCA(Method):
         def rewrite(module, args, kwargs):
             if aux_owner(session) is not None:  # another method's auxiliary pass sees the plain model
                 return None
-            ids, past = kwargs.get("input_ids"), kwargs.get("past_key_values")
+            ids, past = kwargs.get("input_ids"), cache_of(kwargs)
             if ids is None:
                 raise HallucError("cca needs input_ids (it finds the image tokens there)")
             done = 0 if past is None else past.get_seq_length()

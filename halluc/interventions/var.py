@@ -69,6 +69,7 @@ from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.pai import layer_list
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
+from halluc.models.cache import cache_of
 
 SINK_DIMS = {"llama-2-7b": (2533, 1415), "llama-2-13b": (2100, 4743)}  # released src/logic/constants.py
 EPS = 1e-6
@@ -110,7 +111,7 @@ def is_prefill(kwargs: dict, layer: int) -> bool:
     Asks the cache about this layer: during a prefill, layer 0 has already written its keys when
     layer l > 0 runs, so the cache's default (layer 0) length is not zero there.
     """
-    cache = kwargs.get("past_key_values")
+    cache = cache_of(kwargs)
     return cache is None or cache.get_seq_length(layer) == 0
 
 

@@ -15,6 +15,7 @@ from halluc.images import load_image
 from halluc.interventions.opera import OPERA
 from halluc.kernels.backend import active_edits, current_edits
 from halluc.kernels.edits import AttentionEdit
+from halluc.models.cache import cache_keyword
 from tests.conftest import FAMILIES
 from tests.interventions.test_vcd import hook_count
 
@@ -154,12 +155,10 @@ def test_forced_rollback_rebuilds_the_cache_and_forbids_the_old_choice(tiny_llav
     def checked_rollback(self, pos, rows, beams, retro):
         step = rollback(self, pos, rows, beams, retro)
         seq, k = beams.sequences(), beams.k  # a fresh prompt prefill, then the restored responses
-        cache = DynamicCache(config=tiny_llava.model.config)
+        cache = {cache_keyword(tiny_llava.model): DynamicCache(config=tiny_llava.model.config)}
         with torch.no_grad():
-            tiny_llava.model(**{key: v.repeat(k, *[1] * (v.dim() - 1)) for key, v in inputs.items()},
-                             past_key_values=cache)
-            full = tiny_llava.model(input_ids=seq[:, beams.prompt:], attention_mask=torch.ones_like(seq),
-                                    past_key_values=cache)
+            tiny_llava.model(**{key: v.repeat(k, *[1] * (v.dim() - 1)) for key, v in inputs.items()}, **cache)
+            full = tiny_llava.model(input_ids=seq[:, beams.prompt:], attention_mask=torch.ones_like(seq), **cache)
         torch.testing.assert_close(step.logits, full.logits[:, -1].float(), atol=1e-4, rtol=1e-4)
         seen["rollbacks"] += 1
         return step
