@@ -18,8 +18,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 7 methods, leaderboard
 demo: $(STAMP)
-	$(VENV)/bin/halluc generate --model tiny-llava --image halluc/assets/example.png --prompt "What is in the image?" --max-new-tokens 8
+	$(VENV)/bin/halluc run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV)

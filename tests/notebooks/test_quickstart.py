@@ -2,17 +2,12 @@
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
 def test_quickstart_notebook_executes(tmp_path):
-    from halluc.world.model import SHIPPED
-
-    if not (SHIPPED / "config.json").exists():  # the notebook runs on the shipped toy-llava
-        pytest.skip("toy-llava weights are not shipped in this version")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
