@@ -329,7 +329,8 @@ def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard)
             raise HallucError(f"run directory {out} already holds a run: pass --resume to continue it, "
                               "or --out DIR for a new one")
         previous = json.loads(config_path.read_text(encoding="utf-8"))
-        changed = [k for k in _RESUME_KEYS if previous.get(k) != described.get(k)]
+        as_stored = json.loads(json.dumps(described, default=str))   # tuples come back from JSON as lists
+        changed = [k for k in _RESUME_KEYS if previous.get(k) != as_stored.get(k)]
         if changed:
             raise HallucError(f"cannot resume {out}: {', '.join(changed)} differ from the original run")
     elif options.resume:
