@@ -149,7 +149,7 @@ def toy_llava_config(config: ToyModelConfig, tokenizer: PreTrainedTokenizerFast)
                        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     # the last ViT layer's output feeds the LM (LLaVA-1.5 takes -2 of a 24-layer CLIP; here a
-    # 4-layer tower is trained from scratch and a layer nothing reads would be dead weight)
+    # 3-layer tower is trained from scratch and a layer nothing reads would be dead weight)
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
                        image_seq_length=config.image_tokens, vision_feature_layer=-1,
                        vision_feature_select_strategy="default", pad_token_id=tokenizer.pad_token_id)
