@@ -17,19 +17,21 @@ world_app = typer.Typer(help="The toy world: its data and the toy-llava model tr
 def train_command(
     out: Path = typer.Option(Path("toy_llava"), "--out", "-o", help="Directory for the save_pretrained weights."),
     seed: int = typer.Option(0, help="Seeds the weights and the data stream."),
-    steps: int = typer.Option(None, help="Optimiser steps [default: the shipped model's]."),
+    steps: int = typer.Option(None, help="Language-stage optimiser steps [default: the shipped model's]."),
+    vision_steps: int = typer.Option(None, help="Vision-stage steps; 0 trains the ViT end to end instead "
+                                     "[default: the shipped model's]."),
     image_size: int = typer.Option(None, help="World image side in px [default: the shipped model's, 64]."),
     batch_size: int = typer.Option(None, help="Scenes per step [default: the shipped model's]."),
     prior_negative_rate: float = typer.Option(None, help="Share of 'No' questions naming an absent in-prior "
                                               "object [default: the shipped model's]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on stderr."),
 ) -> None:
-    """Train toy-llava from scratch on CPU, deterministically from --seed, with a progress bar."""
+    """Train toy-llava from scratch on CPU (vision stage, then language stage), deterministically from --seed."""
     from halluc.world.model import ToyModelConfig
     from halluc.world.train import DEFAULT_STEPS, TrainRecipe, train
 
-    overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate))
-                 if v is not None}
+    overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate),
+                                   ("vision_steps", vision_steps)) if v is not None}
     try:   # the configs validate themselves; a bad value is a one-line error, not a traceback
         config = ToyModelConfig()
         if image_size is not None:
