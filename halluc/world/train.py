@@ -68,7 +68,7 @@ class TrainRecipe:
     vision_batch_size: int = 64
     vision_lr: float = 2e-3
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 3e-4
     weight_decay: float = 0.05
     warmup: int = 60
     min_lr_ratio: float = 0.1
