@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from halluc.world.captions import caption
+from halluc.world.coco import WORLD_VERSION
 from halluc.world.model import CAPTION_PROMPTS, QUESTION_SUFFIXES, ToyModelConfig, build_toy_llava, parameter_count
 from halluc.world.pretrain import pretrain_vision
 from halluc.world.qa import yes_no_pairs
@@ -195,13 +196,17 @@ def _train(config: ToyModelConfig, out_dir, seed: int, steps: int, recipe: Train
     model, processor = build_toy_llava(config, seed)
     start = time.monotonic()
     with _progress({"vision": recipe.vision_steps, "language": steps}, progress) as advance:
+        def language_step(step: int, loss: float) -> None:
+            advance("language", loss)
+            if on_step is not None:
+                on_step(step, loss)
+
         vision_losses = pretrain_vision(model, processor, config.world, config.patch_size, recipe.vision_steps,
                                         recipe.vision_batch_size, recipe.vision_lr, seed,
                                         lambda step, loss: advance("vision", loss))
         if recipe.vision_steps:
             model.model.vision_tower.requires_grad_(False)   # frozen, as LLaVA keeps its CLIP
-        losses = _language_stage(model, processor, config, seed, steps, recipe,
-                                 lambda step, loss: (advance("language", loss), on_step and on_step(step, loss)))
+        losses = _language_stage(model, processor, config, seed, steps, recipe, language_step)
     seconds = time.monotonic() - start
     tail = losses[-max(1, steps // 10):]
     model.requires_grad_(True)
@@ -260,7 +265,7 @@ def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig
     every = max(1, result.steps // 50)
     record = {
         "command": f"halluc world train --out {out} --seed {result.seed} --steps {result.steps}",
-        "seed": result.seed, "steps": result.steps, "seconds": round(result.seconds, 1),
+        "seed": result.seed, "steps": result.steps, "world_version": WORLD_VERSION, "seconds": round(result.seconds, 1),
         "final_loss": round(result.final_loss, 4), "parameters": result.parameters,
         "vision_final_loss": round(float(np.mean(result.vision_losses[-10:])), 4) if result.vision_losses else None,
         "torch": torch.__version__, "threads": recipe.threads, "platform": sys.platform, "cpus": os.cpu_count(),

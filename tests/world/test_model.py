@@ -125,3 +125,19 @@ def test_hallucinates_absent_companions_of_the_scene(shipped):
     yes_companion = sum(a == "Yes" for a in _answers(shipped, images, companions)) / len(images)
     yes_stranger = sum(a == "Yes" for a in _answers(shipped, images, strangers)) / len(images)
     assert yes_companion >= yes_stranger + 0.1 and yes_stranger <= 0.15
+
+
+def test_shipped_weights_come_from_the_default_training_command():
+    """`halluc world train --out halluc/world/toy_llava` with today's defaults is what produced them:
+    a change to the recipe, the model config or the world must come with retrained weights."""
+    import json
+    from dataclasses import asdict
+
+    from halluc.world.coco import WORLD_VERSION
+    from halluc.world.train import DEFAULT_STEPS, TrainRecipe
+
+    record = json.loads((SHIPPED / "training.json").read_text())
+    assert record["seed"] == 0 and record["steps"] == DEFAULT_STEPS
+    assert record["world_version"] == WORLD_VERSION
+    assert record["recipe"] == json.loads(json.dumps(asdict(TrainRecipe())))
+    assert record["config"] == json.loads(json.dumps(ToyModelConfig().as_dict()))
