@@ -67,12 +67,17 @@ def pretrain_vision(model, processor, world: WorldConfig, patch: int, steps: int
         pixels = processor.image_processor([render_scene(s) for s in scenes], return_tensors="pt")["pixel_values"]
         targets = torch.from_numpy(np.stack([patch_targets(s, patch) for s in scenes]))    # (B, P, C)
         hidden = tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]      # (B, P, D), no CLS
-        loss = patch_loss(head(hidden), targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(optimise(patch_loss(head(hidden), targets), params, optimizer, schedule))
         on_step(step, losses[-1])
     return losses
+
+
+def optimise(loss: torch.Tensor, params: list[torch.Tensor], optimizer, schedule) -> float:
+    """One step of both training stages: backward, clip the gradient norm to 1, step, advance the
+    schedule, clear the gradients. Returns the loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()

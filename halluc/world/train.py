@@ -37,7 +37,7 @@ import torch
 from halluc.world.captions import caption
 from halluc.world.coco import WORLD_VERSION
 from halluc.world.model import CAPTION_PROMPTS, QUESTION_SUFFIXES, ToyModelConfig, build_toy_llava, parameter_count
-from halluc.world.pretrain import pretrain_vision
+from halluc.world.pretrain import optimise, pretrain_vision
 from halluc.world.qa import yes_no_pairs
 from halluc.world.scenes import render_scene, scene_at
 
@@ -226,13 +226,7 @@ def _language_stage(model, processor, config: ToyModelConfig, seed: int, steps: 
     losses: list[float] = []
     for step in range(steps):
         batch = collate([next(data) for _ in range(recipe.batch_size)], processor)
-        loss = answer_loss(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(optimise(answer_loss(model, batch), trained, optimizer, schedule))
         on_step(step, losses[-1])
     return losses
 
