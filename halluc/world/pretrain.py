@@ -58,6 +58,8 @@ def pretrain_vision(model, processor, world: WorldConfig, patch: int, steps: int
         head = torch.nn.Linear(tower.config.hidden_size, len(CLASSES))
     params = [*tower.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
+    # its own schedule (not the language stage's `lr_factor`): warm-up over the first 10% of the steps,
+    # multiplied by a cosine from 1 to 0.1 over all of them
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))

@@ -259,7 +259,8 @@ def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig
     every = max(1, result.steps // 50)
     record = {
         "command": f"halluc world train --out {out} --seed {result.seed} --steps {result.steps}",
-        "seed": result.seed, "steps": result.steps, "world_version": WORLD_VERSION, "seconds": round(result.seconds, 1),
+        "seed": result.seed, "steps": result.steps, "world_version": WORLD_VERSION,
+        "seconds": round(result.seconds, 1),
         "final_loss": round(result.final_loss, 4), "parameters": result.parameters,
         "vision_final_loss": round(float(np.mean(result.vision_losses[-10:])), 4) if result.vision_losses else None,
         "torch": torch.__version__, "threads": recipe.threads, "platform": sys.platform, "cpus": os.cpu_count(),

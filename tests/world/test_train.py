@@ -99,7 +99,8 @@ def test_cli_train_and_generate_data(tmp_path, monkeypatch):
     assert (tmp_path / "val" / "instances.json").exists() and len(list((tmp_path / "val" / "images").iterdir())) == 3
     bad = runner.invoke(world_app, ["train", "--out", str(tmp_path / "m"), "--image-size", "20", "--no-progress"])
     assert bad.exit_code == 2 and "object" in bad.output
-    negative = runner.invoke(world_app, ["train", "--out", str(tmp_path / "m"), "--vision-steps", "-1", "--no-progress"])
+    negative = runner.invoke(world_app, ["train", "--out", str(tmp_path / "m"), "--vision-steps", "-1",
+                                         "--no-progress"])
     assert negative.exit_code == 2 and "vision_steps" in negative.output and not (tmp_path / "m").exists()
 
 
