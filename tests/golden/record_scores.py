@@ -1,0 +1,93 @@
+"""Per-step scores of every method on the offline models: the regression guard for refactors.
+
+`python -m tests.golden.record_scores` writes `tests/golden/scores.pt`; `tests/test_golden_scores.py`
+recomputes the same runs and compares. A change may move these numbers only as a deliberate fidelity
+fix, re-recorded in the same commit with the reason in its message.
+
+Each case: two left-padded prompts with two images, greedy per-step scores (B, steps, V), plus the
+tokens of seeded sampling and of a 2-beam search (OPERA: its own beam search, tokens only).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import halluc
+
+GOLDEN = Path(__file__).with_name("scores.pt")
+MODELS = ["toy-llava", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-instructblip"]
+PROMPTS = ["Describe the image in detail.", "Is there a dog in the image?"]
+STEPS = 5
+# parameters that make each method act on the 2- and 3-layer offline models (defaults otherwise)
+CASES = {
+    "none": {},
+    "vcd": {},
+    "ritual": {},
+    "ritual-vcd": {},
+    "agla": {"matcher": "lvlm-attention"},
+    "damro": {},
+    "pai": {"layers": [0, 1]},
+    "var": {"layers": [0, 1], "tau": 2.0},
+    "vhr": {},
+    "vista": {},
+    "cca": {},
+    "opera": {"preset": "fast"},
+}
+DECODING_ONLY_TOKENS = {"opera"}
+UNSUPPORTED = {("instructblip", "agla")}  # its image tokens have no 2-D grid for the attention matcher
+
+
+def images() -> list[Image.Image]:
+    out = []
+    for i, colour in enumerate([(200, 30, 30), (20, 120, 220)]):
+        img = Image.new("RGB", (40, 32), colour)
+        img.paste((255, 255, 255), (5 + 10 * i, 5, 20 + 10 * i, 20))
+        out.append(img)
+    return out
+
+
+def supported(lvlm, method: str) -> bool:
+    if (lvlm.family, method) in UNSUPPORTED:
+        return False
+    families = next(m["families"] for m in halluc.methods() if m["name"] == method)
+    return families == "all" or lvlm.family in families
+
+
+def run_case(lvlm, method: str, params: dict) -> dict[str, torch.Tensor]:
+    imgs, out = images(), {}
+    if method not in DECODING_ONLY_TOKENS:
+        greedy = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, return_scores=True, **params)
+        out["greedy"] = greedy.scores
+        sampled = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, do_sample=True, seed=3,
+                                  return_scores=True, **params)
+        out["sample_tokens"] = _tokens(sampled.tokens)
+    beams = 2 if method not in DECODING_ONLY_TOKENS else 1
+    beam = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, num_beams=beams, return_scores=False,
+                           **params)
+    out["beam_text"] = beam
+    return out
+
+
+def _tokens(rows: list[list[int]]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows])
+
+
+def record(models=MODELS) -> dict:
+    torch.set_num_threads(2)
+    golden = {}
+    for name in models:
+        lvlm = halluc.load(name, device="cpu")
+        for method, params in CASES.items():
+            if supported(lvlm, method):
+                golden[f"{name}/{method}"] = run_case(lvlm, method, params)
+    return golden
+
+
+if __name__ == "__main__":
+    data = record(sys.argv[1:] or MODELS)
+    torch.save(data, GOLDEN)
+    print(f"wrote {len(data)} cases to {GOLDEN}")
