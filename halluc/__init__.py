@@ -9,11 +9,11 @@
 The API is imported on first use, so `halluc score` and other light commands start without torch.
 """
 from halluc.errors import HallucError
+from halluc.version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "generate", "load", "methods",
+__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "generate", "load", "methods",
            "models", "run"]
-_API = set(__all__) - {"HallucError"}
+_API = set(__all__) - {"HallucError", "__version__"}
 
 
 def __getattr__(name: str):

@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from halluc.benchmarks.build import build_task
-from halluc.benchmarks.run import RunOptions, Runner, RunSpec, Shard, default_out, parse_entries, prepare_run_dir
+from halluc.benchmarks.run import Runner, RunOptions, RunSpec, Shard, default_out, parse_entries, prepare_run_dir
 from halluc.benchmarks.store import OutputCache
-from halluc.decoding.generate import Generation, pair_inputs
-from halluc.decoding.generate import generate as _generate
-from halluc.decoding.strategy import Decoding
+from halluc.engine.decoding import Decoding
+from halluc.generation.generate import Generation, pair_inputs
+from halluc.generation.generate import generate as _generate
 from halluc.images import load_images
-from halluc.interventions import check_compatible, make_methods, method_class, method_names
-from halluc.models.loading import ALIASES, CATALOG, TINY_FAMILIES, TOY, check_model_name, load
-from halluc.models.lvlm import LVLM
+from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
+from halluc.modeling.loading import check_model_name, load
+from halluc.modeling.lvlm import LVLM
+from halluc.modeling.registry import checkpoints, known_family, offline_models
 
-__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images", "make_methods", "methods",
-           "models", "run", "RunOptions"]
+__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images",
+           "make_methods", "methods", "models", "run", "RunOptions"]
 
 
 def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
@@ -48,7 +48,7 @@ def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
         ...     halluc.generate(m, images, prompts)
     """
     added = make_methods(method, params)
-    check_compatible(model.family, model.active + added)
+    check_compatible(model.adapter, model.active + added)
     model.active.extend(added)
     try:
         yield model
@@ -79,7 +79,7 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
                       dataset=options.dataset)
     spec = RunSpec(model, parse_entries(methods, params, options.baseline), task, options.limit, options.seed,
                    options.batch_size)
-    family = _known_family(model)
+    family = known_family(model)
     for entry in spec.entries if family else []:  # refuse unsupported families before loading weights
         check_compatible(family, entry.methods)
     shard = options.shard or Shard.from_env()
@@ -88,33 +88,30 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
     prepare_run_dir(out, spec, options, shard)
     lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
     for entry in spec.entries:
-        check_compatible(lvlm.family, entry.methods)
+        check_compatible(lvlm.adapter, entry.methods)
     runner = Runner(spec, lvlm, out, cache=OutputCache(options.cache_dir), shard=shard)
     return out, runner.run()
 
 
-def _known_family(model: str) -> str | None:
-    """The family of an alias, known before any weights are loaded."""
-    entry = ALIASES.get(model)
-    return TINY_FAMILIES.get(model) or ("llava" if model == TOY else None) or (entry.family if entry else None)
-
-
 def methods() -> list[dict]:
-    """Every registered method with its description and parameters (name, default, range, doc)."""
+    """Every registered method with its description and parameters (name, default, range, doc);
+    aliases (e.g. `ritual-vcd`) are listed with the stack they stand for."""
     rows = []
     for name in method_names():
         cls = method_class(name)
         rows.append({"name": name, "kind": cls.kind, "paper": cls.paper, "formula": cls.formula,
                      "cost": cls.cost, "families": sorted(cls.families) if cls.families else "all",
-                     "parameters": cls.parameters()})
+                     "modes": list(cls.modes), "parameters": cls.parameters()})
+    for name, stack in aliases().items():
+        rows.append({"name": name, "kind": "alias", "paper": f"stacks {' + '.join(stack)}", "formula": "",
+                     "cost": "", "families": "as its methods", "modes": [], "parameters": [], "alias_of": list(stack)})
     return rows
 
 
 def models() -> list[dict]:
-    """Known model aliases and tiny offline models."""
-    rows = [dataclasses.asdict(e) for e in CATALOG]
-    rows.append({"alias": TOY, "hub_id": "(shipped in the package)", "family": "llava",
-                 "note": "trained on the toy world; hallucinates like real LVLMs (`halluc run`)"})
-    rows += [{"alias": alias, "hub_id": "(built offline)", "family": fam, "note": "random weights, for tests and smoke runs"}
-             for alias, fam in TINY_FAMILIES.items()]
+    """Known model aliases (real checkpoints) and offline models (tiny-*, toy-llava)."""
+    rows = [{"alias": c.alias, "hub_id": c.hub_id, "family": f.name, "note": c.note}
+            for f, c in checkpoints().values()]
+    rows += [{"alias": m.name, "hub_id": "(offline)", "family": m.family, "note": m.note}
+             for m in offline_models().values()]
     return rows

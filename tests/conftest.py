@@ -8,8 +8,11 @@ import torch
 from PIL import Image
 
 import halluc
+from halluc.modeling.registry import families
 
-FAMILIES = ["tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-instructblip"]
+# every family's tiny offline model, from the family records
+FAMILIES = [f.tiny_name for f in families()]
+FAMILY_NAMES = [f.name for f in families()]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 torch.set_num_threads(2)

@@ -3,14 +3,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from halluc.benchmarks import mme, pope
 from halluc.benchmarks.io import read_jsonl
 from halluc.benchmarks.tasks import ChairTask, MMETask, PopeTask, Task
 from halluc.errors import HallucError, unknown_choice
+from halluc.plugins import load_plugins
 
 BENCHMARKS = ("pope", "chair", "mme")
-DATASETS = ("coco", "world")  # world: the toy world's own POPE and CHAIR (see halluc.world.benchmark)
+
+
+class DatasetBuilder(Protocol):
+    """Builds a benchmark's task on a dataset other than COCO: (benchmark, protocol, splits, max_new_tokens) -> Task."""
+
+    def __call__(self, benchmark: str, protocol: str | None, splits: list[str] | None,
+                 max_new_tokens: int | None) -> Task: ...
+
+
+_DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str, builder: DatasetBuilder) -> None:
+    """Add an image set benchmarks can run on (`--dataset NAME`); plugins register theirs (the toy world)."""
+    if name == "coco" or name in _DATASETS:
+        raise ValueError(f"dataset '{name}' is already registered")
+    _DATASETS[name] = builder
+
+
+def datasets() -> list[str]:
+    load_plugins()
+    return ["coco", *_DATASETS]
 
 
 def data_home() -> Path:
@@ -21,10 +44,10 @@ def data_home() -> Path:
 def build_task(benchmark: str, *, protocol: str | None = None, splits: list[str] | None = None,
                data: Path | None = None, images: Path | None = None, max_new_tokens: int | None = None,
                dataset: str = "coco") -> Task:
-    if dataset not in DATASETS:
-        raise unknown_choice("dataset", dataset, DATASETS)
-    if dataset == "world":
-        return _world_task(benchmark, protocol, splits, max_new_tokens)
+    if dataset not in datasets():
+        raise unknown_choice("dataset", dataset, datasets())
+    if dataset != "coco":
+        return _DATASETS[dataset](benchmark, protocol, splits, max_new_tokens)
     if benchmark == "pope":
         preset = pope.get_protocol(protocol or "llava")
         folder = Path(data) if data else data_home() / "pope" / preset.question_set
@@ -32,7 +55,7 @@ def build_task(benchmark: str, *, protocol: str | None = None, splits: list[str]
                         chosen_splits=tuple(splits or pope.SPLITS), preset=preset, max_new_tokens=max_new_tokens)
     if benchmark == "chair":
         folder = Path(data) if data else data_home() / "chair"
-        return ChairTask(image_ids=_chair_image_ids(folder), gt_source=_chair_gt(folder),
+        return ChairTask(image_ids=chair_image_ids(folder), gt_source=chair_gt(folder),
                          images_dir=_need(images, "chair", "COCO val2014"), preset_name=protocol or "opera512",
                          max_new_tokens=max_new_tokens)
     if benchmark == "mme":
@@ -51,7 +74,7 @@ def _need(images: Path | None, benchmark: str, what: str) -> Path:
     return Path(images)
 
 
-def _chair_image_ids(folder: Path) -> tuple[int, ...]:
+def chair_image_ids(folder: Path) -> tuple[int, ...]:
     for name in ("image_ids.jsonl", "opera_500_image_ids.jsonl"):
         if (folder / name).exists():
             return tuple(int(row["image_id"]) for row in read_jsonl(folder / name))
@@ -59,7 +82,7 @@ def _chair_image_ids(folder: Path) -> tuple[int, ...]:
                       "(run `halluc data fetch chair` or pass --data DIR)")
 
 
-def _chair_gt(folder: Path) -> Path:
+def chair_gt(folder: Path) -> Path:
     if (folder / "annotations").is_dir():
         return folder / "annotations"
     candidates = [folder / "gt_objects.json", *sorted(folder.glob("gt_objects*nltk*.json")),
@@ -70,18 +93,3 @@ def _chair_gt(folder: Path) -> Path:
     raise HallucError(f"no CHAIR ground truth in {folder}: expected annotations/ (COCO 2014 instances and captions) "
                       "or gt_objects.json (image id -> object names)")
 
-
-def _world_task(benchmark: str, protocol: str | None, splits: list[str] | None, max_new_tokens: int | None) -> Task:
-    """POPE / CHAIR on the toy world the shipped toy-llava was trained on (rendered once into the data home)."""
-    from halluc.world.benchmark import eval_config, prepare_world_benchmarks
-    from halluc.world.model import TRAIN_WORLD
-
-    bench = prepare_world_benchmarks(data_home(), eval_config(TRAIN_WORLD))
-    if benchmark == "pope":
-        return PopeTask(data_dir=bench.pope, images_dir=bench.images, chosen_splits=tuple(splits or pope.SPLITS),
-                        preset=pope.get_protocol(protocol or "llava"), max_new_tokens=max_new_tokens)
-    if benchmark == "chair":
-        return ChairTask(image_ids=_chair_image_ids(bench.chair), gt_source=_chair_gt(bench.chair),
-                         images_dir=bench.images, preset_name=protocol or "short64", image_name="{}.png",
-                         max_new_tokens=max_new_tokens)
-    raise HallucError(f"the toy world has pope and chair, not {benchmark}")

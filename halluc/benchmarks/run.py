@@ -22,11 +22,11 @@ import torch
 from halluc.benchmarks.provenance import provenance
 from halluc.benchmarks.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
 from halluc.benchmarks.tasks import Sample, Task, check_images
-from halluc.decoding.generate import generate
-from halluc.decoding.strategy import Decoding
+from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
+from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
-from halluc.models.lvlm import LVLM
+from halluc.modeling.lvlm import LVLM
 
 
 @dataclass(frozen=True)

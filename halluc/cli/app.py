@@ -7,10 +7,11 @@ import typer
 
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
 from halluc.cli.data import data_app
+from halluc.cli.plugins import COMMAND_GROUPS
 from halluc.cli.report import report
 from halluc.cli.run import run
 from halluc.cli.score import score_app
-from halluc.cli.world import world_app
+from halluc.plugins import load_plugins
 
 app = typer.Typer(help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -19,7 +20,9 @@ app.command("run", context_settings=RUN_CONTEXT)(run)
 app.command("report")(report)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
-app.add_typer(world_app, name="world")
+load_plugins()
+for _name, _group in COMMAND_GROUPS.items():
+    app.add_typer(_group, name=_name)
 
 
 @app.command()

@@ -11,7 +11,6 @@ from halluc.cli.common import friendly_errors, parse_method_params, stderr
 from halluc.errors import HallucError
 
 
-
 def parse_shard(text: str | None):
     from halluc.benchmarks.run import Shard
 

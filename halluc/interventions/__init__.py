@@ -2,14 +2,34 @@
 
 Importing this package registers every method shipped with halluc.
 """
-from halluc.interventions import none  # noqa: F401  (registers "none")
-from halluc.interventions import cca, damro, vhr, vista  # noqa: F401  (in-model methods)
-from halluc.interventions import agla, opera, ritual, vcd  # noqa: F401  (decoding methods)
-from halluc.interventions import pai, var  # noqa: F401  (attention-editing methods)
+from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F401  (decoding methods)  # noqa: F401  (attention-editing methods)
+                                           agla,
+                                           cca,
+                                           damro,
+                                           none,  # noqa: F401  (registers "none")
+                                           opera,
+                                           pai,
+                                           ritual,
+                                           var,
+                                           vcd,
+                                           vhr,
+                                           vista,
+)
 from halluc.interventions.attach import attach, check_compatible
 from halluc.interventions.base import HookSpec, Method, param
-from halluc.interventions.registry import make_method, make_methods, method_class, method_names, register
-from halluc.interventions.session import Session
+from halluc.interventions.registry import (
+                                           aliases,
+                                           make_method,
+                                           make_methods,
+                                           method_class,
+                                           method_names,
+                                           register,
+                                           register_alias,
+)
+from halluc.interventions.session import Request, Session
 
-__all__ = ["HookSpec", "Method", "Session", "attach", "check_compatible", "make_method", "make_methods",
-           "method_class", "method_names", "param", "register"]
+# RITUAL + VCD (RITUAL's v1 README) is plain stacking; the old name stays as an alias
+register_alias("ritual-vcd", ("ritual", "vcd"))
+
+__all__ = ["HookSpec", "Method", "Request", "Session", "aliases", "attach", "check_compatible", "make_method",
+           "make_methods", "method_class", "method_names", "param", "register", "register_alias"]

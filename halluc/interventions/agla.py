@@ -1,7 +1,7 @@
 """AGLA (An et al., 2024, arXiv 2406.12718): ℓ = ℓ(y | v, x) + α·ℓ(y | v_aug, x), cutoff β on ℓ(v).
 
 v_aug ("local" view) keeps the part of the image the prompt is about and blacks out the rest: an
-image-prompt matcher scores the image (see `halluc.decoding.matchers`), the score map is min-max
+image-prompt matcher scores the image (see `halluc.engine.matchers`), the score map is min-max
 normalised, resized bicubically to the image, blurred (σ = 0.02·longest side) and normalised again,
 and every pixel below the top `keep` share is set to 0 before the model's own processor.
 Matchers: `blip` (the paper's BLIP-ITM-large GradCAM, keep = 1 − ITC/2) when its checkpoint is on
@@ -25,9 +25,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from halluc.decoding.branches import ORIGINAL, Branch
-from halluc.decoding.image_views import mask_image
-from halluc.decoding.matchers import BLIP_ITM, MatcherUnavailable, blip_match, load_blip, lvlm_attention_match
+from halluc.engine.image_views import mask_image
+from halluc.engine.matchers import BLIP_ITM, MatcherUnavailable, blip_match, load_blip, lvlm_attention_match
+from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
 
@@ -63,18 +63,28 @@ class AGLA(Method):
     keep: float = param(0.0, low=0.0, high=1.0, doc="share of pixels kept; 0 = automatic")
     layer: float = param(0.5, low=0.0, high=1.0, doc="relative depth of the layer lvlm-attention reads")
 
+    example_params = {"matcher": "lvlm-attention"}
+    zero_params = {"alpha": 0.0, "beta": 0.0}
+    needs = frozenset({"grid"})  # lvlm-attention lays the attention out on the image grid
+
     def is_identity(self) -> bool:
         return self.alpha == 0 and self.beta == 0
 
-    def branches(self, session):
+    def requires(self) -> frozenset[str]:
+        return frozenset() if self.matcher == "blip" else self.needs  # BLIP reads the image, not the LVLM's grid
+
+    def branches(self, request):
         if self.is_identity():
             return []
-        matcher = self.resolve_matcher(str(session.lvlm.device))
-        return [Branch("augmented", image=lambda image, row: self.augment(session.lvlm, image, session.prompts[row],
+        matcher = self.resolve_matcher(str(request.lvlm.device))
+        return [Branch("augmented", image=lambda image, row: self.augment(request.lvlm, image, request.prompts[row],
                                                                           matcher))]
 
     def combine(self, views):
         return views[ORIGINAL] + self.alpha * views["augmented"]
+
+    def plausibility_cutoff(self):
+        return self.beta
 
     def resolve_matcher(self, device: str) -> str:
         """The matcher to use: `auto` falls back to lvlm-attention (with a warning) when BLIP is absent."""

@@ -12,10 +12,14 @@ from typing import Any
 
 from torch import nn
 
+from halluc.engine.search import Search
 from halluc.errors import HallucError
 from halluc.interventions.base import HookSpec, Method
 from halluc.interventions.session import Session
 from halluc.kernels.backend import BACKEND, active_edits, register_backend
+from halluc.kernels.edits import AttentionEdit
+from halluc.modeling.base import Adapter
+from halluc.modeling.registry import family as family_record
 
 
 @dataclass
@@ -23,20 +27,19 @@ class Attached:
     """What the generate loop needs from the attached methods."""
 
     logits_processors: list[Any] = field(default_factory=list)
-    search: str | None = None
+    search: Search | None = None
 
 
 @contextlib.contextmanager
 def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
-    check_compatible(session.lvlm.family, methods)
+    check_compatible(session.adapter, methods)
     adapter, model = session.adapter, session.model
     specs = [spec for m in methods for spec in m.hooks(session)]
     modules = [adapter.resolve(model, spec.point) for spec in specs]  # raises before any hook exists
     edits = _collect_edits(session, methods)
-    attached = Attached(
-        logits_processors=[p for m in methods for p in m.logits_processors(session)],
-        search=next((m.search for m in methods if m.search), None),
-    )
+    searches = [s for m in methods if m.replaces_search and (s := m.search(session)) is not None]
+    attached = Attached(logits_processors=[p for m in methods for p in m.logits_processors(session)],
+                        search=searches[0] if searches else None)
     handles = []
     try:
         for module, spec in zip(modules, specs):
@@ -48,13 +51,25 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
             handle.remove()
 
 
-def check_compatible(family: str, methods: Sequence[Method]) -> None:
-    """Refuse unsupported families and pairs that cannot share one run, before touching the model."""
+NEEDS = {"grid": "2-D image grids", "vision_cls": "a vision CLS token's attention"}
+
+
+def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
+    """Refuse unsupported families and pairs that cannot share one run, before touching the model.
+
+    `target` is a family name (its record's adapter is looked up) or a model's adapter.
+    """
+    adapter = family_record(target).adapter if isinstance(target, str) else target
+    family = adapter.family
     for m in methods:
         if not m.supports(family):
             raise HallucError(f"method '{m.name}' does not support {family} models "
                               f"(it supports: {', '.join(sorted(m.families or ()))})")
-    searches = [m.name for m in methods if m.search]
+        missing = sorted(m.requires() - adapter.provides)
+        if missing:
+            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing[0], missing[0])}, which the {family} "
+                              "adapter does not provide")
+    searches = [m.name for m in methods if m.replaces_search]
     if len(searches) > 1:
         raise HallucError(f"methods {' and '.join(searches)} each replace the search; use one of them")
     fixed = [m.name for m in methods if m.fixed_rows]
@@ -63,8 +78,8 @@ def check_compatible(family: str, methods: Sequence[Method]) -> None:
                           f"from the prefill, and {searches[0]}'s search re-batches rows")
 
 
-def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, Any]:
-    edits: dict[nn.Module, Any] = {}
+def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, AttentionEdit]:
+    edits: dict[nn.Module, AttentionEdit] = {}
     owner: dict[int, str] = {}
     for m in methods:
         for layer, edit in m.attention_edits(session).items():

@@ -1,12 +1,19 @@
-"""What a method is: a frozen dataclass of validated parameters plus declarations of what it needs.
+"""What a method is: a frozen dataclass of validated parameters plus typed declarations of what it needs.
 
-A method never touches the model directly. It declares
-    hooks(session)            forward / forward-pre hooks on canonical adapter points,
-    attention_edits(session)  per-layer edits carried out by the registered "halluc" attention function,
-    branches(session)         extra input branches decoded as rows of the same batch (decoding methods),
-    logits_processors(session) per-step logit transforms,
-    search                    a search strategy that replaces HF's (e.g. OPERA's beam search),
-and `halluc.interventions.attach` wires them up and removes exactly what it added.
+A method never touches the model directly. It declares, each optional:
+
+    hooks(session) -> list[HookSpec]               forward / forward-pre hooks on canonical adapter points
+    attention_edits(session) -> {layer: AttentionEdit}   carried out by the "halluc" attention function
+    branches(request) -> list[Branch]              extra views decoded as rows of the same batch, with
+    combine(views) -> (N, V)                       their per-step combination and
+    plausibility_cutoff() -> β | None              its cutoff on the original view
+    logits_processors(session) -> list             per-step logit transforms
+    search(session) -> Search | None               a search that replaces transformers' loop
+                                                   (set `replaces_search = True` on the class)
+
+`halluc.interventions.attach` wires them up and removes exactly what it added. `branches` runs
+before any input is built, so it gets the `Request` (model, PIL images, prompts, decoding); every
+other declaration gets the complete `Session` (the batch, its view layout, image positions).
 """
 from __future__ import annotations
 
@@ -15,10 +22,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+
 from halluc.errors import HallucError
 
 if TYPE_CHECKING:
-    from halluc.interventions.session import Session
+    from halluc.engine.search import Search
+    from halluc.engine.views import Branch
+    from halluc.interventions.session import Request, Session
+    from halluc.kernels.edits import AttentionEdit
+
+MODES = ("greedy", "sample", "beam")
+# generate() keyword arguments: a method parameter of the same name would be ambiguous in
+# `halluc.generate(m, ..., method="x", seed=7)`, so the registry refuses it
+DECODING_ARGUMENTS = frozenset({"seed", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "do_sample",
+                                "return_scores", "method", "decoding", "params"})
 
 
 def param(default: Any, *, low: float | None = None, high: float | None = None,
@@ -32,7 +50,7 @@ def param(default: Any, *, low: float | None = None, high: float | None = None,
 
 @dataclass(frozen=True)
 class HookSpec:
-    """One hook on a canonical adapter point (see `halluc.models.base`)."""
+    """One hook on a canonical adapter point (see `halluc.modeling.base`)."""
 
     point: str
     fn: Callable
@@ -48,10 +66,14 @@ class HookSpec:
 class Method:
     """Base of every method. Subclasses are frozen dataclasses registered with `@register`.
 
-    Class attributes describe the method for `halluc methods` and the README:
+    Class attributes describe the method for `halluc methods`, the README and the contract tests:
         name      registry key;  paper  citation;  formula  one line;
         kind      "in-model" or "decoding";  families  supported model families (None = all);
-        cost      the extra passes it makes, in words.
+        cost      the extra passes it makes, in words;
+        modes     the decodings it defines (greedy, sample, beam); others are refused;
+        needs     what it needs of a family's adapter beyond image positions ("grid", "vision_cls");
+        example_params   parameters under which it acts on the tiny offline models (contract tests);
+        zero_params      parameters under which it is the identity (bit-identical to vanilla).
     """
 
     name: ClassVar[str] = ""
@@ -60,6 +82,18 @@ class Method:
     kind: ClassVar[str] = "in-model"
     families: ClassVar[frozenset[str] | None] = None
     cost: ClassVar[str] = "none"
+    modes: ClassVar[tuple[str, ...]] = MODES
+    needs: ClassVar[frozenset[str]] = frozenset()
+    example_params: ClassVar[Mapping[str, Any]] = {}
+    zero_params: ClassVar[Mapping[str, Any] | None] = None
+    # True when the method supplies its own search loop (`search()`); two such methods cannot stack
+    replaces_search: ClassVar[bool] = False
+    # True when the method keeps per-row state sized at prefill, so a search that re-batches rows
+    # (OPERA's beams x candidates probes) cannot run with it
+    fixed_rows: ClassVar[bool] = False
+    # True when `combine` adds to the original view (its contribution is combine − original), so it
+    # stacks with other branch methods by summing; False: it must be the only branch method
+    additive: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -69,29 +103,28 @@ class Method:
     def hooks(self, session: Session) -> list[HookSpec]:
         return []
 
-    def attention_edits(self, session: Session) -> dict[int, Any]:
+    def attention_edits(self, session: Session) -> dict[int, AttentionEdit]:
         """{decoder layer index: AttentionEdit} for the registered attention function."""
         return {}
 
-    def branches(self, session: Session) -> list[Any]:
-        """Extra input views (`halluc.decoding.branches.Branch`) decoded as rows of the same batch."""
+    def branches(self, request: Request) -> list[Branch]:
+        """Extra input views decoded as rows of the same batch (see `halluc.engine.views`)."""
         return []
 
-    def combine(self, views: Mapping[str, Any]) -> Any:
-        """Per-step combination of per-view log-probs {view: (N, V)} -> (N, V); needed with branches."""
+    def combine(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-step combination of per-view log-probs {ORIGINAL or branch name: (N, V)} -> (N, V)."""
         raise NotImplementedError(f"{self.name} declares branches but no combine()")
 
-    def plausibility(self) -> float | None:
-        """Adaptive plausibility cutoff beta on the original view (None = no cutoff)."""
-        return getattr(self, "beta", None)
+    def plausibility_cutoff(self) -> float | None:
+        """Adaptive plausibility cutoff β on the original view for `combine` (None = no cutoff)."""
+        return None
 
     def logits_processors(self, session: Session) -> list[Any]:
         return []
 
-    search: ClassVar[str | None] = None
-    # True when the method keeps per-row state sized at prefill, so a search that re-batches rows
-    # (OPERA's beams x candidates probes) cannot run with it
-    fixed_rows: ClassVar[bool] = False
+    def search(self, session: Session) -> Search | None:
+        """The search loop that replaces transformers' (with `replaces_search = True`)."""
+        return None
 
     def is_identity(self) -> bool:
         """True when the parameters make the method a no-op (used to skip work, never required)."""
@@ -104,6 +137,10 @@ class Method:
 
     def supports(self, family: str) -> bool:
         return self.families is None or family in self.families
+
+    def requires(self) -> frozenset[str]:
+        """What these parameters need of the family's adapter beyond image positions (default: `needs`)."""
+        return self.needs
 
 
 def _validate(method: str, f: dataclasses.Field, value: Any) -> None:

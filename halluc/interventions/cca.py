@@ -45,11 +45,11 @@ from dataclasses import dataclass
 import torch
 
 from halluc.errors import HallucError
-from halluc.interventions._inmodel import aux_owner
+from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-from halluc.models.base import ImageSpan
-from halluc.models.cache import cache_of
+from halluc.modeling.base import ImageSpan
+from halluc.modeling.cache import cache_of
 
 
 def ring_ids(rows: int, cols: int) -> torch.Tensor:
@@ -102,6 +102,9 @@ class CCA(Method):
     families = frozenset({"llava"})
     positions: bool = param(True, doc="concentric position ids (text after the image shifted back)")
     mask: bool = param(True, doc="concentric causal mask inside the image (prefill)")
+
+    zero_params = {"positions": False, "mask": False}
+    needs = frozenset({"grid"})
 
     def is_identity(self) -> bool:
         return not (self.positions or self.mask)

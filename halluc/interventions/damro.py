@@ -5,8 +5,8 @@
 
 Outlier tokens: the k image tokens the vision encoder's CLS token attends to most, in the layer
 whose output LLaVA feeds to the LM (`adapter.vision_cls_attention`, CLIP layer −2), per image.
-Negative view: a second copy of every sample (`Branch("outliers")`, rows = the second block of
-`len(session.prompts)` rows of the view-major batch) in which every image column except the k
+Negative view: a second copy of every sample (`Branch("outliers")`, its rows from
+`session.view_rows("damro", "outliers")`) in which every image column except the k
 outliers is removed from the LM's attention: an `AttentionEdit` with `column_bias` = −inf on those
 columns of those rows, in every decoder layer (the original rows get a zero bias).
 Hook points: none (attention edits only).
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.decoding.branches import ORIGINAL, Branch
+from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
@@ -82,30 +82,35 @@ class DAMRO(Method):
     k: int = param(10, low=1, doc="outlier tokens per image (top-k of the ViT CLS attention)")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view")
 
+    zero_params = {"alpha": 0.0, "beta": 0.0}
+    needs = frozenset({"vision_cls"})
+
     def is_identity(self) -> bool:
         return self.alpha == 0 and self.beta == 0
 
-    def branches(self, session) -> list[Branch]:
+    def branches(self, request) -> list[Branch]:
         return [] if self.is_identity() else [Branch(VIEW)]
 
     def combine(self, views):
         return (1 + self.alpha) * views[ORIGINAL] - self.alpha * views[VIEW]
 
+    def plausibility_cutoff(self):
+        return self.beta
+
     def attention_edits(self, session) -> dict[int, AttentionEdit]:
-        if VIEW not in session.views:
+        rows = session.view_rows(self.name, VIEW)
+        if rows is None:
             return {}
         adapter, model = session.adapter, session.model
-        bias = self._bias(session)  # (views * B, T)
+        bias = self._bias(session, rows)  # (views * B, T)
         image = session.image_mask
         # generate's row expansion (beams) repeats each row in place; the edit follows it
         return {i: AttentionEdit(image_columns=image, column_bias=bias) for i in range(adapter.num_layers(model))}
 
-    def _bias(self, session) -> torch.Tensor:
-        b, image_mask = len(session.prompts), session.image_mask
-        block = session.views.index(VIEW)
+    def _bias(self, session, rows: slice) -> torch.Tensor:
+        image_mask = session.image_mask
         cls = session.adapter.vision_cls_attention(session.model, session.inputs)  # (rows, n) over seen patches
         seen = [[s.positions for s in row if s.kind in ("image", "base")] for row in session.image_spans]
-        rows = slice(block * b, (block + 1) * b)
         keep = outlier_columns(cls[rows], seen[rows], self.k, image_mask.shape[1])
         bias = torch.zeros(image_mask.shape)
         bias[rows] = outlier_bias(image_mask[rows], keep)

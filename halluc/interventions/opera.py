@@ -5,7 +5,8 @@
     the first 10 response tokens get +λ·(c's attention mass on the image) instead; when one column j*
     stays the argmax more than r times for every beam, roll back to token j*+1 and choose again.
 
-The search loop is `halluc.decoding.opera` (it replaces HF's beam search: `search = "opera"`). The
+The search loop is `halluc.engine.opera_search.OperaSearch`, which `search()` hands to generation (it
+replaces HF's beam search). The
 attention rows come from one layer only, through the kernel's `return_attention_row` (no
 `output_attentions`, no eager attention on the other layers).
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from halluc.decoding.opera import ROW_EDIT, OperaSettings
+from halluc.engine.opera_search import OperaSearch, OperaSettings
 from halluc.errors import HallucError
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
@@ -59,7 +60,8 @@ class OPERA(Method):
 
     name = "opera"
     kind = "decoding"
-    search = "opera"
+    replaces_search = True
+    modes = ("greedy", "beam")  # greedy = its beam search with its own beams; never sampling
     paper = "Huang et al., CVPR 2024"
     formula = "beam search on ℓ_c − λ·max_j ∏_{i≥j} σ·w_ij over top-N candidates; rollback after r repeats"
     cost = ("beam search over beams x candidates rows per step (25 rows at the defaults, one forward) with the "
@@ -73,6 +75,8 @@ class OPERA(Method):
     window: int = param(512, low=1, doc="how many response steps back a rollback can go")
     layer: int = param(-1, doc="decoder layer whose attention is read (negative counts from the end)")
     preset: str = param("paper", choices=("paper", "fast"), doc="'fast': threshold 25, candidates 1")
+
+    example_params = {"preset": "fast", "beams": 2}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,5 +95,13 @@ class OPERA(Method):
         if not -layers <= self.layer < layers:
             raise HallucError(f"opera: layer {self.layer} does not exist ({session.lvlm.family} has {layers} layers)")
         edit = AttentionEdit(return_attention_row=True)
-        session.state[ROW_EDIT] = edit
+        session.state[self.name] = edit  # the search reads the rows this edit returns
         return {self.layer % layers: edit}
+
+    def search(self, session) -> OperaSearch:
+        if len(session.views) > 1:
+            raise HallucError(f"opera replaces the search; it cannot be stacked with a method that adds decoding "
+                              f"branches ({', '.join(session.views[1:])})")
+        if session.inputs["input_ids"].shape[0] != 1:
+            raise HallucError("opera searches one sample at a time")
+        return OperaSearch(self.settings(), session.state[self.name], session.image_mask)

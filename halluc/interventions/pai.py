@@ -7,7 +7,7 @@ p_c is the with-image prompt (the boosted model), p_u the same prompt without it
 an `AttentionEdit` (`pai_alpha` on the prompt's image columns, `pai_last_row_only`) carried out by
 the halluc attention backend; the guidance is one extra view of each sample,
 `Branch("text", with_image=False)`, decoded as rows of the same batch with its own KV cache
-(`halluc.decoding.branches`), combined per step by `combine` with the engine's plausibility cutoff
+(`halluc.engine.views`), combined per step by `combine` with the engine's plausibility cutoff
 (`beta`). The text-only rows have no image columns, so the same edit leaves them untouched (the
 official code switches the boost off for its unconditional pass: same thing).
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.decoding.branches import ORIGINAL, Branch
-from halluc.errors import HallucError
-from halluc.interventions._inmodel import aux_owner, is_prefill
+from halluc.engine.steps import check_layers, is_prefill, layer_indices
+from halluc.engine.views import ORIGINAL, Branch
+from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
@@ -91,9 +91,12 @@ class PAI(Method):
     last_row_only: bool = param(True, doc="boost only the last query row (the code); false = every row")
     boost_prefill: bool = param(True, doc="boost at prefill too; false = the official CFG quirk (decode only)")
 
+    example_params = {"layers": (0, 1)}
+    zero_params = {"alpha": 0.0, "gamma": 1.0}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "layers", layer_list(self.name, self.layers))
+        object.__setattr__(self, "layers", layer_indices(self.name, "layers", self.layers))
 
     @property
     def guided(self) -> bool:
@@ -103,17 +106,17 @@ class PAI(Method):
         return self.alpha == 0 and not self.guided
 
     def chosen_layers(self, num_layers: int) -> tuple[int, ...]:
-        layers = self.layers or default_layers(num_layers)
-        if layers and layers[-1] >= num_layers:
-            raise HallucError(f"{self.name}: layer {layers[-1]} does not exist; the model has {num_layers} layers")
-        return layers
+        return check_layers(self.name, self.layers or default_layers(num_layers), num_layers)
 
     # ---- guidance -------------------------------------------------------------------------
-    def branches(self, session) -> list[Branch]:
+    def branches(self, request) -> list[Branch]:
         return [Branch(TEXT_VIEW, with_image=False)] if self.guided else []
 
     def combine(self, views):
         return guide(views[ORIGINAL], views[TEXT_VIEW], self.gamma)
+
+    def plausibility_cutoff(self):
+        return self.beta
 
     # ---- attention boost ------------------------------------------------------------------
     def attention_edits(self, session) -> dict[int, AttentionEdit]:
@@ -139,10 +142,3 @@ class PAI(Method):
 
         return [HookSpec("layers.0", switch, kind="forward_pre", with_kwargs=True)]
 
-
-def layer_list(method: str, layers) -> tuple[int, ...]:
-    """Validated, sorted, de-duplicated layer indices (a list from the CLI becomes a tuple)."""
-    value = tuple(layers) if isinstance(layers, (list, tuple)) else None
-    if value is None or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
-        raise HallucError(f"{method}: parameter 'layers' must be a list of layer indices >= 0; got {layers!r}")
-    return tuple(sorted(set(value)))

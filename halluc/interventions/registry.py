@@ -6,33 +6,55 @@ from collections.abc import Mapping
 from typing import Any
 
 from halluc.errors import HallucError, unknown_choice
-from halluc.interventions.base import Method
+from halluc.interventions.base import DECODING_ARGUMENTS, Method
 
 _REGISTRY: dict[str, type[Method]] = {}
+_ALIASES: dict[str, tuple[str, ...]] = {}  # name -> the stack of methods it stands for
 
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a Method subclass under its `name`."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY:
-        raise ValueError(f"method '{cls.name}' is already registered ({_REGISTRY[cls.name].__name__})")
+    if cls.name in _REGISTRY or cls.name in _ALIASES:
+        raise ValueError(f"method '{cls.name}' is already registered")
+    clashing = sorted({f.name for f in dataclasses.fields(cls)} & DECODING_ARGUMENTS)
+    if clashing:
+        raise ValueError(f"method '{cls.name}': parameter '{clashing[0]}' has the name of a generate() argument; "
+                         f"rename it (e.g. '{cls.name}_{clashing[0]}')")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def register_alias(name: str, stack: tuple[str, ...]) -> None:
+    """`name` stands for stacking `stack` (e.g. "ritual-vcd" = RITUAL then VCD)."""
+    if name in _REGISTRY or name in _ALIASES:
+        raise ValueError(f"method '{name}' is already registered")
+    _ALIASES[name] = tuple(stack)
+
+
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+    _ALIASES.pop(name, None)
 
 
 def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def aliases() -> dict[str, tuple[str, ...]]:
+    return dict(_ALIASES)
+
+
 def method_class(name: str) -> type[Method]:
     if name not in _REGISTRY:
-        raise unknown_choice("method", name, _REGISTRY)
+        raise unknown_choice("method", name, [*_REGISTRY, *_ALIASES])
     return _REGISTRY[name]
+
+
+def expand_aliases(names: list[str]) -> list[str]:
+    """Names with every alias replaced by the stack it stands for."""
+    return [n for name in names for n in _ALIASES.get(name, (name,))]
 
 
 def make_method(name: str, params: Mapping[str, Any] | None = None) -> Method:
@@ -59,7 +81,7 @@ def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, 
         if len(ready) != len(names) or params:
             raise HallucError("pass either built methods or names with parameters, not both")
         return ready
-    names = [n.name if isinstance(n, Method) else n for n in names]
+    names = expand_aliases([n.name if isinstance(n, Method) else n for n in names])
     names = [n for n in names if n != "none"] or ["none"]
     if len(set(names)) != len(names):
         raise HallucError(f"method listed twice: {', '.join(names)}")

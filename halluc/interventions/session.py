@@ -1,4 +1,11 @@
-"""Per-`generate` state shared by the methods of one call (fresh each call: no stale state)."""
+"""What a method sees of one `generate` call (fresh each call: no state outlives it).
+
+    Request   what was asked, before any input is built: the model, the PIL images, the prompts and
+              the decoding settings. `Method.branches` gets this.
+    Session   the Request plus the batch as it runs: inputs on the model's device (view-major when
+              there are branches), its `ViewLayout`, image positions, and per-call scratch `state`.
+              Every other declaration (hooks, attention edits, processors, search) gets this.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,18 +14,18 @@ from typing import Any
 
 import torch
 
-from halluc.models.base import ImageSpan
-from halluc.models.lvlm import LVLM
+from halluc.engine.decoding import Decoding
+from halluc.engine.views import ORIGINAL, ViewLayout, qualified_view
+from halluc.modeling.base import ImageSpan
+from halluc.modeling.lvlm import LVLM
 
 
-@dataclass(eq=False)
-class Session:
+@dataclass(frozen=True, eq=False)
+class Request:
     lvlm: LVLM
-    inputs: dict  # the batch as given to generate(), on the model's device
-    images: list | None = None  # the PIL images of the batch (branches re-process them)
-    prompts: list[str] = field(default_factory=list)
-    views: tuple[str, ...] = ("original",)  # the batch is view-major: len(views) blocks of len(prompts) rows
-    state: dict[str, Any] = field(default_factory=dict)  # method scratch space for this call
+    images: list  # PIL images, one per sample
+    prompts: list[str]
+    decoding: Decoding = field(default_factory=Decoding)
 
     @property
     def model(self):
@@ -31,6 +38,45 @@ class Session:
     @property
     def processor(self):
         return self.lvlm.processor
+
+    @property
+    def family(self) -> str:
+        return self.lvlm.family
+
+
+@dataclass(eq=False)
+class Session:
+    request: Request
+    inputs: dict  # the batch as given to generate(), on the model's device
+    layout: ViewLayout = field(default_factory=ViewLayout)
+    state: dict[str, Any] = field(default_factory=dict)  # per-call scratch space, keyed by method name
+
+    # ---- what was asked ----------------------------------------------------------------------
+    lvlm = property(lambda self: self.request.lvlm)
+    model = property(lambda self: self.request.model)
+    adapter = property(lambda self: self.request.adapter)
+    processor = property(lambda self: self.request.processor)
+    images = property(lambda self: self.request.images)
+    prompts = property(lambda self: self.request.prompts)
+    decoding = property(lambda self: self.request.decoding)
+
+    # ---- the batch -----------------------------------------------------------------------------
+    @property
+    def views(self) -> tuple[str, ...]:
+        return self.layout.views
+
+    def view_rows(self, owner: str, branch: str = ORIGINAL) -> slice | None:
+        """Input rows of `owner`'s branch (or of the original view); None when that view is not in the batch."""
+        view = branch if branch == ORIGINAL else qualified_view(owner, branch)
+        return self.layout.rows(view) if view in self.layout.views else None
+
+    def sample_index(self, running_rows: int, device=None) -> torch.Tensor:
+        """(running_rows,) the sample of each row of the running batch (any view, any beam)."""
+        return self.layout.sample_index(running_rows, device)
+
+    def input_index(self, running_rows: int, device=None) -> torch.Tensor:
+        """(running_rows,) the row of `inputs` each row of the running batch came from."""
+        return self.layout.input_index(running_rows, device)
 
     @cached_property
     def image_mask(self) -> torch.Tensor:

@@ -63,13 +63,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from halluc.engine.steps import bind_layer, check_layers, is_prefill, layer_indices
 from halluc.errors import HallucError
-from halluc.interventions._inmodel import aux_owner, rows_per_input
+from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
-from halluc.interventions.pai import layer_list
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
-from halluc.models.cache import cache_of
 
 SINK_DIMS = {"llama-2-7b": (2533, 1415), "llama-2-13b": (2100, 4743)}  # released src/logic/constants.py
 EPS = 1e-6
@@ -103,16 +102,6 @@ def find_sinks(h_norm: torch.Tensor, tau: float, dims: tuple[int, ...] | torch.T
     else:
         sinks = torch.zeros(h_norm.shape[:2], dtype=torch.bool, device=h_norm.device)
     return sinks & valid if valid is not None else sinks
-
-
-def is_prefill(kwargs: dict, layer: int) -> bool:
-    """True when decoder layer `layer` has cached nothing yet (its first forward), from its call kwargs.
-
-    Asks the cache about this layer: during a prefill, layer 0 has already written its keys when
-    layer l > 0 runs, so the cache's default (layer 0) length is not zero there.
-    """
-    cache = cache_of(kwargs)
-    return cache is None or cache.get_seq_length(layer) == 0
 
 
 def kernel_settings(p: float, rho: float, variant: str) -> tuple[float, float]:
@@ -157,9 +146,13 @@ class VAR(Method):
     layers: tuple = param((), doc="decoder layers to edit; () = 2..L−1")
     except_last_layer: bool = param(False, doc="skip the last layer (paper); the released code edits it")
 
+    # the tiny models have 2 layers (the default 2..L-1 is empty) and |h/rms(h)| <= sqrt(64) = 8 < τ = 20
+    example_params = {"layers": (0, 1), "tau": 2.0}
+    zero_params = {"p": 0.0}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "layers", layer_list(self.name, self.layers))
+        object.__setattr__(self, "layers", layer_indices(self.name, "layers", self.layers))
         dims = self.sink_dims
         if isinstance(dims, (list, tuple)):
             if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
@@ -180,9 +173,7 @@ class VAR(Method):
 
     def chosen_layers(self, num_layers: int) -> tuple[int, ...]:
         if self.layers:
-            if self.layers[-1] >= num_layers:
-                raise HallucError(f"var: layer {self.layers[-1]} does not exist; the model has {num_layers} layers")
-            return self.layers
+            return check_layers(self.name, self.layers, num_layers)
         return tuple(range(2, num_layers - 1 if self.except_last_layer else num_layers))
 
     def dims(self, hidden_size: int) -> tuple[int, ...] | None:
@@ -225,7 +216,7 @@ class VAR(Method):
                                   f"{image_mask.shape[1]}")
             # tensors kept in the edit must be ordinary tensors (the edit cache reads their versions)
             with torch.inference_mode(False), torch.no_grad():
-                per = rows_per_input(rows, session)
+                per = session.layout.per_input(rows)
                 image = image_mask.repeat_interleave(per, 0).to(hidden.device)
                 valid = valid_mask.repeat_interleave(per, 0).to(hidden.device) if valid_mask is not None else None
                 h = normalised(hidden)
@@ -240,9 +231,5 @@ class VAR(Method):
             edit.image_columns = image
             edit.var_sink_columns = sinks if bool(sinks.any()) else None
 
-        return [HookSpec(f"layers.{layer}", _bind(detect, layer), kind="forward_pre", with_kwargs=True)
+        return [HookSpec(f"layers.{layer}", bind_layer(detect, layer), kind="forward_pre", with_kwargs=True)
                 for layer in self.chosen_layers(adapter.num_layers(model))]
-
-
-def _bind(fn, layer: int):
-    return lambda module, args, kwargs: fn(layer, module, args, kwargs)

@@ -3,7 +3,7 @@
 v' is the image with DDPM forward noise of step t added to its *normalised* pixel tensor:
 v' = sqrt(ᾱ_t)·v + sqrt(1 − ᾱ_t)·ε, with the 1000-step sigmoid schedule of the official
 `vcd_add_noise.py` (t = 500 gives 0.863·v + 0.505·ε). The noised view is decoded as extra rows of
-the same batch (`halluc.decoding.branches`), so it keeps its own KV cache at every step.
+the same batch (`halluc.engine.views`), so it keeps its own KV cache at every step.
 
 Paper / code discrepancies and our choices (see the spec, §1-2):
   - the released code only patches sampling (greedy and beams silently fall back to plain decoding);
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from halluc.decoding.branches import ORIGINAL, Branch
-from halluc.decoding.image_views import DIFFUSION_STEPS, noised_pixels
+from halluc.engine.image_views import DIFFUSION_STEPS, noised_pixels
+from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
 
@@ -37,7 +37,7 @@ class VCD(Method):
         alpha: contrast strength (1.0); 0 with beta 0 is the identity (no extra rows are run).
         beta: plausibility cutoff on the original view (0.1); 0 = no cutoff.
         noise_step: DDPM step t of the noise, 0..999 (500).
-        seed: seed of the noise (0), combined with each image's content.
+        noise_seed: seed of the noise (0), combined with each image's content.
     """
 
     name = "vcd"
@@ -49,16 +49,22 @@ class VCD(Method):
     alpha: float = param(1.0, low=0.0, doc="contrast strength; 0 (with beta 0) = identity")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
     noise_step: int = param(500, low=0, high=DIFFUSION_STEPS - 1, doc="DDPM noise step t of the 1000-step schedule")
-    seed: int = param(0, low=0, doc="noise seed (combined with each image's content)")
+    noise_seed: int = param(0, low=0, doc="noise seed (combined with each image's content)")
+
+    example_params = {}
+    zero_params = {"alpha": 0.0, "beta": 0.0}
 
     def is_identity(self) -> bool:
         return self.alpha == 0 and self.beta == 0
 
-    def branches(self, session):
+    def branches(self, request):
         if self.is_identity():
             return []
-        return [Branch("noised", pixels=noised_pixels(session.images, session.processor.image_processor,
-                                                      self.seed, self.noise_step))]
+        return [Branch("noised", pixels=noised_pixels(request.images, request.processor.image_processor,
+                                                      self.noise_seed, self.noise_step))]
 
     def combine(self, views):
         return (1 + self.alpha) * views[ORIGINAL] - self.alpha * views["noised"]
+
+    def plausibility_cutoff(self):
+        return self.beta

@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from halluc.errors import HallucError
-from halluc.interventions._inmodel import (aux_owner, aux_pass, is_prefill, layer_tuple, per_layer, prompt_rows,
-                                           text_only_forward)
+from halluc.engine.steps import bind_layer, check_layers, is_prefill, layer_indices
+from halluc.interventions.aux import aux_owner, aux_pass, text_only_forward
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
 
@@ -97,18 +96,17 @@ class VHR(Method):
     outlier_filter: bool = param(True, doc="drop heads whose output surges without the image (Eq. 6)")
     layers: tuple = param((), doc="decoder layers to reinforce; () = [1] + last 14 of 32, scaled by depth")
 
+    zero_params = {"alpha": 1.0}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "layers", layer_tuple(self.name, "layers", self.layers))
+        object.__setattr__(self, "layers", layer_indices(self.name, "layers", self.layers))
 
     def is_identity(self) -> bool:
         return self.alpha == 1.0
 
     def chosen_layers(self, family: str, num_layers: int) -> tuple[int, ...]:
-        layers = self.layers or default_layers(family, num_layers)
-        if layers[-1] >= num_layers:
-            raise HallucError(f"vhr: layer {layers[-1]} does not exist; the model has {num_layers} layers")
-        return layers
+        return check_layers(self.name, self.layers or default_layers(family, num_layers), num_layers)
 
     def hooks(self, session) -> list[HookSpec]:
         if self.is_identity():
@@ -132,7 +130,7 @@ class VHR(Method):
                 return None
             if layer not in state.scale:  # first step: choose this layer's heads now
                 image = x[:, -1].float().view(x.shape[0], heads, -1)
-                text = state.text[layer][prompt_rows(x.shape[0], session, x.device)]
+                text = state.text[layer][session.sample_index(x.shape[0], x.device)]
                 chosen = select_heads(image, text, self.outlier_filter)
                 state.vhd[layer] = (image - text).norm(dim=-1)
                 state.scale[layer] = torch.where(chosen, self.alpha, 1.0).to(x.dtype)
@@ -141,5 +139,5 @@ class VHR(Method):
 
         specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]
         for layer in self.chosen_layers(session.lvlm.family, adapter.num_layers(model)):
-            specs.append(HookSpec(f"layers.{layer}.attn.o_proj", per_layer(reinforce, layer), kind="forward_pre"))
+            specs.append(HookSpec(f"layers.{layer}.attn.o_proj", bind_layer(reinforce, layer), kind="forward_pre"))
         return specs

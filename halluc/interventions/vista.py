@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from halluc.engine.steps import bind_layer, is_prefill, layer_indices
 from halluc.errors import HallucError
-from halluc.interventions._inmodel import (aux_owner, aux_pass, image_forward, input_rows, is_prefill, last_token,
-                                           layer_tuple, per_layer, prompt_rows, text_only_forward)
+from halluc.interventions.aux import aux_owner, aux_pass, image_forward, last_token, text_only_forward
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
 
@@ -98,6 +98,8 @@ class VISTA(Method):
     sla_layers: tuple = param((), doc="SLA early-exit layers; () = 25..30 of 32, scaled by depth")
     sla_norm: bool = param(False, doc="final norm on early-exit states (code: off)")
 
+    zero_params = {"lam": 0.0, "gamma": 0.0}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for pname, high in (("lam", float("inf")), ("gamma", 1.0)):
@@ -105,7 +107,7 @@ class VISTA(Method):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 <= value <= high):
                 raise HallucError(f"vista: parameter '{pname}' must be a number in [0, {high}]; got {value!r}")
-        object.__setattr__(self, "sla_layers", layer_tuple(self.name, "sla_layers", self.sla_layers))
+        object.__setattr__(self, "sla_layers", layer_indices(self.name, "sla_layers", self.sla_layers))
 
     @property
     def strength(self) -> tuple[float, float]:
@@ -132,7 +134,7 @@ class VISTA(Method):
                 image_forward(session)
                 positive = dict(state.record)
                 text_only_forward(session)
-            rows = prompt_rows(session.inputs["input_ids"].shape[0], session)  # input row -> prompt
+            rows = session.sample_index(session.inputs["input_ids"].shape[0])  # input row -> sample
             state.vectors = {i: positive[i] - state.record[i][rows.to(positive[i].device)] for i in positive}
             state.record.clear()
 
@@ -144,7 +146,7 @@ class VISTA(Method):
         def inject(layer: int, module, args, output):
             if aux_owner(session) is None:
                 v = state.vectors[layer]
-                return steer(output, v[input_rows(output.shape[0], session, v.device)], lam)
+                return steer(output, v[session.input_index(output.shape[0], v.device)], lam)
 
         def augment(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
             if aux_owner(session) is not None:
@@ -158,8 +160,8 @@ class VISTA(Method):
         specs = []
         if lam:
             specs.append(HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True))
-            specs += [HookSpec(f"layers.{i}.mlp", per_layer(inject, i)) for i in range(n)]
-        specs += [HookSpec(f"layers.{i}", per_layer(record, i)) for i in (range(n) if lam else band)]
+            specs += [HookSpec(f"layers.{i}.mlp", bind_layer(inject, i)) for i in range(n)]
+        specs += [HookSpec(f"layers.{i}", bind_layer(record, i)) for i in (range(n) if lam else band)]
         if gamma:
             specs.append(HookSpec("lm_head", augment))
         return specs

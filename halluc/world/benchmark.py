@@ -13,7 +13,11 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from halluc.benchmarks import pope
+from halluc.benchmarks.build import chair_gt, chair_image_ids, data_home
 from halluc.benchmarks.pope import SPLITS, build_pope_from_coco
+from halluc.benchmarks.tasks import ChairTask, PopeTask, Task
+from halluc.errors import HallucError
 from halluc.world.coco import WORLD_VERSION, generate_world
 from halluc.world.scenes import WorldConfig
 
@@ -63,3 +67,19 @@ def _write_chair(instances_path: Path, folder: Path) -> None:
     (folder / "gt_objects.json").write_text(json.dumps({k: sorted(set(v)) for k, v in gt.items()}), encoding="utf-8")
     ids = "\n".join(json.dumps({"image_id": img["id"]}) for img in data["images"])
     (folder / "image_ids.jsonl").write_text(ids + "\n", encoding="utf-8")
+
+
+def world_task(benchmark: str, protocol: str | None, splits: list[str] | None, max_new_tokens: int | None) -> Task:
+    """POPE / CHAIR on the toy world toy-llava was trained on (rendered once into the data home);
+    registered as `--dataset world` by `halluc.world.plugin`."""
+    from halluc.world.model import TRAIN_WORLD
+
+    bench = prepare_world_benchmarks(data_home(), eval_config(TRAIN_WORLD))
+    if benchmark == "pope":
+        return PopeTask(data_dir=bench.pope, images_dir=bench.images, chosen_splits=tuple(splits or SPLITS),
+                        preset=pope.get_protocol(protocol or "llava"), max_new_tokens=max_new_tokens)
+    if benchmark == "chair":
+        return ChairTask(image_ids=chair_image_ids(bench.chair), gt_source=chair_gt(bench.chair),
+                         images_dir=bench.images, preset_name=protocol or "short64", image_name="{}.png",
+                         max_new_tokens=max_new_tokens)
+    raise HallucError(f"the toy world has pope and chair, not {benchmark}")

@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from halluc.errors import HallucError
 from halluc.world.captions import _NUMBERS, _PLACES, _SURFACE_TEMPLATES, _TEMPLATES
 from halluc.world.scenes import WorldConfig
 from halluc.world.vocab import CATEGORIES
@@ -126,7 +127,7 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 def toy_processor(config: ToyModelConfig) -> Any:
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-    from halluc.models.tiny import LLAVA_TEMPLATE
+    from halluc.modeling.tiny import LLAVA_TEMPLATE
 
     side = config.world.image_size
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
@@ -177,15 +178,19 @@ def build_toy_llava(config: ToyModelConfig = ToyModelConfig(), seed: int = 0) ->
     return model.train(), processor
 
 
+def check_shipped(path: str | Path = SHIPPED) -> None:
+    """A HallucError saying how to get weights when `path` holds none."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise HallucError(f"no toy-llava weights in {path}; train them with `halluc world train --out {path}`")
+
+
 def load_toy_llava(path: str | Path = SHIPPED) -> tuple[Any, Any]:
     """The shipped toy-llava (or a `train` output directory), float32, eval mode, fully offline."""
     from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
     path = Path(path)
-    if not (path / "config.json").exists():
-        from halluc.errors import HallucError
-
-        raise HallucError(f"no toy-llava weights in {path}; train them with `halluc world train --out {path}`")
+    check_shipped(path)
     processor = LlavaProcessor.from_pretrained(path, local_files_only=True)
     model = LlavaForConditionalGeneration.from_pretrained(path, local_files_only=True, dtype=torch.float32,
                                                           attn_implementation=attn_implementation())
@@ -196,5 +201,5 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["CAPTION_PROMPTS", "QUESTION_SUFFIXES", "SHIPPED", "TRAIN_WORLD", "ToyModelConfig", "build_toy_llava",
+__all__ = ["CAPTION_PROMPTS", "QUESTION_SUFFIXES", "SHIPPED", "check_shipped", "TRAIN_WORLD", "ToyModelConfig", "build_toy_llava",
            "load_toy_llava", "parameter_count", "toy_processor", "vocabulary", "word_tokenizer"]

@@ -13,7 +13,7 @@ import halluc
 from halluc.benchmarks.report import paired_bootstrap
 from halluc.benchmarks.run import RunOptions
 from halluc.cli import app
-from halluc.decoding.branches import ORIGINAL, Branch
+from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions import Method, param, register
 from halluc.interventions.registry import unregister
 from halluc.world import WorldConfig, generate_world

@@ -6,10 +6,11 @@ import torch
 
 import halluc
 from halluc.errors import HallucError
-from halluc.interventions import HookSpec, Method, Session, attach, param, register
+from halluc.interventions import HookSpec, Method, attach, param, register
 from halluc.interventions.registry import unregister
 from halluc.kernels.backend import current_edits
 from halluc.kernels.edits import AttentionEdit
+from tests.helpers import hook_count, make_session
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,6 @@ def test_methods(tiny_llava, images):
         unregister(cls.name)
 
 
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
 def first_logits(lvlm, images, method="none", **params):
     result = halluc.generate(lvlm, images, ["Describe.", "What is it?"], method, max_new_tokens=1,
                              return_scores=True, **params)
@@ -89,7 +86,7 @@ def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images):
     before = hook_count(tiny_llava.model)
     implementation = tiny_llava.model.config.text_config._attn_implementation
     halluc.generate(tiny_llava, images, ["a", "b"], ["test-headscale", "test-maskimage"], max_new_tokens=2, alpha=2.0)
-    session = Session(tiny_llava, {"input_ids": torch.tensor([[1, 2]])})
+    session = make_session(tiny_llava, {"input_ids": torch.tensor([[1, 2]])}, prompts=["a"])
     with pytest.raises(RuntimeError, match="boom"):
         with attach(session, [HeadScale(alpha=2.0)]):
             assert hook_count(tiny_llava.model) == before + 1
@@ -150,3 +147,30 @@ def test_attention_edits_follow_beam_expansion(tiny_llava, images):
     masked = halluc.generate(tiny_llava, images, ["Describe.", "What is it?"], "test-maskimage", num_beams=3,
                              max_new_tokens=3)
     assert len(masked) == 2
+
+
+def test_a_missing_module_path_names_the_point_and_the_family(tiny_llava):
+    from dataclasses import replace
+
+    from halluc.modeling.base import ModulePaths
+
+    broken = replace(tiny_llava.adapter, paths=ModulePaths(layers="model.language_model.layers",
+                                                           final_norm="model.final_norm", lm_head="lm_head",
+                                                           vision_tower=None))
+    with pytest.raises(HallucError, match="llava: hook point 'norm' is at 'model.final_norm', but "
+                                          "LlavaModel has no 'final_norm'"):
+        broken.resolve(tiny_llava.model, "norm")
+    with pytest.raises(HallucError, match="hook point 'vision': llava declares no such module"):
+        broken.resolve(tiny_llava.model, "vision")
+
+
+def test_the_callers_processor_is_never_changed(tiny_llava, images):
+    tokenizer = tiny_llava.processor.tokenizer
+    tokenizer.padding_side = "right"
+    try:
+        texts = halluc.generate(tiny_llava, images, ["Describe the image.", "Hi"], "vcd", max_new_tokens=2)
+        assert tokenizer.padding_side == "right" and len(texts) == 2
+        inputs = tiny_llava.adapter.build_inputs(tiny_llava.processor, halluc.api.load_images(images), ["a b c", "a"])
+        assert inputs["attention_mask"][1, 0] == 0  # the batch is left-padded all the same
+    finally:
+        tokenizer.padding_side = "left"

@@ -5,20 +5,15 @@ import pytest
 import torch
 
 import halluc
-from halluc.decoding.branches import ORIGINAL, Branch, BranchCombiner, build_view_batch
+from halluc.engine.views import ORIGINAL, Branch, build_view_batch, qualified_view
 from halluc.errors import HallucError
-from halluc.interventions import Session, attach
+from halluc.interventions import attach
 from halluc.interventions.pai import PAI, TEXT_VIEW, default_layers, guide
 from halluc.kernels import AttentionEdit, attention_reference
-from halluc.kernels.backend import current_edits
-from tests.conftest import FAMILIES
+from tests.helpers import combiner_for, make_session
 
 PROMPTS = ["Describe the image.", "What is it?"]
 TINY = dict(layers=[0, 1])  # the tiny models have 2 layers; the default (2..L-1) is empty there
-
-
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def scores(lvlm, images, method="none", steps=1, **params):
@@ -67,7 +62,7 @@ def test_boost_on_a_hand_made_score_row():
 def test_method_edits_carry_alpha_on_the_chosen_layers(tiny_llava, images):
     pil = halluc.api.load_images(images)
     inputs = tiny_llava.adapter.build_inputs(tiny_llava.processor, pil, PROMPTS)
-    session = Session(tiny_llava, inputs, images=pil, prompts=PROMPTS)
+    session = make_session(tiny_llava, inputs, pil, PROMPTS)
     edits = PAI(alpha=0.3, layers=[1], last_row_only=False).attention_edits(session)
     assert list(edits) == [1] and edits[1].pai_alpha == 0.3 and not edits[1].pai_last_row_only
     assert PAI(alpha=0.0, **TINY).attention_edits(session) == {}
@@ -75,7 +70,7 @@ def test_method_edits_carry_alpha_on_the_chosen_layers(tiny_llava, images):
 
 def test_guidance_formula_and_cutoff_on_planted_logits():
     method = PAI(gamma=1.1)
-    combiner = BranchCombiner([ORIGINAL, TEXT_VIEW], method.combine, method.plausibility())
+    combiner = combiner_for(method, [TEXT_VIEW])
     cond = torch.tensor([[3.0, 2.9, 1.0, -4.0], [0.0, 1.0, 2.0, 0.5]])
     text = torch.tensor([[0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
     out = combiner(None, torch.cat([cond, text]))
@@ -91,7 +86,7 @@ def test_zero_strength_is_bit_identical_with_no_branch_hook_or_edit(tiny_llava, 
     vanilla = scores(tiny_llava, images)
     for params in (dict(alpha=0.0, gamma=1.0), dict(alpha=0.0, use_cfg=False, gamma=2.0)):
         m = PAI(**params, **TINY)
-        assert m.is_identity() and m.branches(None) == [] and m.hooks(None) == []
+        assert m.is_identity() and m.branches(None) == [] and m.hooks(None) == []  # no branch, no hook
         assert torch.equal(scores(tiny_llava, images, "pai", **params, **TINY), vanilla)
     assert not torch.allclose(scores(tiny_llava, images, "pai", alpha=0.5, gamma=1.0, **TINY), vanilla)
     assert PAI(alpha=0.5).branches(None) == [Branch(TEXT_VIEW, with_image=False)]
@@ -101,12 +96,13 @@ def test_boost_leaves_the_text_only_rows_alone(tiny_llava, images):
     """Same view batch, same (reference) attention path: the text rows are bit-identical, the image rows move."""
     model, adapter, processor = tiny_llava.model, tiny_llava.adapter, tiny_llava.processor
     pil = halluc.api.load_images(images)
-    batch = build_view_batch(adapter, processor, pil, PROMPTS, [Branch(TEXT_VIEW, with_image=False)])
-    session = Session(tiny_llava, batch, images=pil, prompts=PROMPTS, views=(ORIGINAL, TEXT_VIEW))
+    view = qualified_view("pai", TEXT_VIEW)
+    batch = build_view_batch(adapter, processor, pil, PROMPTS, [Branch(view, with_image=False)])
+    session = make_session(tiny_llava, batch, pil, PROMPTS, views=(ORIGINAL, view))
     with attach(session, [PAI(alpha=0.5, last_row_only=False, **TINY)]), torch.no_grad():
         boosted = model(**batch).logits
     no_image = torch.zeros_like(session.image_mask)  # a boost with no image columns anywhere: the same path
-    reference = Session(tiny_llava, batch, images=pil, prompts=PROMPTS, views=(ORIGINAL, TEXT_VIEW))
+    reference = make_session(tiny_llava, batch, pil, PROMPTS, views=(ORIGINAL, view))
     reference.__dict__["image_mask"] = no_image
     with attach(reference, [PAI(alpha=0.5, last_row_only=False, **TINY)]), torch.no_grad():
         plain = model(**batch).logits
@@ -126,32 +122,3 @@ def test_prefill_switch(tiny_llava, images):
     assert not torch.allclose(official[:, 1][finite], guided_only[:, 1][finite])
 
 
-def test_no_hooks_or_edits_left_after_success_or_error(tiny_llava, images, monkeypatch):
-    before = hook_count(tiny_llava.model)
-    implementation = tiny_llava.model.config.text_config._attn_implementation
-    halluc.generate(tiny_llava, images, PROMPTS, "pai", boost_prefill=False, max_new_tokens=2, **TINY)
-    assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
-
-    def explode(*args, **kwargs):
-        raise RuntimeError("generation failed")
-
-    monkeypatch.setattr(tiny_llava.model, "generate", explode)
-    with pytest.raises(RuntimeError, match="generation failed"):
-        halluc.generate(tiny_llava, images, PROMPTS, "pai", boost_prefill=False, **TINY)
-    assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
-    assert tiny_llava.model.config.text_config._attn_implementation == implementation
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_generates_on_every_family_and_batch_equals_single(tiny_models, images, name):
-    lvlm = tiny_models(name)
-    params = dict(alpha=0.5, max_new_tokens=3, **TINY)
-    batch = halluc.generate(lvlm, images, PROMPTS, "pai", **params)
-    singles = [halluc.generate(lvlm, [images[i]], [PROMPTS[i]], "pai", **params)[0] for i in range(2)]
-    assert batch == singles
-
-
-def test_beam_search_and_sampling_run(tiny_llava, images):
-    assert len(halluc.generate(tiny_llava, images, PROMPTS, "pai", num_beams=2, max_new_tokens=3, **TINY)) == 2
-    assert len(halluc.generate(tiny_llava, images, PROMPTS, "pai", do_sample=True, seed=1, max_new_tokens=3,
-                               **TINY)) == 2

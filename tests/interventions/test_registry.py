@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from halluc.errors import HallucError
 from halluc.interventions import Method, make_method, make_methods, method_names, param, register
@@ -89,3 +90,47 @@ def test_methods_are_frozen(toy_methods):
 def test_parameters_listing(toy_methods):
     rows = {p["name"]: p for p in toy_methods[0].parameters()}
     assert rows["alpha"]["default"] == 1.0 and rows["alpha"]["high"] == 4.0 and rows["alpha"]["doc"] == "strength"
+
+
+def test_no_method_parameter_shares_a_name_with_a_generate_argument():
+    """`halluc.generate(m, ..., method="ritual", seed=7)` must mean the sampling seed, never a method's."""
+    import dataclasses
+
+    from halluc.interventions import method_class
+    from halluc.interventions.base import DECODING_ARGUMENTS
+
+    for name in method_names():
+        clash = {f.name for f in dataclasses.fields(method_class(name))} & DECODING_ARGUMENTS
+        assert not clash, f"{name}: {clash}"
+
+    @dataclass(frozen=True)
+    class Seeded(Method):
+        name = "test-seeded"
+        seed: int = param(0)
+
+    with pytest.raises(ValueError, match="parameter 'seed' has the name of a generate\\(\\) argument"):
+        register(Seeded)
+    assert "test-seeded" not in method_names()
+
+
+def test_method_seeds_reach_the_method_and_the_sampling_seed_stays_separate(tiny_llava, images):
+    import halluc
+
+    prompts = ["What is it?", "Describe it."]
+    base = halluc.generate(tiny_llava, images, prompts, "ritual", max_new_tokens=4, seed=7)
+    assert halluc.generate(tiny_llava, images, prompts, "ritual", view_seed=0, max_new_tokens=4, seed=7) == base
+    other = [halluc.generate(tiny_llava, images, prompts, "ritual", view_seed=s, max_new_tokens=4, return_scores=True)
+             .scores for s in (1, 2)]
+    assert not torch.equal(other[0], other[1])  # the view seed changes the transformed view
+    with pytest.raises(HallucError, match="has no parameter 'seed'; its parameters: alpha, beta, noise_seed, noise_step"):
+        make_methods("vcd", {"seed": 3})
+
+
+def test_an_alias_expands_to_its_stack():
+    from halluc.interventions import aliases
+
+    assert aliases()["ritual-vcd"] == ("ritual", "vcd")
+    assert [m.name for m in make_methods("ritual-vcd", {"vcd.alpha": 2.0})] == ["ritual", "vcd"]
+    assert make_methods("ritual-vcd", {"vcd.alpha": 2.0})[1].alpha == 2.0
+    with pytest.raises(HallucError, match="ambiguous between ritual, vcd"):
+        make_methods("ritual-vcd", {"alpha": 2.0})

@@ -6,12 +6,10 @@ import torch
 
 import halluc
 from halluc.errors import HallucError
-from halluc.interventions import Session, attach
+from halluc.interventions import attach
 from halluc.interventions.vista import VISTA, mix_logits, sla_band, steer
 from halluc.kernels.backend import current_edits
-from tests.conftest import FAMILIES
-from tests.interventions.helpers import (PROMPTS, batch_and_singles, first_logits, generate_failing, hook_count,
-                                         settled_hook_count)
+from tests.helpers import PROMPTS, first_logits, hook_count, make_session, settled_hook_count
 
 
 def test_steer_on_hand_made_vectors():
@@ -78,12 +76,12 @@ def test_steering_vector_and_sla_match_hand_computation(tiny_llava, images):
 
     with_image, vanilla = layer_outputs(inputs)
     without, _ = layer_outputs(text)
-    session = Session(tiny_llava, inputs, prompts=PROMPTS)
+    session = make_session(tiny_llava, inputs, prompts=PROMPTS)
     with attach(session, [VISTA(lam=0.0, gamma=0.3)]), torch.no_grad():  # SLA alone: band (1,)
         sla = model(**inputs).logits[:, -1]
     early = adapter.resolve(model, "lm_head")(with_image[1][:, -1])
     torch.testing.assert_close(sla, 0.7 * vanilla + 0.3 * early)
-    session = Session(tiny_llava, inputs, prompts=PROMPTS)
+    session = make_session(tiny_llava, inputs, prompts=PROMPTS)
     with attach(session, [VISTA(lam=0.1, gamma=0.0)]), torch.no_grad():
         model(**inputs)
     for i in range(n):
@@ -104,18 +102,3 @@ def test_two_extra_passes_at_the_first_step_only(tiny_llava, images):
     assert calls == [vanilla[0], vanilla[0], tuple(text), *vanilla[1:]]
 
 
-def test_no_hooks_left_after_error(tiny_llava, images, monkeypatch):
-    before = settled_hook_count(tiny_llava, images)
-    generate_failing(tiny_llava, images, "vista", monkeypatch)
-    assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_generates_on_every_family_and_batch_equals_single(tiny_models, images, name):
-    lvlm = tiny_models(name)
-    batch, singles = batch_and_singles(lvlm, images, "vista", max_new_tokens=3)
-    assert batch == singles
-
-
-def test_beam_search_runs(tiny_llava, images):
-    assert len(halluc.generate(tiny_llava, images, PROMPTS, "vista", num_beams=2, max_new_tokens=3)) == 2

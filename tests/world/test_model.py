@@ -6,11 +6,18 @@ import random
 import pytest
 import torch
 
-from halluc.models.llava import LLAVA
+from halluc.modeling.llava import LLAVA
 from halluc.world import NAMES, caption, question, render_scene, scene_at
 from halluc.world.benchmark import eval_config
-from halluc.world.model import (SHIPPED, TRAIN_WORLD, ToyModelConfig, build_toy_llava, load_toy_llava, vocabulary,
-                                word_tokenizer)
+from halluc.world.model import (
+    SHIPPED,
+    TRAIN_WORLD,
+    ToyModelConfig,
+    build_toy_llava,
+    load_toy_llava,
+    vocabulary,
+    word_tokenizer,
+)
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
@@ -42,9 +49,9 @@ def test_build_uses_stock_classes_and_the_halluc_backend():
     assert model.config.text_config._attn_implementation == "halluc"
     assert model.config.vision_config._attn_implementation == "sdpa"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    prompt = LLAVA.prompt(processor, "Is there a cup in the image?")
+    prompt = LLAVA.adapter.prompt(processor, "Is there a cup in the image?")
     assert prompt == "USER: <image>\nIs there a cup in the image? ASSISTANT:"
-    inputs = LLAVA.build_inputs(processor, [render_scene(scene_at(TRAIN_WORLD, "val", 0))], ["Describe this image."])
+    inputs = LLAVA.adapter.build_inputs(processor, [render_scene(scene_at(TRAIN_WORLD, "val", 0))], ["Describe this image."])
     assert (inputs["input_ids"] == model.config.image_token_id).sum() == ToyModelConfig().image_tokens == 64
     assert inputs["pixel_values"].shape == (1, 3, 64, 64)
 
@@ -66,7 +73,7 @@ def _scenes(n: int):
 @torch.no_grad()
 def _answers(shipped, images, prompts) -> list[str]:
     model, processor = shipped
-    inputs = LLAVA.build_inputs(processor, images, prompts)
+    inputs = LLAVA.adapter.build_inputs(processor, images, prompts)
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     return processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -97,7 +104,7 @@ def test_says_no_to_random_absent_objects(shipped):
 def test_captions_name_objects_in_the_world_grammar(shipped):
     model, processor = shipped
     scenes = _scenes(4)
-    inputs = LLAVA.build_inputs(processor, [render_scene(s) for s in scenes],
+    inputs = LLAVA.adapter.build_inputs(processor, [render_scene(s) for s in scenes],
                                 ["Please describe this image in detail."] * len(scenes))
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=40, do_sample=False)

@@ -91,7 +91,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_cli_train_and_generate_data(tmp_path, monkeypatch):
-    from halluc.cli.world import world_app
+    from halluc.world.cli import world_app
 
     runner = CliRunner()
     data = runner.invoke(world_app, ["generate-data", "--out", str(tmp_path / "val"), "-n", "3", "--min-objects", "3"])

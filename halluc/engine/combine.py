@@ -1,0 +1,72 @@
+"""Combining the views' next-token distributions into one, for every view's rows.
+
+Each decoding method contributes a `Combination`: a function of its own views' log-probabilities
+(its branches plus the original) with an explicit plausibility cutoff. Combinations stack by
+summing what each adds to the original view:
+
+    ℓ = c_1(views) + Σ_{m ≥ 2} (c_m(views) − ℓ_original)
+
+(one combination alone is used as it is), so VCD then RITUAL is
+(1+α_vcd)·ℓ(v) − α_vcd·ℓ(v_noised) + α·ℓ(T(v)). Every cutoff is applied: tokens with
+log p_original < log β + max log p_original are dropped for the largest β (the masks are nested).
+
+`BranchCombiner` is the logits processor: it writes the same combined row into every view's rows,
+so greedy and beam search pick one token per sample; with a `Sampler` it draws that token itself
+(one draw per sample) and hands HF a one-hot.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from halluc.engine.sampler import Sampler
+from halluc.engine.views import ORIGINAL
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One method's per-step combination.
+
+    views:   {name the method uses: view name in the batch}; ORIGINAL is always available
+    combine: {name: (N, V) log-probs} -> (N, V)
+    cutoff:  plausibility β on the original view (None or 0: no cutoff)
+    """
+
+    owner: str
+    views: Mapping[str, str]
+    combine: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+    cutoff: float | None = None
+
+
+def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination]) -> torch.Tensor:
+    """(N, V) stacked combination of per-view log-probs (see the module docstring)."""
+    original = by_view[ORIGINAL]
+    combined = None
+    for c in combinations:
+        local = {ORIGINAL: original, **{name: by_view[view] for name, view in c.views.items()}}
+        result = c.combine(local)
+        combined = result if combined is None else combined + (result - original)
+    betas = [c.cutoff for c in combinations if c.cutoff]
+    if betas:
+        cutoff = original.max(-1, keepdim=True).values + math.log(max(betas))
+        combined = combined.masked_fill(original < cutoff, -math.inf)
+    return combined
+
+
+class BranchCombiner:
+    """LogitsProcessor over a view-major batch: (views * N, V) scores -> the same combined row per view."""
+
+    def __init__(self, views: Sequence[str], combinations: Sequence[Combination], sampler: Sampler | None = None):
+        self.views, self.combinations, self.sampler = list(views), list(combinations), sampler
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        n_views = len(self.views)
+        logp = scores.float().log_softmax(-1).view(n_views, -1, scores.shape[-1])  # (R, N, V)
+        combined = combine_views(dict(zip(self.views, logp)), self.combinations)  # (N, V)
+        if self.sampler is not None:  # HF runs greedy on our one-hot: every view gets this one draw
+            token = self.sampler(combined)
+            combined = torch.full_like(combined, -math.inf).scatter_(-1, token[:, None], 0.0)
+        return combined.repeat(n_views, 1).to(scores.dtype)

@@ -1,0 +1,144 @@
+"""Image-prompt matchers for AGLA: which parts of an image a prompt is about, as a 2-D score map.
+
+    blip            BLIP ITM (LAVIS `blip_image_text_matching/large`; in HF `Salesforce/blip-itm-large-coco`)
+                    GradCAM of the ITM "match" logit on the cross-attention of text layer L/2 (6 of 12),
+                    averaged over heads and over the text tokens without [CLS]/[SEP]; plus the ITC cosine.
+                    Needs the checkpoint on disk (it is never downloaded at run time).
+    lvlm-attention  The LVLM's own attention, at one decoder layer, from the prompt's text tokens after
+                    the image to the image tokens (mean over heads and text tokens), laid out on the
+                    image's token grid (`adapter.image_spans`). No second model.
+
+Both return `Match(scores (h, w), box, itc)`: `box` is the part of the image the map covers (w, h pixels).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from halluc.engine.image_views import visible_box
+from halluc.errors import HallucError
+
+BLIP_ITM = "Salesforce/blip-itm-large-coco"
+
+
+@dataclass(frozen=True)
+class Match:
+    scores: torch.Tensor  # (h, w) relevance of each cell of the grid
+    box: tuple[int, int, int, int]  # the pixels of the image the grid covers
+    itc: float | None = None  # image-text cosine similarity (BLIP only)
+
+
+class MatcherUnavailable(HallucError):
+    """The matcher's weights are not on this machine."""
+
+
+# ---- BLIP ITM + GradCAM ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def load_blip(name: str, device: str):
+    """(model, processor) of a BLIP ITM checkpoint from a local path or the local HF cache only."""
+    from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+    try:
+        processor = BlipProcessor.from_pretrained(name, local_files_only=True)
+        model = BlipForImageTextRetrieval.from_pretrained(name, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise MatcherUnavailable(
+            f"AGLA's BLIP matcher '{name}' is not available offline ({type(err).__name__}); put the checkpoint in "
+            f"the HF cache or pass matcher_model=<local dir>, or use matcher='lvlm-attention'") from None
+    return model.to(device).eval(), processor
+
+
+def clear_matcher_cache() -> None:
+    """Forget the loaded BLIP matchers (frees their memory; the next match loads again)."""
+    load_blip.cache_clear()
+
+
+def blip_match(image: Image.Image, text: str, name: str = BLIP_ITM, device: str = "cpu") -> Match:
+    """GradCAM of BLIP's ITM match logit over its patch grid, and the ITC similarity (LAVIS `compute_gradcam`)."""
+    model, processor = load_blip(name, device)
+    text = re.sub(r"\s+", " ", re.sub(r"([.!\"()*#:;~])", " ", text.lower())).strip()  # LAVIS blip_caption
+    inputs = processor(images=image.convert("RGB"), text=text, return_tensors="pt").to(device)
+    layers = model.text_encoder.encoder.layer
+    cross = layers[len(layers) // 2].crossattention.self
+    seen = []
+    handle = cross.register_forward_hook(lambda _m, _a, out: seen.append(out[1]))
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            match = model(**inputs, use_itm_head=True).itm_score[:, 1].sum()
+            probs = seen[0]  # (1, heads, L, 1 + P) text -> [CLS] + patches
+            grads = torch.autograd.grad(match, probs)[0]
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        cam = (probs[..., 1:] * grads[..., 1:].clamp_min(0)).mean(1)[0]  # (L, P): heads averaged
+        tokens = int(inputs["attention_mask"].sum()) - 2  # without [CLS] and [SEP]
+        cam = cam[1:tokens + 1].mean(0)
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        itc = model(**inputs, use_itm_head=False).itm_score.item()
+    return Match(cam.view(side, side).float().cpu(), (0, 0, *image.size), itc)
+
+
+# ---- the LVLM's own text-to-image attention ---------------------------------------------------
+class _Captured(Exception):
+    """Stops the matcher's forward once the chosen layer has been read."""
+
+
+def lvlm_attention_match(lvlm, image: Image.Image, prompt: str, layer: int) -> Match:
+    """Attention of decoder layer `layer` from the text after the image to the image tokens, on the image grid."""
+    adapter, model = lvlm.adapter, lvlm.model
+    inputs = adapter.build_inputs(lvlm.processor, [image], [prompt])
+    inputs = {k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
+              for k, v in inputs.items()}
+    spans = adapter.image_spans(model, inputs)[0]
+    span = next((s for s in spans if s.kind == "tiles"), None) or next((s for s in spans if s.kind == "image"), None)
+    if span is None:
+        kinds = ", ".join(sorted({s.kind for s in spans})) or "none"
+        raise HallucError(f"matcher 'lvlm-attention' needs image tokens laid out on a 2-D grid; {lvlm.family} has "
+                          f"{kinds} (use matcher='blip')")
+    first_text = int(span.positions.max()) + 1
+    seen = []
+
+    def capture(module, args, kwargs):
+        seen.append(_text_to_key_attention(module, kwargs.get("hidden_states", args[0] if args else None),
+                                           kwargs["position_embeddings"], first_text))
+        raise _Captured
+
+    handle = adapter.attention(model, layer).register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs, use_cache=False)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    rows, cols = span.grid
+    scores = seen[0][span.positions].view(rows, cols)
+    if span.kind == "tiles":  # the last column holds LLaVA-NeXT's row-newline tokens; the grid covers the image
+        return Match(scores[:, :-1], (0, 0, *image.size))
+    return Match(scores, visible_box(lvlm.processor.image_processor, image.size))
+
+
+def _text_to_key_attention(attn, hidden: torch.Tensor, position_embeddings, first_text: int) -> torch.Tensor:
+    """(T,) attention of the queries at positions >= first_text to every key, mean over heads and queries,
+    recomputed in fp32 from the module's q/k projections and rotary embedding (one unpadded row)."""
+    if not (hasattr(attn, "q_proj") and hasattr(attn, "k_proj")) or position_embeddings is None:
+        raise HallucError(f"matcher 'lvlm-attention' needs a rotary q_proj/k_proj attention; got {type(attn).__name__}")
+    t, d = hidden.shape[1], attn.head_dim
+    q = attn.q_proj(hidden).float().view(1, t, -1, d).transpose(1, 2)  # (1, H, T, D)
+    k = attn.k_proj(hidden).float().view(1, t, -1, d).transpose(1, 2)  # (1, Hkv, T, D)
+    cos, sin = (x.float()[:, None] for x in position_embeddings)  # (1, 1, T, D)
+    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = q[:, :, first_text:] @ k.transpose(-1, -2) * attn.scaling  # (1, H, Tq, T)
+    keys, queries = torch.arange(t, device=hidden.device), torch.arange(first_text, t, device=hidden.device)
+    causal = keys[None, :] <= queries[:, None]
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1).mean((0, 1, 2))  # (T,)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

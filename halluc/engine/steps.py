@@ -1,0 +1,38 @@
+"""Small facts about one forward call that every hook needs: is this the prefill, which layers, which layer."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from halluc.errors import HallucError
+from halluc.modeling.cache import cache_of
+
+
+def is_prefill(kwargs: dict, layer: int = 0) -> bool:
+    """True when decoder layer `layer` has cached nothing yet (its first forward), from a call's kwargs.
+
+    Ask about the hooked layer itself: during a prefill, layer 0 has already written its keys when a
+    later layer runs, so the cache's length at layer 0 is no longer zero there.
+    """
+    cache = cache_of(kwargs)
+    return cache is None or cache.get_seq_length(layer) == 0
+
+
+def layer_indices(method: str, pname: str, value) -> tuple[int, ...]:
+    """A sorted tuple of distinct layer indices >= 0 from a list or tuple (HallucError otherwise)."""
+    ok = isinstance(value, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                  for i in value)
+    if not ok:
+        raise HallucError(f"{method}: parameter '{pname}' must be a list of layer indices >= 0; got {value!r}")
+    return tuple(sorted(set(value)))
+
+
+def check_layers(method: str, layers: tuple[int, ...], num_layers: int) -> tuple[int, ...]:
+    """`layers` unchanged, or a HallucError naming the first one the model does not have."""
+    if layers and layers[-1] >= num_layers:
+        raise HallucError(f"{method}: layer {layers[-1]} does not exist; the model has {num_layers} layers")
+    return layers
+
+
+def bind_layer(fn: Callable, layer: int) -> Callable:
+    """`fn(layer, *hook_args)` as a hook taking only the hook's own arguments."""
+    return lambda *args: fn(layer, *args)

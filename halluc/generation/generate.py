@@ -1,0 +1,161 @@
+"""`halluc.generate`: prompts + images -> texts, with any stack of methods applied.
+
+One call: build the Request, ask every method for its branches, lay the views out in one batch,
+attach hooks / attention edits / processors / a replacement search, run transformers' generate,
+and decode the original view's rows.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from halluc.engine.combine import BranchCombiner, Combination
+from halluc.engine.decoding import Decoding
+from halluc.engine.sampler import Sampler
+from halluc.engine.views import ORIGINAL, Branch, ViewLayout, build_view_batch, qualified_view
+from halluc.errors import HallucError
+from halluc.images import load_images
+from halluc.interventions import Method, Request, Session, attach, check_compatible, make_methods
+from halluc.modeling.lvlm import LVLM
+
+
+@dataclass
+class Generation:
+    """Texts plus what produced them."""
+
+    texts: list[str]
+    tokens: list[list[int]]  # generated token ids per row (padding and EOS removed)
+    scores: torch.Tensor | None = None  # (B, steps, V) processed logits per step, when asked for
+
+
+def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", *,
+             decoding: Decoding | None = None, params: Mapping[str, Any] | None = None,
+             return_scores: bool = False) -> Generation:
+    """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`)."""
+    images, prompts = pair_inputs(images, prompts)
+    decoding = decoding or Decoding()
+    if return_scores and decoding.num_beams > 1:
+        raise HallucError("return_scores is available for greedy and sampling decoding, not beam search")
+    methods = [m for m in lvlm.active + make_methods(method, params) if m.name != "none"]
+    check_compatible(lvlm.adapter, methods)
+    check_modes(methods, decoding)
+    if len(prompts) > 1 and any(m.replaces_search for m in methods):  # such a search decides per sample
+        parts = [generate(lvlm, [i], [p], method, decoding=decoding, params=params, return_scores=return_scores)
+                 for i, p in zip(images, prompts)]
+        return Generation([t for g in parts for t in g.texts], [t for g in parts for t in g.tokens])
+    request = Request(lvlm, load_images(images), list(prompts), decoding)
+    declared = _declared_branches(request, methods)
+    branches = [replace(b, name=qualified_view(m.name, b.name)) for m, own in declared for b in own]
+    if branches:
+        inputs = build_view_batch(lvlm.adapter, lvlm.processor, request.images, request.prompts, branches)
+    else:
+        inputs = lvlm.adapter.build_inputs(lvlm.processor, request.images, request.prompts)
+    layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), len(prompts))
+    session = Session(request, _to_device(inputs, lvlm), layout)
+    with attach(session, methods) as attached:
+        processors, hf_decoding = list(attached.logits_processors), decoding
+        if attached.search is not None:
+            hf_decoding = attached.search.decoding(decoding)
+        if declared:
+            combiner, hf_decoding = _combiner(declared, layout, decoding, lvlm)
+            processors.append(combiner)  # last: it sees every other edit, and may draw the token itself
+        output = _hf_generate(lvlm, session.inputs, hf_decoding, processors, return_scores, attached.search)
+    return _decode(lvlm, session.inputs, output, return_scores, rows=len(prompts))
+
+
+def check_modes(methods: Sequence[Method], decoding: Decoding) -> None:
+    """Refuse a decoding mode a method does not define (e.g. sampling with OPERA's beam search)."""
+    for m in methods:
+        if decoding.mode not in m.modes:
+            raise HallucError(f"method '{m.name}' supports {', '.join(m.modes)} decoding, not {decoding.mode}")
+
+
+def _declared_branches(request: Request, methods: list[Method]) -> list[tuple[Method, list[Branch]]]:
+    declared = [(m, m.branches(request)) for m in methods]
+    declared = [(m, own) for m, own in declared if own]
+    alone = [m.name for m, _ in declared if not m.additive]
+    if len(declared) > 1 and alone:
+        others = ", ".join(m.name for m, _ in declared if m.name != alone[0])
+        raise HallucError(f"method '{alone[0]}' combines its views in a way that cannot be summed with other "
+                          f"branch methods ({others}); use it alone")
+    return declared
+
+
+def _combiner(declared: list[tuple[Method, list[Branch]]], layout: ViewLayout, decoding: Decoding, lvlm: LVLM):
+    if decoding.do_sample and decoding.num_beams > 1:
+        names = ", ".join(m.name for m, _ in declared)
+        raise HallucError(f"method '{names}' supports greedy, sampling or beam search, not beam sampling")
+    combinations = [Combination(m.name, {b.name: qualified_view(m.name, b.name) for b in own}, m.combine,
+                                m.plausibility_cutoff()) for m, own in declared]
+    sampler = Sampler(decoding, lvlm.device) if decoding.do_sample else None
+    combiner = BranchCombiner(layout.views, combinations, sampler)
+    # with our own sampler drawing one token per sample, HF just takes the one-hot's argmax
+    return combiner, replace(decoding, do_sample=False) if sampler else decoding
+
+
+def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list, return_scores: bool, search=None):
+    model = lvlm.model
+    config = decoding.generation_config(model.generation_config, lvlm.processor.tokenizer)
+    config.return_dict_in_generate, config.output_scores = True, return_scores
+    seed_scope = torch.random.fork_rng(devices=_devices(lvlm)) if decoding.do_sample else contextlib.nullcontext()
+    with seed_scope, torch.inference_mode():
+        if decoding.do_sample and decoding.seed is not None:
+            torch.manual_seed(decoding.seed)
+        return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
+                              custom_generate=search)
+
+
+def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool, rows: int) -> Generation:
+    """Texts of the first `rows` rows (the original view; branch rows carry the same tokens)."""
+    tokenizer = lvlm.processor.tokenizer
+    new = output.sequences[:rows, inputs["input_ids"].shape[1]:]  # (B, steps)
+    specials = {t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
+    tokens = [_until_end(row.tolist(), specials) for row in new]
+    texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+    scores = torch.stack(output.scores, dim=1)[:rows].float().cpu() if return_scores and output.scores else None
+    return Generation(texts=texts, tokens=tokens, scores=scores)
+
+
+def _until_end(ids: list[int], specials: set[int]) -> list[int]:
+    for i, t in enumerate(ids):
+        if t in specials:
+            return ids[:i]
+    return ids
+
+
+def pair_inputs(images, prompts) -> tuple[list, list[str]]:
+    """Accept one image or a list, one prompt or a list; a single one is repeated to match the other."""
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if len(images) == 1 and len(prompts) > 1:
+        images = images * len(prompts)
+    if len(prompts) == 1 and len(images) > 1:
+        prompts = prompts * len(images)
+    if len(images) != len(prompts):
+        raise HallucError(f"got {len(images)} images but {len(prompts)} prompts")
+    if not prompts:
+        raise HallucError("no prompts given")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise HallucError("empty prompt: every prompt needs some text")
+    return images, prompts
+
+
+def _to_device(inputs: dict, lvlm: LVLM) -> dict:
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(lvlm.device)
+            if value.is_floating_point():
+                value = value.to(lvlm.dtype)
+        out[key] = value
+    return out
+
+
+def _devices(lvlm: LVLM) -> list:
+    return [lvlm.device] if lvlm.device.type == "cuda" else []

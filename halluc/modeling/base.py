@@ -1,0 +1,182 @@
+"""The adapter contract: where a model family keeps its parts, and the few behaviours that differ.
+
+Methods reach a model only through its adapter, never through HF attribute paths of their own.
+An adapter is data (`ModulePaths`) plus image geometry: prompting, image positions, grids and
+vision CLS attention are small per-family overrides in `halluc/modeling/<family>.py`.
+
+Canonical hook points, resolved by `Adapter.resolve`:
+    "layers.{i}"             decoder layer i (input: residual stream before its input norm)
+    "layers.{i}.attn"        its self-attention module
+    "layers.{i}.attn.o_proj" the output projection (input: concatenated head outputs (B, T, H*D))
+    "layers.{i}.mlp"         its MLP
+    "norm"                   the final norm before the LM head
+    "lm_head"                the LM head
+    "vision"                 the vision tower
+    "model"                  the whole HF model
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from halluc.errors import HallucError
+
+
+@dataclass(frozen=True)
+class ImageSpan:
+    """One image's tokens inside one row of a batch.
+
+    `positions` are indices into the row (after left padding) of the tokens that carry this image,
+    in the order the model reads them; `grid` is (rows, cols) with rows * cols == len(positions),
+    so `positions.view(rows, cols)` lays the tokens out as the image. `kind` says which view of the
+    image it is ("image", or for LLaVA-NeXT "base" and "tiles"; the tiles grid includes the
+    per-row newline column).
+    """
+
+    positions: torch.Tensor  # (n,) long
+    grid: tuple[int, int]
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class ModulePaths:
+    """Where one family keeps its parts: dotted attribute paths from the HF model (plain data).
+
+    The first four differ between families and have no default. Inside a decoder layer, every HF
+    decoder names its attention `self_attn`, its output projection `o_proj` and its MLP `mlp`;
+    a family that differs overrides them.
+    """
+
+    layers: str  # the decoder layer list of the language model
+    final_norm: str  # the norm before the LM head
+    lm_head: str
+    vision_tower: str | None  # None: no separate vision tower (or none halluc needs)
+    attn: str = "self_attn"
+    o_proj: str = "o_proj"
+    mlp: str = "mlp"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How halluc reaches one family's model: its module paths (data) and its image geometry (code).
+
+    Subclasses override only geometry and input building (`image_spans`, `vision_cls_attention`,
+    `build_inputs`, `prompt`); everything else is read from `paths`.
+    """
+
+    family: str
+    paths: ModulePaths
+    text_config_key: str = "text_config"  # the sub-config whose attention is the LM's
+    # what the geometry gives beyond image positions: "grid" (2-D image grids), "vision_cls"
+    provides: frozenset[str] = frozenset({"grid"})
+
+    # ---- geometry -------------------------------------------------------------------------
+    def text_config(self, model: nn.Module) -> Any:
+        return getattr(model.config, self.text_config_key)
+
+    def num_layers(self, model: nn.Module) -> int:
+        return len(self.decoder_layers(model))
+
+    def num_heads(self, model: nn.Module) -> int:
+        return self.text_config(model).num_attention_heads
+
+    def num_kv_heads(self, model: nn.Module) -> int:
+        cfg = self.text_config(model)
+        return getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+
+    def head_dim(self, model: nn.Module) -> int:
+        return self.attention(model, 0).head_dim
+
+    def image_token_id(self, model: nn.Module) -> int:
+        config = model.config
+        token = getattr(config, "image_token_id", None)
+        return token if token is not None else config.image_token_index
+
+    # ---- modules --------------------------------------------------------------------------
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        return self._get(model, self.paths.layers, "layers")
+
+    def attention(self, model: nn.Module, layer: int) -> nn.Module:
+        return self._get(self.decoder_layers(model)[layer], self.paths.attn, f"layers.{layer}.attn")
+
+    def text_model(self, model: nn.Module) -> nn.Module:
+        """What runs text-only inputs (no pixels): the model itself, unless the family says otherwise."""
+        return model
+
+    def resolve(self, model: nn.Module, point: str) -> nn.Module:
+        """Module for a canonical hook point (see the module docstring); HallucError if unknown."""
+        named = {"norm": self.paths.final_norm, "lm_head": self.paths.lm_head, "vision": self.paths.vision_tower}
+        if point == "model":
+            return model
+        if point in named:
+            if named[point] is None:
+                raise HallucError(f"hook point '{point}': {self.family} declares no such module")
+            return self._get(model, named[point], point)
+        m = re.fullmatch(r"layers\.(-?\d+)(?:\.(attn|mlp)(?:\.(o_proj))?)?", point)
+        if not m:
+            raise HallucError(f"unknown hook point '{point}' for {self.family}")
+        layers = self.decoder_layers(model)
+        index = int(m.group(1))
+        if not -len(layers) <= index < len(layers):
+            raise HallucError(f"hook point '{point}': {self.family} has {len(layers)} layers")
+        module = layers[index]
+        if m.group(2) == "mlp":
+            return self._get(module, self.paths.mlp, point)
+        if m.group(2) == "attn":
+            module = self._get(module, self.paths.attn, point)
+            return self._get(module, self.paths.o_proj, point) if m.group(3) else module
+        return module
+
+    def _get(self, root: nn.Module, path: str, point: str) -> Any:
+        """The module at dotted `path` under `root`; a missing part names the point and the family."""
+        obj = root
+        for part in path.split("."):
+            try:
+                obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+            except (AttributeError, IndexError, TypeError):
+                raise HallucError(f"{self.family}: hook point '{point}' is at '{path}', but "
+                                  f"{type(obj).__name__} has no '{part}' (fix the family's module paths)") from None
+        return obj
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def prompt(self, processor: Any, text: str, with_image: bool = True, system: str | None = None) -> str:
+        """The family's chat prompt for one user turn, with or without the image placeholder, and with
+        `system` as the system turn when given (else the template's default)."""
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+        messages = [{"role": "user", "content": content}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def build_inputs(self, processor: Any, images: Sequence[Any] | None, prompts: Sequence[str],
+                     system: str | None = None) -> dict:
+        """A left-padded batch; `images=None` gives the text-only branch of the same prompts.
+        The caller's processor is not changed (padding side is passed per call)."""
+        texts = [self.prompt(processor, p, with_image=images is not None, system=system) for p in prompts]
+        kwargs = {"images": list(images)} if images is not None else {}
+        return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
+
+    def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: which prompt positions carry image tokens."""
+        return input_ids == self.image_token_id(model)
+
+    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+        """Per row, per image: positions and 2-D grid. Default: one square grid per image."""
+        spans = []
+        for row in self.image_mask(model, inputs["input_ids"]):
+            positions = row.nonzero().flatten()
+            side = int(round(len(positions) ** 0.5))
+            if side * side != len(positions):
+                raise NotImplementedError(f"{self.family}: {len(positions)} image tokens are not a square grid")
+            spans.append([ImageSpan(positions, (side, side))] if len(positions) else [])
+        return spans
+
+    def vision_cls_attention(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """(B, n_image_tokens) attention of the vision CLS token to the patches the LM sees."""
+        raise NotImplementedError(f"{self.family} has no vision CLS token attention")
+

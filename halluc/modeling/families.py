@@ -1,0 +1,40 @@
+"""The built-in family records (importing this module registers them) and lookups by HF config.
+
+Qwen2-VL / Qwen2.5-VL load with the image-only processors of `halluc.modeling.qwen2_vl`: the
+stock processors minus the video processor, which transformers 5.23 builds only with torchvision.
+A real Qwen checkpoint names the stock class, so `AutoProcessor.from_pretrained` fails on it
+without torchvision; `load_processor` does not.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+
+# each module registers its family; listed in the order `halluc models` shows them
+from halluc.modeling import llava  # noqa: F401  (isort: skip)
+from halluc.modeling import llava_next  # noqa: F401  (isort: skip)
+from halluc.modeling import qwen2_vl  # noqa: F401  (isort: skip)
+from halluc.modeling import instructblip  # noqa: F401  (isort: skip)
+from halluc.modeling.base import Adapter
+from halluc.modeling.registry import family_for
+
+
+def adapter_for(model: Any) -> Adapter:
+    return family_for(model.config).adapter
+
+
+def model_class_for(config: Any) -> type:
+    """The `*ForConditionalGeneration` class to call `from_pretrained` / `_from_config` on."""
+    return getattr(transformers, family_for(config).model_class)
+
+
+def processor_class_for(config: Any) -> type:
+    cls = family_for(config).processor_class
+    return getattr(transformers, cls) if isinstance(cls, str) else cls
+
+
+def load_processor(path: str, config: Any, **kwargs: Any) -> Any:
+    """The family's processor from a local directory or hub id (what `AutoProcessor` would give,
+    except that Qwen checkpoints load image-only, without torchvision)."""
+    return processor_class_for(config).from_pretrained(path, **kwargs)

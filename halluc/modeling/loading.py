@@ -1,0 +1,111 @@
+"""`halluc.load`: aliases, hub ids, local directories and offline tiny models -> an LVLM."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from halluc.errors import HallucError, unknown_choice
+from halluc.kernels.backend import BACKEND, register_backend
+from halluc.modeling.families import adapter_for, load_processor, model_class_for
+from halluc.modeling.lvlm import LVLM
+from halluc.modeling.registry import checkpoints, model_names, offline_models
+
+
+def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: str = "auto",
+         revision: str | None = None, seed: int = 0) -> LVLM:
+    """Load a vision-language model with its processor and family adapter.
+
+    `name_or_path`: an alias (`halluc.models()`), a `tiny-*` model (random weights built offline
+    from `seed`), a local directory saved with `save_pretrained`, or a hub id `owner/name`.
+    The language model's attention runs on halluc's backend, which equals SDPA until a method edits it.
+    """
+    name = str(name_or_path)
+    device = _resolve_device(device)
+    register_backend()
+    offline = offline_models().get(name)
+    if offline is not None:
+        offline.check()
+        model, processor = offline.load(seed)
+        lvlm_revision = offline.revision(seed)
+    else:
+        source = _resolve_source(name)
+        model, processor = _load_pretrained(name, source, revision, _resolve_dtype(dtype, device))
+        lvlm_revision = revision or _commit_of(model)
+    model = model.to(device).eval()
+    return LVLM(model=model, processor=processor, adapter=adapter_for(model), name=name, revision=lvlm_revision)
+
+
+def check_model_name(name: str) -> None:
+    """Raise the same error `load` would for a name that cannot be a model, without loading anything."""
+    offline = offline_models().get(name)
+    if offline is not None:
+        offline.check()
+    else:
+        _resolve_source(name)
+
+
+def _resolve_source(name: str) -> str:
+    if name in checkpoints():
+        return checkpoints()[name][1].hub_id
+    if Path(name).is_dir():
+        return name
+    if "/" in name and not Path(name).exists() and not name.startswith((".", "/")):
+        return name  # looks like a hub id
+    if Path(name).exists():
+        raise HallucError(f"model path '{name}' is not a directory saved with save_pretrained")
+    raise unknown_choice("model", name, model_names())
+
+
+def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        model_class_for(config)  # an unsupported model type is refused before any download
+        processor = load_processor(source, config, revision=revision)
+        model = model_class_for(config).from_pretrained(
+            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config))
+    except OSError as err:
+        raise HallucError(_not_available(name, source, err)) from None
+    return model, processor
+
+
+def _not_available(name: str, source: str, err: Exception) -> str:
+    if Path(source).is_dir():
+        return f"cannot load model '{name}' from {source}: {str(err).splitlines()[0]}"
+    return (f"cannot load model '{name}' ({source}): its weights are neither in the local Hugging Face cache "
+            f"nor downloadable here. Download them where there is a network (`hf download {source}`) and point "
+            f"HF_HOME at that cache, or pass the local directory instead of '{name}'.")
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise HallucError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise unknown_choice("dtype", dtype, [*table, "auto"])
+    return table[dtype]
+
+
+def _commit_of(model) -> str | None:
+    return getattr(model.config, "_commit_hash", None)
+
+
+def attn_implementation_for(config) -> dict[str, str]:
+    """halluc's backend for the language model, SDPA for every other sub-model (vision, Q-Former)."""
+    return {**{key: "sdpa" for key in getattr(config, "sub_configs", {})}, "text_config": BACKEND}
+

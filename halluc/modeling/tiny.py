@@ -1,0 +1,115 @@
+"""Tiny random-init VLMs with working processors, built fully offline (tests, demos, CI).
+
+Each family's record (`halluc.modeling.registry.Family.build_tiny`, written next to its adapter)
+builds its real model class, image processor class and Processor class, configured for ~28-pixel
+images, from the shared pieces here:
+  - a byte-level tokenizer: the 256 byte symbols plus the family's special tokens, so any text
+    round-trips exactly and the LM vocabulary stays small (~265 ids); the model's vocab_size is
+    the tokenizer's length, so every id a random model emits decodes;
+  - a chat template shaped like the real checkpoint's (the adapters format prompts through it).
+
+Sizes: LM hidden 64, 2 layers, 4 heads / 2 KV heads; vision hidden 32, 2 layers. An 8-token
+greedy generate takes a few tens of milliseconds on CPU.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+from halluc.modeling import registry
+
+# The LM every family shares (Llama- or Qwen2-shaped); GQA with 2 KV heads, head_dim 16.
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=512)
+# CLIP-style ViT on 28x28 images with 7x7 patches: a 4x4 grid of 16 patches (+ CLS).
+VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            image_size=28, patch_size=7)
+
+LLAMA_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+
+# LLaVA-1.5 and LLaVA-NeXT-Vicuna (llava-hf): "USER: <image>\n{text} ASSISTANT:" (images first, then the text).
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+# Qwen2-VL / Qwen2.5-VL instruct: default system turn, im_start/im_end turns, vision_start/image_pad/vision_end.
+QWEN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny(family: str, seed: int = 0, attn_implementation: str | Mapping[str, str] | None = None
+               ) -> tuple[nn.Module, Any]:
+    """A randomly initialised tiny `family` model (eval mode) and its processor.
+
+    The same `seed` gives bit-identical weights; the global torch RNG is left untouched.
+    `attn_implementation` is a string for every sub-model or a {sub_config: impl} dict; the
+    default runs the LM on the "halluc" backend and everything else on SDPA.
+    """
+    config, processor, model_class = registry.family(family).build_tiny()
+    attn = _attn_implementation(config, attn_implementation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class._from_config(config, attn_implementation=attn)
+    return model.eval(), processor
+
+
+def _attn_implementation(config: Any, requested: str | Mapping[str, str] | None) -> str | dict[str, str]:
+    if requested is None:
+        requested = {key: "sdpa" for key in config.sub_configs} | {"text_config": "halluc"}
+    wanted = [requested] if isinstance(requested, str) else list(requested.values())
+    if "halluc" in wanted:
+        # imported here so that building with sdpa/eager never touches the kernels package
+        from halluc.kernels.backend import register_backend
+        register_backend()
+    return requested if isinstance(requested, str) else dict(requested)
+
+
+# ---- tokenizers -------------------------------------------------------------------------------
+def byte_tokenizer(specials: list[str], *, eos: str, pad: str, bos: str | None = None, unk: str | None = None,
+                   sep: str | None = None, extra: Mapping[str, str] | None = None,
+                   padding_side: str = "left") -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: ids 0..len(specials)-1 are `specials`, then one id per byte.
+
+    With `bos` every encoded text starts with it (Llama style); with `sep` too, texts are wrapped
+    as `bos text sep` (BERT style, for the Q-Former). `extra` names extra special tokens the
+    processors look up as attributes (e.g. {"image_token": "<image>"}).
+    """
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(specials)
+    if bos is not None:
+        single = f"{bos} $A" + (f" {sep}" if sep else "")
+        marks = [(t, vocab[t]) for t in (bos, sep) if t]
+        tk.post_processor = processors.TemplateProcessing(single=single, pair=f"{single} $B:1", special_tokens=marks)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   unk_token=unk, sep_token=sep, cls_token=bos if sep else None,
+                                   extra_special_tokens=dict(extra or {}), padding_side=padding_side)
+
+
+def llama_tokenizer() -> PreTrainedTokenizerFast:
+    return byte_tokenizer(LLAMA_SPECIALS, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>",
+                          extra={"image_token": "<image>"})
+
+
+def llama_text(tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+    return LlamaConfig(**TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)

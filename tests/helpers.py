@@ -1,0 +1,95 @@
+"""Helpers shared across the test suite: hook counting, method runs, sessions and combiners."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import halluc
+from halluc.engine.combine import BranchCombiner, Combination
+from halluc.engine.decoding import Decoding
+from halluc.engine.views import ORIGINAL, ViewLayout, qualified_view
+from halluc.interventions import Request, Session, param, register
+from halluc.interventions.registry import unregister
+
+PROMPTS = ["Describe the image.", "What is it?"]
+
+
+def hook_count(model) -> int:
+    """Forward and forward-pre hooks on every submodule."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def settled_hook_count(lvlm, images) -> int:
+    """Hooks after one vanilla call: transformers adds its output-capture hooks on first use."""
+    halluc.generate(lvlm, images, PROMPTS, max_new_tokens=1)
+    return hook_count(lvlm.model)
+
+
+def first_logits(lvlm, images, method="none", prompts=PROMPTS, **params):
+    return halluc.generate(lvlm, images, prompts, method, max_new_tokens=1, return_scores=True, **params).scores[:, 0]
+
+
+def generate_failing(lvlm, images, method, monkeypatch, **params) -> None:
+    """Run `method` with the model's generate raising, and check the error comes through."""
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("generation failed")
+
+    monkeypatch.setattr(lvlm.model, "generate", explode)
+    with pytest.raises(RuntimeError, match="generation failed"):
+        halluc.generate(lvlm, images, PROMPTS, method, **params)
+
+
+def batch_and_singles(lvlm, images, method, prompts=PROMPTS, **kwargs) -> tuple[list[str], list[str]]:
+    """The prompts' answers generated as one batch, and one at a time."""
+    batch = halluc.generate(lvlm, images, prompts, method, **kwargs)
+    singles = [halluc.generate(lvlm, [images[i]], [prompts[i]], method, **kwargs)[0] for i in range(len(prompts))]
+    return batch, singles
+
+
+def make_session(lvlm, inputs: dict, images=None, prompts: Sequence[str] = PROMPTS, views=(ORIGINAL,),
+                 decoding: Decoding | None = None) -> Session:
+    """A Session over `inputs` (views given by their batch names, e.g. `qualified_view("pai", "text")`)."""
+    request = Request(lvlm, list(images or []), list(prompts), decoding or Decoding())
+    return Session(request, inputs, ViewLayout(tuple(views), len(prompts)))
+
+
+def combiner_for(method, branches: Sequence[str], sampler=None) -> BranchCombiner:
+    """The logits processor generation builds for `method` alone with these branch names."""
+    views = [ORIGINAL, *(qualified_view(method.name, b) for b in branches)]
+    combination = Combination(method.name, {b: qualified_view(method.name, b) for b in branches}, method.combine,
+                              method.plausibility_cutoff())
+    return BranchCombiner(views, [combination], sampler)
+
+
+def views_match_alone(lvlm, method_cls, image, prompt, view_inputs: dict, steps: int = 4, **params) -> None:
+    """Every view's log-probs at every step equal that view run alone, without a cache, on the same tokens."""
+
+    @dataclass(frozen=True)
+    class Recorder(method_cls):
+        name = f"test-recorder-{method_cls.name}"
+        seen: list = param(())  # type: ignore[assignment]
+
+        def combine(self, views):
+            self.seen.append({k: v.clone() for k, v in views.items()})
+            return super().combine(views)
+
+    register(Recorder)
+    try:
+        seen: list = []
+        result = halluc.generate(lvlm, [image], [prompt], Recorder.name, seen=seen, max_new_tokens=steps,
+                                 return_scores=True, **params)
+    finally:
+        unregister(Recorder.name)
+    tokens = result.tokens[0]
+    assert tokens and set(seen[0]) == set(view_inputs)
+    for view, inputs in view_inputs.items():
+        ids = torch.cat([inputs["input_ids"], torch.tensor([tokens[:-1]])], dim=1)
+        with torch.no_grad():
+            logits = lvlm.model(**{**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}).logits
+        logits = logits[0, -len(tokens):].float().log_softmax(-1)  # (steps, V)
+        for step in range(len(tokens)):
+            torch.testing.assert_close(seen[step][view][0], logits[step], atol=1e-4, rtol=1e-4)

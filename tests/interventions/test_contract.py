@@ -1,0 +1,116 @@
+"""The contract every registered method keeps, on every family's tiny model, driven by the registry.
+
+For each method x family: refused with one clear line where it does not apply; otherwise
+  * zero strength (`zero_params`) gives bit-identical scores to vanilla,
+  * nothing is left behind (hooks, attention edits, attention backend, the processor) after a
+    call or after an exception inside it,
+  * a left-padded batch equals each sample alone (greedy),
+  * every decoding mode it defines runs (greedy, sampling, beam), and the others are refused.
+Methods act with their `example_params` (what makes them act on 2-layer tiny models).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import halluc
+from halluc.errors import HallucError
+from halluc.interventions import method_class, method_names
+from halluc.interventions.base import MODES
+from halluc.kernels.backend import current_edits
+from halluc.modeling.registry import families
+from tests.helpers import PROMPTS, batch_and_singles, hook_count
+
+METHODS = [n for n in method_names() if n != "none"]
+FAMILIES = {f.name: f.tiny_name for f in families()}
+MODE_ARGS = {"greedy": {}, "sample": {"do_sample": True, "seed": 3}, "beam": {"num_beams": 2}}
+
+
+def applies(method: str, family: str) -> bool:
+    record = next(f for f in families() if f.name == family)
+    instance = method_class(method)(**method_class(method).example_params)
+    return instance.supports(family) and not (instance.requires() - record.adapter.provides)
+
+
+CASES = [(m, f) for m in METHODS for f in FAMILIES]
+SUPPORTED = [(m, f) for m, f in CASES if applies(m, f)]
+REFUSED = [(m, f) for m, f in CASES if not applies(m, f)]
+
+
+def example(method: str) -> dict:
+    return dict(method_class(method).example_params)
+
+
+def state(lvlm) -> tuple:
+    """Everything a method could leave behind on the model."""
+    backend = str(lvlm.adapter.text_config(lvlm.model)._attn_implementation)
+    return (hook_count(lvlm.model), dict(current_edits()), backend, lvlm.processor.tokenizer.padding_side,
+            list(lvlm.active))
+
+
+@pytest.mark.parametrize("method,family", REFUSED)
+def test_refused_with_one_clear_line(tiny_models, images, method, family):
+    lvlm = tiny_models(FAMILIES[family])
+    with pytest.raises(HallucError, match=f"method '{method}' (does not support|needs)"):
+        halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=2, **example(method))
+
+
+@pytest.mark.parametrize("method,family", [c for c in SUPPORTED if method_class(c[0]).zero_params is not None])
+def test_zero_strength_is_bit_identical_to_vanilla(tiny_models, images, method, family):
+    lvlm = tiny_models(FAMILIES[family])
+    vanilla = halluc.generate(lvlm, images, PROMPTS, max_new_tokens=3, return_scores=True)
+    params = {**example(method), **method_class(method).zero_params}
+    same = halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=3, return_scores=True, **params)
+    assert same.tokens == vanilla.tokens and torch.equal(same.scores, vanilla.scores)
+
+
+@pytest.mark.parametrize("method,family", SUPPORTED)
+def test_nothing_left_behind_after_success_or_an_exception(tiny_models, images, method, family, monkeypatch):
+    lvlm = tiny_models(FAMILIES[family])
+    halluc.generate(lvlm, images, PROMPTS, max_new_tokens=1)  # transformers adds its own hooks on first use
+    before = state(lvlm)
+    halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=2, **example(method))
+    assert state(lvlm) == before
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("generation failed")
+
+    monkeypatch.setattr(lvlm.model, "generate", explode)
+    with pytest.raises(RuntimeError, match="generation failed"):
+        halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=2, **example(method))
+    monkeypatch.undo()
+    assert state(lvlm) == before
+
+
+@pytest.mark.parametrize("method,family", SUPPORTED)
+def test_batch_equals_single(tiny_models, images, method, family):
+    lvlm = tiny_models(FAMILIES[family])
+    prompts = ["What is in the image? Describe it briefly.", "Hi"]  # different lengths: left padding
+    batch, singles = batch_and_singles(lvlm, images, method, prompts=prompts, max_new_tokens=4, **example(method))
+    assert batch == singles
+
+
+@pytest.mark.parametrize("method,family", SUPPORTED)
+def test_every_decoding_mode_runs_or_is_refused(tiny_models, images, method, family):
+    lvlm = tiny_models(FAMILIES[family])
+    modes = method_class(method).modes
+    for mode in MODES:
+        call = lambda: halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=3,  # noqa: E731
+                                       **MODE_ARGS[mode], **example(method))
+        if mode in modes:
+            texts = call()
+            assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+        else:
+            with pytest.raises(HallucError, match=f"method '{method}' supports .*not {mode}"):
+                call()
+
+
+def test_every_method_declares_what_the_contract_needs():
+    for name in METHODS:
+        cls = method_class(name)
+        assert cls.paper and cls.formula and cls.cost, name
+        assert set(cls.modes) <= set(MODES), name
+        cls(**cls.example_params)  # valid
+        if cls.zero_params is not None:
+            assert cls(**{**cls.example_params, **cls.zero_params}).is_identity() or cls.kind == "decoding", name
+    assert SUPPORTED and all(f in FAMILIES for _, f in SUPPORTED)
