@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from halluc.benchmarks.build import data_home
+from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError, unknown_choice
 
 

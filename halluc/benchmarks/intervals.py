@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from halluc.benchmarks.build import build_task
-from halluc.benchmarks.report import HEADLINE, paired_bootstrap
+from halluc.benchmarks.report import paired_bootstrap
+from halluc.benchmarks.spec import benchmark_spec
 from halluc.benchmarks.run import read_outputs
 from halluc.errors import HallucError
 
@@ -20,7 +21,7 @@ def run_intervals(run_dir: Path, n: int = 1000, seed: int = 0) -> dict:
                           max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
     except HallucError:
         return {}  # benchmark files moved: report without intervals rather than fail
-    metric = HEADLINE[config["benchmark"]][0]
+    metric = benchmark_spec(config["benchmark"]).headline
     entries = {m["label"]: m["key"] for m in config["methods"]}
     if "none" not in entries:
         return {}

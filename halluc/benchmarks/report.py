@@ -13,15 +13,10 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from halluc.benchmarks.spec import benchmark_spec
 from halluc.benchmarks.store import write_json_atomic
 from halluc.errors import HallucError
 
-HEADLINE = {"pope": ("f1", True), "chair": ("chair_i", False), "mme": ("score", True)}  # metric, higher is better
-COLUMNS = {
-    "pope": ("accuracy", "precision", "recall", "f1", "yes_ratio", "unparsed", "n"),
-    "chair": ("chair_s", "chair_i", "recall", "avg_len", "n"),
-    "mme": ("acc", "acc_plus", "score", "n"),
-}
 COST = ("seconds_per_sample", "tokens_per_second", "peak_memory_mb")
 
 
@@ -41,7 +36,7 @@ def add_deltas(rows: list[dict], intervals: dict | None = None) -> list[dict]:
     vanilla = {_group(r): r for r in rows if r["method"] == "none"}
     out = []
     for row in rows:
-        metric, _ = HEADLINE[row["benchmark"]]
+        metric = benchmark_spec(row["benchmark"]).headline
         base = vanilla.get(_group(row))
         extra = {}
         if base is not None and row["method"] != "none" and row.get(metric) is not None:
@@ -86,8 +81,9 @@ def table(rows: list[dict], compact: bool = False) -> tuple[list[str], list[list
     """Header and cells of one leaderboard over possibly mixed benchmarks (compact: for terminals)."""
     metrics = []
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
-        head, _ = HEADLINE[bench]
-        metrics += [c for c in COLUMNS[bench] if c not in metrics] + [f"delta_{head}", f"delta_{head}_ci"]
+        spec = benchmark_spec(bench)
+        head = spec.headline
+        metrics += [c for c in spec.keys() if c not in metrics] + [f"delta_{head}", f"delta_{head}_ci"]
     metrics = [m for m in dict.fromkeys(metrics) if any(m in r for r in rows)]
     header = ["model", "benchmark", "protocol", "split", "method", *metrics, *COST]
     if compact:

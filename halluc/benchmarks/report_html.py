@@ -4,7 +4,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from halluc.benchmarks.report import HEADLINE, render_markdown, table
+from halluc.benchmarks.report import render_markdown, table
+from halluc.benchmarks.spec import benchmark_spec
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
@@ -13,7 +14,7 @@ def render_html(rows: list[dict]) -> str:
     sections = [_table_html(rows)]
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         bench_rows = [r for r in rows if r["benchmark"] == bench]
-        metric, _ = HEADLINE[bench]
+        metric = benchmark_spec(bench).headline
         sections.append(_bars(bench_rows, metric, f"{bench}: {metric} per split"))
         if bench == "pope":
             sections.append(_bars(bench_rows, "yes_ratio", "pope: yes-ratio of predictions (50 = balanced)"))

@@ -21,6 +21,7 @@ import torch
 
 from halluc.benchmarks.provenance import provenance
 from halluc.benchmarks.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
+from halluc.benchmarks.spec import benchmark_spec
 from halluc.benchmarks.tasks import Sample, Task, check_images
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
@@ -217,7 +218,7 @@ class Runner:
                 texts = {s.id: outputs[s.id]["text"] if s.id in outputs else None for s in split_samples}
                 metrics = self.spec.task.score(split, split_samples, texts)
                 rows.append(self._row(entry, split, metrics, [outputs[s.id] for s in split_samples if s.id in outputs]))
-        rows += _summary_rows(rows)
+        rows += benchmark_spec(self.spec.task.name).summary_rows(rows)
         write_json_atomic(self.out / "results.json", {"config": self.spec.describe(), "rows": rows})
         return rows
 
@@ -246,31 +247,6 @@ def read_outputs(out: Path, entry_key: str, split: str) -> dict[str, dict]:
     for path in sorted(folder.glob(f"{split}.jsonl")) + sorted(folder.glob(f"{split}.shard-*.jsonl")):
         merged.update(SampleLog(path).read())
     return merged
-
-
-def _summary_rows(rows: list[dict]) -> list[dict]:
-    """Headline rows: POPE's mean over its splits ('mean'); MME's perception, cognition and hallucination
-    totals (sums of subtask scores, only when every subtask of the group was run)."""
-    from halluc.benchmarks import mme
-
-    by_method: dict[tuple, list[dict]] = {}
-    for row in rows:
-        by_method.setdefault((row["benchmark"], row["method"]), []).append(row)
-    out = []
-    for (benchmark, _), group in by_method.items():
-        if benchmark == "pope" and len(group) > 1:
-            numeric = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k not in ("seed", "limit")]
-            mean = {k: sum(r[k] for r in group if r[k] is not None) / len(group) for k in numeric}
-            out.append({**group[0], **mean, "split": "mean", "n": sum(r["n"] for r in group)})
-        if benchmark == "mme":
-            scores = {r["split"]: r["score"] for r in group}
-            for total, members in (("perception", mme.PERCEPTION), ("cognition", mme.COGNITION),
-                                   ("hallucination", mme.HALLUCINATION)):
-                if all(m in scores for m in members):
-                    out.append({**group[0], "split": total, "acc": None, "acc_plus": None,
-                                "score": sum(scores[m] for m in members), "n": sum(r["n"] for r in group
-                                                                                  if r["split"] in members)})
-    return out
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

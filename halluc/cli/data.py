@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.build import data_home
+from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.fetch import IMAGES, SOURCES, fetch
 from halluc.cli.common import friendly_errors, stderr
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.build import data_home
+from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.report import render_terminal
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
 from halluc.errors import HallucError

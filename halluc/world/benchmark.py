@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from halluc.benchmarks import pope
-from halluc.benchmarks.build import chair_gt, chair_image_ids, data_home
+from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.pope import SPLITS, build_pope_from_coco
 from halluc.benchmarks.tasks import ChairTask, PopeTask, Task
+from halluc.benchmarks.tasks.chair import chair_gt, chair_image_ids
 from halluc.errors import HallucError
 from halluc.world.coco import WORLD_VERSION, generate_world
 from halluc.world.scenes import WorldConfig
