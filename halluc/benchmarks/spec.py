@@ -47,6 +47,7 @@ class BenchmarkSpec:
     build: Callable[..., Any]
     summary_rows: Callable[[list[dict]], list[dict]] = lambda rows: []
     summary_split: str | None = None
+    corrects: str | None = None
 
     def metric(self, key: str) -> Metric:
         return next(m for m in self.metrics if m.key == key)
