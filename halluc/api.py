@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from halluc.benchmarks.build import build_task
-from halluc.benchmarks.run import Runner, RunOptions, RunSpec, Shard, default_out, parse_entries, prepare_run_dir
+from halluc.benchmarks.run import (Runner, RunOptions, RunSpec, Shard, check_run_dir, default_out, parse_entries,
+                                  prepare_run_dir, run_lock)
 from halluc.benchmarks.store import OutputCache
 from halluc.engine.decoding import Decoding
-from halluc.generation.generate import Generation, pair_inputs
+from halluc.generation.generate import Generation, check_modes, pair_inputs
 from halluc.generation.generate import generate as _generate
 from halluc.images import load_images
 from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
-from halluc.modeling.loading import check_model_name, load
+from halluc.modeling.loading import check_device_and_dtype, check_model_name, load
 from halluc.modeling.lvlm import LVLM
 from halluc.modeling.registry import checkpoints, known_family, offline_models
+from halluc.progress import Progress
 
 __all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images",
-           "make_methods", "methods", "models", "run", "RunOptions"]
+           "make_methods", "methods", "models", "plan_runs", "run", "run_benchmarks", "RunOptions"]
 
 
 def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
@@ -57,12 +60,83 @@ def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
             model.active.remove(next(a for a in model.active if a is m))
 
 
-def check_request(model: str, images, prompts, method: str | Sequence[str] = "none", **params) -> None:
+def check_request(model: str, images, prompts, method: str | Sequence[str] = "none", *,
+                  decoding: Decoding | None = None, device: str = "auto", dtype: str = "auto", **params) -> None:
     """Every cheap check `load` + `generate` would make, before any weights are loaded."""
     check_model_name(model)
-    make_methods(method, params)
+    check_device_and_dtype(device, dtype)
+    check_modes(make_methods(method, params), decoding or Decoding())
     pair_inputs(images, prompts)
     load_images(images if isinstance(images, (list, tuple)) else [images])
+
+
+@dataclass
+class PlannedRun:
+    """One benchmark of a run, checked before any work starts."""
+
+    benchmark: str
+    out: Path
+    spec: RunSpec
+    shard: Shard
+    samples: dict = field(default_factory=dict)
+
+
+def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], options: RunOptions,
+              **params) -> list[PlannedRun]:
+    """Every check a run makes before loading weights or generating anything, for every benchmark at once:
+    the model name, the methods and their parameters, stacking and family conflicts, the benchmark files,
+    the images and the run directories."""
+    check_model_name(model)
+    check_device_and_dtype(options.device, options.dtype)
+    entries = parse_entries(methods, params, options.baseline)
+    family = known_family(model)
+    for entry in entries if family else []:  # refuse unsupported families before loading weights
+        check_compatible(family, entry.methods)
+    shard = options.shard or Shard.from_env()
+    plans = []
+    for benchmark in dict.fromkeys(benchmarks):
+        task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
+                          data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
+                          dataset=options.dataset)
+        spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size)
+        where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
+        out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out
+        out = Path(out or default_out(model, where, task.protocol.name))
+        check_run_dir(out, spec, options, shard)
+        plans.append(PlannedRun(benchmark, out, spec, shard))
+    return plans
+
+
+def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: Sequence[str] = ("pope",),
+                   options: RunOptions | None = None, *, on_plan=None, **params) -> list[tuple[Path, list[dict]]]:
+    """Run MODEL with each of METHODS (vanilla added) on every benchmark: everything is checked first,
+    the model is loaded once, and one progress display covers the whole job.
+
+    `on_plan(plans, total, done)` is called once the work is known (the CLI prints the summary there).
+    Returns (run directory, result rows) per benchmark.
+    """
+    options = options or RunOptions()
+    plans = plan_runs(model, methods, benchmarks, options, **params)
+    lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
+    for entry in plans[0].spec.entries:
+        check_compatible(lvlm.adapter, entry.methods)
+    cache = OutputCache(options.cache_dir)
+    runners = [Runner(p.spec, lvlm, p.out, cache=cache, shard=p.shard, repair=options.resume) for p in plans]
+    counts = []
+    for plan, runner in zip(plans, runners):
+        plan.samples = runner.samples()
+        counts.append(runner.pending(plan.samples))
+    total, done = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if on_plan is not None:
+        on_plan(plans, total, done)
+    results = []
+    with Progress(f"halluc run {model}", total, done, unit="generations") as progress:
+        for plan, runner in zip(plans, runners):
+            with run_lock(plan.out, plan.shard):
+                prepare_run_dir(plan.out, plan.spec, options, plan.shard)
+                runner.progress = progress
+                results.append((plan.out, runner.run(plan.samples)))
+    return results
 
 
 def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
@@ -72,25 +146,8 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
     Each entry of `methods` is one compared configuration; `"vhr+vcd"` stacks two methods.
     Resumable (`options.resume`), cached (`options.cache_dir`), sharded by RANK/WORLD_SIZE.
     """
-    options = options or RunOptions()
-    check_model_name(model)  # before any benchmark data is prepared
-    task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
-                      data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
-                      dataset=options.dataset)
-    spec = RunSpec(model, parse_entries(methods, params, options.baseline), task, options.limit, options.seed,
-                   options.batch_size)
-    family = known_family(model)
-    for entry in spec.entries if family else []:  # refuse unsupported families before loading weights
-        check_compatible(family, entry.methods)
-    shard = options.shard or Shard.from_env()
-    where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
-    out = Path(options.out or default_out(model, where, task.protocol.name))
-    prepare_run_dir(out, spec, options, shard)
-    lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
-    for entry in spec.entries:
-        check_compatible(lvlm.adapter, entry.methods)
-    runner = Runner(spec, lvlm, out, cache=OutputCache(options.cache_dir), shard=shard)
-    return out, runner.run()
+    (result,) = run_benchmarks(model, methods, [benchmark], options, **params)
+    return result
 
 
 def methods() -> list[dict]:

@@ -9,13 +9,14 @@ from PIL import Image, UnidentifiedImageError
 
 from halluc.errors import HallucError
 
-ImageLike = "str | os.PathLike | Image.Image"
-
 
 def load_image(image) -> Image.Image:
     """An RGB PIL image from a path or a PIL image."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        try:
+            return image.convert("RGB")
+        except Image.DecompressionBombError:
+            raise HallucError("image is too large to decode safely (PIL's decompression-bomb limit)") from None
     if not isinstance(image, (str, os.PathLike)):
         raise HallucError(f"expected an image path or PIL image, got {type(image).__name__}")
     path = Path(image)
@@ -28,6 +29,9 @@ def load_image(image) -> Image.Image:
             return img.convert("RGB")
     except UnidentifiedImageError:
         raise HallucError(f"not an image file (unrecognised format): {path}") from None
+    except Image.DecompressionBombError:
+        raise HallucError(f"image {path} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels; "
+                          "PIL's decompression-bomb limit)") from None
     except OSError as err:
         raise HallucError(f"cannot read image {path}: {err}") from None
 

@@ -4,13 +4,18 @@ Layout of a run directory:
     config.json                       what was asked, and provenance (versions, commit, device, seeds)
     samples/<entry>/<split>.jsonl      one line per finished sample (per shard: <split>.shard-i-of-n.jsonl)
     results.json                      one row per model x method x benchmark x split, `halluc score` keys
+    .lock-<shard>                     held by the process working on that shard (a second one is refused)
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -28,6 +33,7 @@ from halluc.errors import HallucError
 from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
 from halluc.modeling.lvlm import LVLM
+from halluc.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,9 @@ def parse_entries(methods: Sequence[str], params: Mapping[str, Any], baseline: b
     stacks = [tuple(m.split("+")) for m in methods] or [("none",)]
     if baseline and ("none",) not in stacks:
         stacks.insert(0, ("none",))
+    repeated = sorted({"+".join(s) for s in stacks if stacks.count(s) > 1})
+    if repeated:
+        raise HallucError(f"method '{repeated[0]}' is listed twice; each --method is one compared configuration")
     used: set[str] = set()
     entries = []
     for stack in stacks:
@@ -118,13 +127,32 @@ class Runner:
     out: Path
     cache: OutputCache = field(default_factory=lambda: OutputCache(None))
     shard: Shard = field(default_factory=Shard)
-    progress: Any = None  # callable(total) -> context with .advance(); None = silent
+    progress: Progress | None = None  # the job's progress (shared by the runs of one command)
+    repair: bool = False  # rewrite damaged sample logs without their bad lines (--resume)
+    generated: int = field(default=0, init=False)  # samples this process generated
 
-    def run(self) -> list[dict]:
-        """Generate every missing sample of this shard, then (first shard) score everything."""
+    def samples(self) -> dict[str, list[Sample]]:
+        """Every split's samples (after --limit); images are checked before any generation."""
         samples = {split: self.spec.task.samples(split)[: self.spec.limit] for split in self.spec.task.splits()}
         for split_samples in samples.values():
             check_images(split_samples, Path(split_samples[0].image).parent if split_samples else self.out)
+        return samples
+
+    def pending(self, samples: Mapping[str, list[Sample]]) -> tuple[int, int]:
+        """(generations this shard will make in all, those already on disk) over every entry and split."""
+        total = done = 0
+        for entry in self.spec.entries:
+            for split, split_samples in samples.items():
+                mine = self.shard.mine(split_samples)
+                total += len(mine)
+                logged = self._log(entry, split)
+                rows, _ = logged._parse()
+                done += sum(1 for s in mine if s.id in rows)
+        return total, done
+
+    def run(self, samples: Mapping[str, list[Sample]] | None = None) -> list[dict]:
+        """Generate every missing sample of this shard, then (first shard) score everything."""
+        samples = samples or self.samples()
         try:
             for entry in self.spec.entries:
                 for split, split_samples in samples.items():
@@ -138,18 +166,30 @@ class Runner:
         return self.score(samples)
 
     # ---- generation ------------------------------------------------------------------------
+    def _log(self, entry: Entry, split: str) -> SampleLog:
+        return SampleLog(self.out / "samples" / entry.key / f"{split}{self.shard.suffix()}.jsonl")
+
     def _generate_missing(self, entry: Entry, split: str, samples: list[Sample]) -> None:
-        log = SampleLog(self.out / "samples" / entry.key / f"{split}{self.shard.suffix()}.jsonl")
+        log = self._log(entry, split)
+        if self.repair:
+            damaged = log.repair()
+            if damaged:
+                print(f"repaired {log.path}: removed damaged line(s) {', '.join(map(str, damaged))}; "
+                      "those samples are generated again", file=sys.stderr)
         done = log.read()
         todo = [s for s in samples if s.id not in done]
         if not todo:
             return
         decoding = self._decoding()
-        with self._progress(f"{entry.label} · {self.spec.task.name} {split}", len(samples), len(done)) as bar:
+        part = self.progress.part(f"{entry.label} · {self.spec.task.name} {split}", len(samples),
+                                  len(samples) - len(todo)) if self.progress else contextlib.nullcontext()
+        with part:
             for batch in _batches(todo, 1 if decoding.do_sample else self.spec.batch_size):
                 for row in self._generate_batch(entry, batch, decoding):
                     log.append(row)
-                    bar.advance()
+                    self.generated += 1
+                    if self.progress:
+                        self.progress.advance()
 
     def _generate_batch(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> list[dict]:
         keys = [self._cache_key(entry, s, decoding) for s in batch]
@@ -211,6 +251,13 @@ class Runner:
 
     # ---- scoring ---------------------------------------------------------------------------
     def score(self, samples: Mapping[str, list[Sample]]) -> list[dict]:
+        """Score every entry and split; a finished run that generated nothing now returns its stored
+        results unchanged (so re-printing a run works on read-only storage)."""
+        stored = self.out / "results.json"
+        if not self.generated and stored.exists():
+            previous = _read_results(stored)
+            if previous is not None and previous.get("config") == _as_json(self.spec.describe()):
+                return previous["rows"]
         rows = []
         for entry in self.spec.entries:
             for split, split_samples in samples.items():
@@ -233,20 +280,28 @@ class Runner:
                 "tokens_per_second": sum(o["tokens"] for o in fresh) / seconds if seconds else None,
                 "peak_memory_mb": _peak_memory_mb()}
 
-    @staticmethod
-    def _progress(label: str, total: int, done: int):
-        from halluc.benchmarks.progress import progress_bar
-
-        return progress_bar(label, total, done)
 
 
 def read_outputs(out: Path, entry_key: str, split: str) -> dict[str, dict]:
-    """All finished samples of one entry and split, over every shard file."""
+    """All finished samples of one entry and split, over every shard file (a damaged line is an error
+    naming its file and line, never a silently missing sample)."""
     merged: dict[str, dict] = {}
     folder = out / "samples" / entry_key
     for path in sorted(folder.glob(f"{split}.jsonl")) + sorted(folder.glob(f"{split}.shard-*.jsonl")):
         merged.update(SampleLog(path).read())
     return merged
+
+
+def _read_results(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -287,6 +342,15 @@ class RunOptions:
     shard: Shard | None = None  # None: from RANK / WORLD_SIZE
     baseline: bool = True  # add vanilla ("none") when it is not among the methods
 
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("limit", 1), ("max_new_tokens", 1)):
+            value = getattr(self, name)
+            if value is None and name != "batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                flag = "--" + name.replace("_", "-")
+                raise HallucError(f"{flag} must be an integer >= {low}; got {value!r}")
+
 
 # Fields that must match to resume a run (limit and batch size may change).
 _RESUME_KEYS = ("model", "methods", "benchmark", "protocol", "decoding", "task_version", "seed")
@@ -296,21 +360,78 @@ def default_out(model: str, benchmark: str, protocol: str) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}_{benchmark}_{protocol}")
 
 
-def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
-    """Refuse to mix runs: an existing directory needs --resume and the same configuration."""
+def check_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
+    """Refuse to mix runs before any work: an existing directory needs --resume and the same configuration;
+    `--out` must be a directory halluc can create or use."""
+    if out.exists() and not out.is_dir():
+        raise HallucError(f"--out {out} is a file, not a directory")
     config_path = out / "config.json"
-    described = spec.describe()
     if config_path.exists():
         if not options.resume and shard.index == 0:
             raise HallucError(f"run directory {out} already holds a run: pass --resume to continue it, "
                               "or --out DIR for a new one")
-        previous = json.loads(config_path.read_text(encoding="utf-8"))
-        as_stored = json.loads(json.dumps(described, default=str))   # tuples come back from JSON as lists
+        previous = _read_results(config_path)
+        if previous is None:
+            raise HallucError(f"cannot resume {out}: {config_path} is not readable JSON")
+        as_stored = _as_json(spec.describe())
         changed = [k for k in _RESUME_KEYS if previous.get(k) != as_stored.get(k)]
         if changed:
             raise HallucError(f"cannot resume {out}: {', '.join(changed)} differ from the original run")
     elif options.resume:
         raise HallucError(f"nothing to resume: {config_path} does not exist")
-    if shard.index == 0:
-        options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-        write_json_atomic(config_path, {**described, "options": options_json, "provenance": provenance()})
+    else:
+        _check_writable(out)
+
+
+def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
+    """Check the directory, then record the run's config (unchanged on a resume that changes nothing)."""
+    check_run_dir(out, spec, options, shard)
+    if shard.index != 0:
+        return
+    config_path = out / "config.json"
+    options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    record = {**spec.describe(), "options": options_json}
+    previous = _read_results(config_path) if config_path.exists() else None
+    if previous is not None and _settings(previous) == _settings(record):
+        return  # a resume with the same settings: leave config.json (and read-only storage) alone
+    write_json_atomic(config_path, {**record, "provenance": provenance()})
+
+
+def _settings(config: dict) -> dict:
+    """What a config records about the run, without the flag that resumed it."""
+    options = {k: v for k, v in config.get("options", {}).items() if k != "resume"}
+    return _as_json({**{k: v for k, v in config.items() if k not in ("options", "provenance")}, "options": options})
+
+
+def _check_writable(out: Path) -> None:
+    """One clear line when a new run directory cannot be made or written."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise HallucError(f"--out {out}: {existing} is a file, not a directory")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise HallucError(f"--out {out}: {existing} is not writable")
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, shard: Shard) -> Iterator[None]:
+    """Hold this shard's lock on the run directory while working on it: a second process resuming the
+    same run is refused instead of generating everything twice. Read-only storage needs no lock."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / f".lock-{shard.index}-of-{shard.count}", "a")  # noqa: SIM115  (held for the block)
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and (out / "config.json").exists():
+            yield
+            return
+        raise HallucError(f"cannot use run directory {out}: {err.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise HallucError(f"run directory {out} is in use by another halluc process (shard {shard.index} of "
+                          f"{shard.count}); wait for it to finish, or use another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -13,7 +13,7 @@ from halluc.cli.run import run
 from halluc.cli.score import score_app
 from halluc.plugins import load_plugins
 
-app = typer.Typer(help="Training-free hallucination mitigation for vision-language models.",
+app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("run", context_settings=RUN_CONTEXT)(run)
@@ -68,12 +68,13 @@ def generate(
     from halluc import api
 
     params = parse_method_params(ctx.args, param)
-    api.check_request(model, list(image), list(prompt), method, **params)  # fail before loading weights
+    decoding = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                    top_k=top_k, num_beams=num_beams, seed=seed)
+    api.check_request(model, list(image), list(prompt), method, decoding=api.Decoding(**decoding), device=device,
+                      dtype=dtype, **params)  # every check before any weights load
     stderr(f"loading {model} ...")
     lvlm = api.load(model, device=device, dtype=dtype, seed=seed)
-    texts = api.generate(lvlm, list(image), list(prompt), method, max_new_tokens=max_new_tokens,
-                         do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
-                         num_beams=num_beams, seed=seed, **params)
+    texts = api.generate(lvlm, list(image), list(prompt), method, **decoding, **params)
     for text in texts:
         typer.echo(text.replace("\n", " "))
 

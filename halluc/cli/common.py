@@ -1,13 +1,20 @@
 """Shared CLI plumbing: one-line errors and free-form method parameters."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
+from pathlib import Path
 
 import typer
 
 from halluc.errors import HallucError
+
+
+# storage failures a user fixes (space, permissions, read-only media): one line, not a traceback
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def friendly_errors(fn):
@@ -18,6 +25,12 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except HallucError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as err:
+            if err.errno not in STORAGE_ERRORS:
+                raise
+            where = f" {err.filename}" if err.filename else ""
+            typer.echo(f"error: cannot write{where}: {err.strerror}", err=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -54,6 +67,18 @@ def parse_method_params(extra: list[str], pairs: list[str]) -> dict:
         params[key.replace("-", "_")] = parse_value(value)
         i += 1
     return params
+
+
+def check_out_dir(out: Path) -> None:
+    """One clear line when `--out` cannot be a directory halluc writes into (a file, or not writable)."""
+    out = Path(out)
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise HallucError(f"--out {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK):
+        raise HallucError(f"--out {out}: {existing} is not writable")
 
 
 def stderr(message: str) -> None:

@@ -25,6 +25,9 @@ def parse_shard(text: str | None):
 # `halluc run` with no arguments: the product's main job on the shipped toy world, offline, in minutes.
 TOY_MODEL = "toy-llava"
 TOY_METHODS = ("vcd", "ritual", "damro", "vhr", "vista", "pai", "var")
+# the main job's batch size: greedy batches equal single samples (tested), and a 1 M-parameter model
+# on CPU is dominated by per-call overhead at batch 1 (speed/bench_main_job.py measures the gain)
+MAIN_JOB_BATCH = 32
 
 
 @friendly_errors
@@ -42,7 +45,9 @@ def run(
     images: Path = typer.Option(None, help="Image directory (COCO val2014; the MME release folder)."),
     data: Path = typer.Option(None, help=f"Benchmark files (default: {data_home()}/<benchmark>)."),
     limit: int = typer.Option(None, help="Only the first N samples of each split."),
-    seed: int = typer.Option(0), batch_size: int = typer.Option(1, help="Greedy/beam samples per batch."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(None, help=f"Greedy/beam samples per batch [default: {MAIN_JOB_BATCH} for the "
+                                   "toy main job, else 1]."),
     out: Path = typer.Option(None, help="Run directory (default runs/<model>_<benchmark>_<protocol>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed or extended run in --out."),
     max_new_tokens: int = typer.Option(None, help="Override the protocol's max_new_tokens."),
@@ -63,15 +68,25 @@ def run(
     benchmarks = benchmark or (["pope", "chair"] if dataset == "world" else ["pope"])
     methods = method or (list(TOY_METHODS) if toy else ["none"])
     params = parse_method_params(ctx.args, param)
+    batch_size = batch_size if batch_size is not None else (MAIN_JOB_BATCH if toy else 1)
+    options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, dataset=dataset, images=images,
+                             data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
+                             max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
+                             shard=parse_shard(shard))
+    results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=_say_plan, **params)
     rows = []
-    for name in benchmarks:
-        target = out / name if out is not None and len(benchmarks) > 1 else out
-        options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, dataset=dataset, images=images,
-                                 data=data, limit=limit, seed=seed, batch_size=batch_size, out=target, resume=resume,
-                                 max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
-                                 shard=parse_shard(shard))
-        run_dir, bench_rows = api.run(model, methods, name, options, **params)
+    for run_dir, bench_rows in results:
         stderr(f"results: {run_dir / 'results.json'}")
         rows += bench_rows
     if rows:
         typer.echo(render_terminal(rows))
+
+
+def _say_plan(plans, total: int, done: int) -> None:
+    """The work up front: configurations x benchmarks x samples, and what is already done."""
+    entries = plans[0].spec.entries
+    parts = [f"{p.benchmark} ({sum(len(s) for s in p.samples.values())} samples in {len(p.samples)} "
+             f"split{'s' if len(p.samples) > 1 else ''})" for p in plans]
+    left = f"; {done} already done, {total - done} to generate" if done else ""
+    stderr(f"{plans[0].spec.model}: {len(entries)} configurations ({', '.join(e.label for e in entries)}) x "
+           f"{' + '.join(parts)} = {total} generations{left}")

@@ -1,7 +1,7 @@
 """Decoding settings: greedy, sampling or beam search, validated once."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from transformers import GenerationConfig
 
@@ -21,6 +21,18 @@ class Decoding:
     seed: int | None = None  # sampling seed; the global RNG is left untouched
 
     def __post_init__(self):
+        for name in ("max_new_tokens", "top_k", "num_beams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise HallucError(f"{name} must be an integer, got {value!r}")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise HallucError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.do_sample, bool):
+            raise HallucError(f"do_sample must be true or false, got {self.do_sample!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise HallucError(f"seed must be an integer, got {self.seed!r}")
         checks = [
             (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
@@ -48,6 +60,3 @@ class Decoding:
             bos_token_id=tokenizer.bos_token_id,
         )
         return cfg
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -141,7 +141,9 @@ def pair_inputs(images, prompts) -> tuple[list, list[str]]:
     if not prompts:
         raise HallucError("no prompts given")
     for p in prompts:
-        if not isinstance(p, str) or not p.strip():
+        if not isinstance(p, str):
+            raise HallucError(f"a prompt must be a string, got {type(p).__name__} ({p!r})")
+        if not p.strip():
             raise HallucError("empty prompt: every prompt needs some text")
     return images, prompts
 

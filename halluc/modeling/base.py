@@ -85,10 +85,6 @@ class Adapter:
     def num_heads(self, model: nn.Module) -> int:
         return self.text_config(model).num_attention_heads
 
-    def num_kv_heads(self, model: nn.Module) -> int:
-        cfg = self.text_config(model)
-        return getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-
     def head_dim(self, model: nn.Module) -> int:
         return self.attention(model, 0).head_dim
 

@@ -32,8 +32,6 @@ BEAM_HELPERS = {
 }
 # public cache methods the search relies on (every Cache subclass generate builds has them)
 CACHE_METHODS = ("batch_repeat_interleave", "batch_select_indices", "crop", "get_seq_length")
-# private GenerationConfig attributes set by generate's preparation
-CONFIG_ATTRIBUTES = ("_eos_token_tensor", "_pad_token_tensor")
 
 
 def check_internals() -> list[str]:

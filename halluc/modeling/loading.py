@@ -23,12 +23,15 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
     """
     name = str(name_or_path)
     device = _resolve_device(device)
+    _resolve_dtype(dtype, device)  # a bad dtype is refused for every kind of model
     register_backend()
     offline = offline_models().get(name)
     if offline is not None:
         offline.check()
         model, processor = offline.load(seed)
         lvlm_revision = offline.revision(seed)
+        if dtype != "auto":  # offline models are built in float32; an explicit dtype converts them
+            model = model.to(_resolve_dtype(dtype, device))
     else:
         source = _resolve_source(name)
         model, processor = _load_pretrained(name, source, revision, _resolve_dtype(dtype, device))
@@ -51,6 +54,8 @@ def _resolve_source(name: str) -> str:
         return checkpoints()[name][1].hub_id
     if Path(name).is_dir():
         return name
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise HallucError(f"model directory not found: {name}")
     if "/" in name and not Path(name).exists() and not name.startswith((".", "/")):
         return name  # looks like a hub id
     if Path(name).exists():
@@ -80,13 +85,23 @@ def _not_available(name: str, source: str, err: Exception) -> str:
             f"HF_HOME at that cache, or pass the local directory instead of '{name}'.")
 
 
+def check_device_and_dtype(device: str, dtype: str | torch.dtype) -> None:
+    """The errors `load` would give for a device or dtype, without loading anything."""
+    _resolve_dtype(dtype, _resolve_device(device))
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
         raise HallucError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise HallucError(f"device '{device}' asked for, but CUDA is not available on this machine; use --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise HallucError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return resolved
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

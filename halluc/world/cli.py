@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from halluc.cli.common import friendly_errors, stderr
+from halluc.cli.common import check_out_dir, friendly_errors, stderr
 from halluc.errors import HallucError
 
-world_app = typer.Typer(help="The toy world: its data and the toy-llava model trained on it.", no_args_is_help=True)
+world_app = typer.Typer(rich_markup_mode=None, help="The toy world: its data and the toy-llava model trained on it.", no_args_is_help=True)
 
 
 @world_app.command("train")
@@ -30,6 +30,11 @@ def train_command(
     from halluc.world.model import ToyModelConfig
     from halluc.world.train import DEFAULT_STEPS, TrainRecipe, train
 
+    for flag, value, low in (("--steps", steps, 1), ("--vision-steps", vision_steps, 0),
+                             ("--batch-size", batch_size, 1), ("--image-size", image_size, 8)):
+        if value is not None and value < low:
+            raise HallucError(f"{flag} must be >= {low}; got {value}")
+    check_out_dir(out)
     overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate),
                                    ("vision_steps", vision_steps)) if v is not None}
     try:   # the configs validate themselves; a bad value is a one-line error, not a traceback
@@ -58,6 +63,9 @@ def generate_data_command(
     from halluc.world.coco import generate_world
     from halluc.world.model import TRAIN_WORLD
 
+    if n_images < 1:
+        raise HallucError(f"--n-images must be >= 1; got {n_images}")
+    check_out_dir(out)
     try:
         world = replace(TRAIN_WORLD, seed=seed)
         if min_objects is not None:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from halluc.progress import Progress
 from halluc.world.captions import caption
 from halluc.world.coco import WORLD_VERSION
 from halluc.world.model import CAPTION_PROMPTS, QUESTION_SUFFIXES, ToyModelConfig, build_toy_llava, parameter_count
@@ -271,39 +272,36 @@ def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig
 
 
 class _progress:
-    """One rich progress bar per stage, with loss, ETA and elapsed time, on stderr (off when
-    HALLUC_PROGRESS=0). Entering gives `advance(stage, loss)`."""
+    """Progress per stage, with the smoothed loss and an ETA, on stderr (`halluc.progress`: bars on a
+    terminal, plain lines in a log; off when HALLUC_PROGRESS=0). Entering gives `advance(stage, loss)`."""
 
     def __init__(self, stages: dict[str, int], enabled: bool):
         self.stages = {name: total for name, total in stages.items() if total}
-        self.enabled = enabled and os.environ.get("HALLUC_PROGRESS", "1") != "0"
+        self.enabled = enabled
 
     def __enter__(self):
         if not self.enabled:
             return lambda stage, loss: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("train toy-llava: {task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                            TimeElapsedColumn(), console=Console(file=sys.stderr))
-        self.bar.__enter__()
-        tasks = {name: self.bar.add_task(name, total=total, loss="-") for name, total in self.stages.items()}
+        self.progress = Progress("halluc world train", total=sum(self.stages.values()), unit="steps").__enter__()
+        self.part, self.stage = None, None
         smooth: dict[str, float] = {}
 
         def advance(stage: str, loss: float) -> None:
+            if stage != self.stage:
+                self._close_part()
+                self.stage, self.part = stage, self.progress.part(stage, self.stages[stage])
+                self.part.__enter__()
             smooth[stage] = loss if stage not in smooth else 0.95 * smooth[stage] + 0.05 * loss
-            self.bar.update(tasks[stage], advance=1, loss=f"{smooth[stage]:.3f}")
+            self.progress.advance(note=f"loss {smooth[stage]:.3f}")
         return advance
+
+    def _close_part(self) -> None:
+        if self.part is not None:
+            self.part.__exit__(None, None, None)
+            self.part = None
 
     def __exit__(self, *exc):
         if self.enabled:
-            self.bar.__exit__(*exc)
+            self._close_part()
+            self.progress.__exit__(*exc)
         return False
