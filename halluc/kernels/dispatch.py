@@ -24,7 +24,7 @@ from contextvars import ContextVar
 import torch
 
 from halluc.kernels.edits import AttentionEdit, AttentionResult
-from halluc.kernels.masks import MaskNotSupported
+from halluc.kernels.masks import MaskChecks, MaskNotSupported
 from halluc.kernels.reference import attention_reference
 
 KERNEL_ENV = "HALLUC_KERNEL"
@@ -67,13 +67,18 @@ def use_impl(impl: str) -> Iterator[None]:
 
 
 def attention(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit | None = None,
-              is_causal: bool = True, impl: str | None = None) -> AttentionResult:
-    """Attention with `edit` applied. Shapes and semantics: `halluc.kernels.reference.attention_reference`."""
+              is_causal: bool = True, impl: str | None = None, mask_checks: MaskChecks | None = None
+              ) -> AttentionResult:
+    """Attention with `edit` applied. Shapes and semantics: `halluc.kernels.reference.attention_reference`.
+
+    `mask_checks` caches the kernel's mask-pattern check for the caller's scope (`halluc.kernels.masks`).
+    """
     if resolve_impl(query.device, impl) == "triton":
         from halluc.kernels.triton_attention import triton_attention  # lazy: triton is optional
 
         try:
-            return triton_attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+            return triton_attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
+                                    mask_checks=mask_checks)
         except MaskNotSupported:
             pass
     return attention_reference(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)

@@ -35,7 +35,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from halluc.kernels.edits import AttentionEdit, AttentionResult
-from halluc.kernels.masks import MaskNotSupported, padding_columns
+from halluc.kernels.masks import MaskChecks, MaskNotSupported, padding_columns
 
 AUTOTUNE_ENV = "HALLUC_TRITON_AUTOTUNE"
 
@@ -268,8 +268,10 @@ def _bucket(n: int) -> int:
 
 
 def triton_attention(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit | None = None,
-                     is_causal: bool = True, config: dict | None = None) -> AttentionResult:
-    """Same contract as `attention_reference` (plus `config`: block sizes / launch options).
+                     is_causal: bool = True, config: dict | None = None,
+                     mask_checks: MaskChecks | None = None) -> AttentionResult:
+    """Same contract as `attention_reference` (plus `config`: block sizes / launch options, and
+    `mask_checks`: the caller's cache of mask-pattern verdicts, see `halluc.kernels.masks`).
 
     Raises `halluc.kernels.masks.MaskNotSupported` for masks other than causal & padding columns.
     """
@@ -278,7 +280,7 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
     if h % hkv or key.shape[0] != b or value.shape[:3] != key.shape[:3] or value.shape[-1] != d or key.shape[-1] != d:
         raise ValueError(f"bad shapes q {tuple(query.shape)} k {tuple(key.shape)} v {tuple(value.shape)}")
     edit = edit if edit is not None else AttentionEdit()
-    pad = padding_columns(attention_mask, tq, tk, is_causal)
+    pad = padding_columns(attention_mask, tq, tk, is_causal, mask_checks)
     if pad is not None and pad.shape[0] not in (1, b):
         raise MaskNotSupported(f"mask batch {pad.shape[0]} does not match the batch {b}")
     dev = query.device
