@@ -43,7 +43,7 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     """transformers attention function: q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> ((B, Tq, H, D), weights).
 
     The 5th parameter must be called `attention_mask` (Qwen2-VL's vision tower passes it by keyword).
-    With an edit the second output is the per-head image mass (B, H, Tq) when the edit asks for it
+    With an edit the second output is the per-head column mass (B, H, Tq) when the edit asks for it
     (what `output_attentions=True` then collects), else None.
     """
     scope = _SCOPE.get()
@@ -67,7 +67,7 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     edit.record.update(result)
     if edit.on_output is not None:
         edit.on_output(module, edit.record)
-    return result.out, result.image_mass
+    return result.out, result.column_mass
 
 
 def register_backend() -> str:
