@@ -10,6 +10,7 @@ from halluc.kernels.edits import (
     AttentionResult,
     Redistribution,
     ScoreBoost,
+    Where,
     pad_columns,
 )
 from halluc.kernels.masks import MaskNotSupported
@@ -17,5 +18,6 @@ from halluc.kernels.reference import attention_reference
 
 __all__ = [
     "KERNEL_ENV", "AttentionEdit", "AttentionRecord", "AttentionResult", "MaskNotSupported", "Redistribution",
-    "ScoreBoost", "attention", "attention_reference", "pad_columns", "resolve_impl", "triton_available", "use_impl",
+    "ScoreBoost", "Where", "attention", "attention_reference", "pad_columns", "resolve_impl", "triton_available",
+    "use_impl",
 ]

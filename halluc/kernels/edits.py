@@ -3,7 +3,10 @@
 An `AttentionEdit` is built from primitives named by what they do, not by the paper that uses them:
 a score boost on a column set, per-column and per-head biases, redistribution of probability mass
 from one column set to another, and two outputs (the mass on the column set, the attention row).
-PAI, VAR, DAMRO and OPERA are each a choice of primitives.
+PAI, VAR, DAMRO and OPERA are each a choice of primitives. Anything else can be written as a plain
+function on the scores or the probabilities (`score_mod`, `prob_mod`, after FlexAttention's
+`score_mod`); such an edit runs on the torch reference, and the Triton kernel stays an optimisation
+of the primitives.
 
 Shapes: B = batch rows as the model sees them, H = query heads, Tq = query rows of this call,
 Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk).
@@ -19,12 +22,14 @@ scores s = scaling * q_i . k_j (computed in fp32):
                                                  call when `last_row_only`
     2. head bias     s += head_bias[b, h]        on the column set
     3. column bias   s += column_bias[b, j]      (-inf removes key j)
-    4. masks         causal (query i sits at key position Tk - Tq + i) and the attention mask
-    5. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0)
-    6. redistribute  on selected (b, h, i) rows the `sources` keep share `keep` of their mass, the rest
+    4. score_mod     s = score_mod(s, where)     any function of the scores (reference only)
+    5. masks         causal (query i sits at key position Tk - Tq + i) and the attention mask
+    6. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0)
+    7. redistribute  on selected (b, h, i) rows the `sources` keep share `keep` of their mass, the rest
                      moves to the column set's other columns in proportion to their attention
                      (`Redistribution`)
-    7. output        o = a @ v; the optional outputs are computed from this final `a`.
+    8. prob_mod      a = prob_mod(a, where)      any function of the probabilities (reference only)
+    9. output        o = a @ v; the optional outputs are computed from this final `a`.
 """
 from __future__ import annotations
 
@@ -33,6 +38,27 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+
+
+class Where(NamedTuple):
+    """Where each entry of a (B, H, Tq, Tk) score or probability tensor sits; every field broadcasts to it.
+
+    batch    (B, 1, 1, 1) long: the batch row
+    head     (1, H, 1, 1) long: the query head
+    query    (1, 1, Tq, 1) long: each query's absolute key position, Tk - Tq + i
+    key      (1, 1, 1, Tk) long: the key column
+    columns  (B, 1, 1, Tk) bool: the edit's column set (False past the prompt; all False without one),
+             with the batch rows as the model runs them (generate repeats a sample's row per beam)
+    """
+
+    batch: torch.Tensor
+    head: torch.Tensor
+    query: torch.Tensor
+    key: torch.Tensor
+    columns: torch.Tensor
+
+
+Mod = Callable[[torch.Tensor, Where], torch.Tensor]
 
 
 class AttentionResult(NamedTuple):
@@ -143,13 +169,21 @@ class AttentionEdit:
     """Edit of one attention module. Every field defaults to its identity value (order: module docstring).
 
     columns          (B, Tc) bool: the column set the column primitives act on (the float boost, the
-                     head bias, the redistribution's targets, the column mass).
+                     head bias, the redistribution's targets, the column mass, `Where.columns`).
                      `attach` fills it with the prompt's image tokens when a method leaves it None.
     boost            `ScoreBoost` or None.
     column_bias      (B, Tc) float, added to key column j in every head; -inf removes the key.
     head_bias        (H,) or (B, H) float, added to the column set's scores in head h (log c scales
                      head h's unnormalised attention on the column set by c). Needs `columns`.
     redistribute     `Redistribution` or None. Needs `columns`.
+    score_mod        escape hatch on the scores: fn(s, where) -> s, s the (B, H, Tq, Tk) fp32 scores
+                     after the biases and before masking, `where` a `Where` of broadcastable indices.
+                     E.g. scale the attention on the column set in head 3 by 1.5:
+                         score_mod=lambda s, w: s + torch.where(w.columns & (w.head == 3), math.log(1.5), 0.0)
+    prob_mod         escape hatch on the probabilities: fn(a, where) -> a, after the redistribution
+                     (rows are not renormalised afterwards; the outputs are computed from its result).
+                     Both must return a tensor of the shape they were given. An edit with either mod
+                     runs on the torch reference whatever HALLUC_KERNEL says.
     return_column_mass    fill `record.column_mass` (B, H, Tq): final attention mass on the column set
                           (0 without one).
     return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the final
@@ -163,6 +197,8 @@ class AttentionEdit:
     column_bias: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
     redistribute: Redistribution | None = None
+    score_mod: Mod | None = None
+    prob_mod: Mod | None = None
     return_column_mass: bool = False
     return_attention_row: bool = False
     record: AttentionRecord = field(default_factory=AttentionRecord)
@@ -179,9 +215,14 @@ class AttentionEdit:
     def has_redistribution(self) -> bool:
         return self.redistribute is not None and self.redistribute.active
 
+    @property
+    def has_mods(self) -> bool:
+        """Plain-function edits, which only the torch reference runs."""
+        return self.score_mod is not None or self.prob_mod is not None
+
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""
-        return (self.column_bias is None and self.head_bias is None and not self.has_boost
+        return (self.column_bias is None and self.head_bias is None and not self.has_boost and not self.has_mods
                 and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
 
     # ---- normalised column tensors (shared by both implementations) -------------------------

@@ -1,13 +1,14 @@
 """Torch reference of attention with edits: the spec the Triton kernel must match.
 
-It materialises the (B, H, Tq, Tk) scores, so it is eager-attention cost; it takes any mask.
-The math (order of the edits, the redistribution's selection) is documented in `halluc.kernels.edits`.
+It materialises the (B, H, Tq, Tk) scores, so it is eager-attention cost; it takes any mask, and it
+is the only implementation of the plain-function edits (`score_mod`, `prob_mod`). The math (order
+of the edits, the redistribution's selection) is documented in `halluc.kernels.edits`.
 """
 from __future__ import annotations
 
 import torch
 
-from halluc.kernels.edits import AttentionEdit, AttentionResult, EditColumns, pad_columns
+from halluc.kernels.edits import AttentionEdit, AttentionResult, EditColumns, Mod, Where, pad_columns
 from halluc.kernels.masks import causal_mask
 
 
@@ -29,11 +30,14 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     s = (query.float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, Tq, Tk) fp32
 
     columns = pad_columns(cols.columns, tk, False)  # (B, Tk) bool or None
+    where = _where(b, h, tq, tk, columns, query.device) if edit.has_mods else None
     s = _edit_scores(s, edit, cols, columns)
+    s = _modify(edit.score_mod, s, where)
     s = _mask(s, attention_mask, is_causal)
     a = s.softmax(-1).nan_to_num(0.0)  # (B, H, Tq, Tk); fully masked rows are all zeros
     if cols.sources is not None:
         a = _redistribute(a, columns, pad_columns(cols.sources, tk, False), cols.query_start, edit)
+    a = _modify(edit.prob_mod, a, where)
 
     mass = _column_mass(a, columns) if edit.return_column_mass else None
     row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
@@ -66,6 +70,28 @@ def _mask(s, attention_mask, is_causal: bool):
     if is_causal:
         return s.masked_fill(~causal_mask(tq, tk, s.device), float("-inf"))
     return s
+
+
+def _where(b: int, h: int, tq: int, tk: int, columns, device) -> Where:
+    """Broadcastable indices of a (B, H, Tq, Tk) tensor for the plain-function edits."""
+    if columns is None:
+        columns = torch.zeros(b, tk, dtype=torch.bool, device=device)
+    return Where(batch=torch.arange(b, device=device).view(b, 1, 1, 1),
+                 head=torch.arange(h, device=device).view(1, h, 1, 1),
+                 query=torch.arange(tk - tq, tk, device=device).view(1, 1, tq, 1),
+                 key=torch.arange(tk, device=device).view(1, 1, 1, tk),
+                 columns=columns[:, None, None, :])
+
+
+def _modify(fn: Mod | None, values, where: Where | None):
+    """values (B, H, Tq, Tk) fp32 through a plain-function edit; it must keep the shape."""
+    if fn is None:
+        return values
+    out = fn(values, where)
+    if not isinstance(out, torch.Tensor) or out.shape != values.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"an attention score_mod/prob_mod must return a {tuple(values.shape)} tensor; got {got}")
+    return out.float()
 
 
 def _column_mass(a, columns):

@@ -290,6 +290,9 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
     if h % hkv or key.shape[0] != b or value.shape[:3] != key.shape[:3] or value.shape[-1] != d or key.shape[-1] != d:
         raise ValueError(f"bad shapes q {tuple(query.shape)} k {tuple(key.shape)} v {tuple(value.shape)}")
     edit = edit if edit is not None else AttentionEdit()
+    if edit.has_mods:
+        raise ValueError("the Triton kernel runs the edit primitives only; an edit with score_mod or prob_mod "
+                         "runs on the reference (halluc.kernels.attention sends it there)")
     pad = padding_columns(attention_mask, tq, tk, is_causal, mask_checks)
     if pad is not None and pad.shape[0] not in (1, b):
         raise MaskNotSupported(f"mask batch {pad.shape[0]} does not match the batch {b}")

@@ -238,3 +238,66 @@ def test_edit_column_cache_sees_replaced_and_inference_tensors():
     with torch.inference_mode():
         fresh = AttentionEdit(columns=torch.ones(1, 4, dtype=torch.bool), boost=ScoreBoost(0.2))
         assert fresh.column_tensors(2, 2, torch.device("cpu")).boost.shape == (2, 4)
+
+
+# ---- the escape hatch: score_mod / prob_mod ----------------------------------------------------
+def test_score_mod_adding_a_column_bias_equals_the_primitive():
+    q, k, v = qkv(2, 3, 3, 4, 9, 8, seed=7)  # a chunk: queries at key positions 5..8
+    bias = torch.randn(2, 7, generator=torch.Generator().manual_seed(8))  # over a 7-column prompt
+    full = pad_columns(bias, 9, 0.0)  # (B, Tk)
+    mod = AttentionEdit(score_mod=lambda s, w: s + full[w.batch, w.key])  # (B, 1, 1, Tk) through the indices
+    got = attention_reference(q, k, v, None, scaling=0.4, edit=mod)
+    ref = attention_reference(q, k, v, None, scaling=0.4, edit=AttentionEdit(column_bias=bias))
+    assert torch.equal(got.out, ref.out)
+
+
+def test_identity_prob_mod_changes_nothing():
+    q, k, v = qkv(1, 2, 2, 1, 6, 8, seed=9)
+    fields = dict(columns=COLUMNS, boost=ScoreBoost(0.5), head_bias=torch.tensor([0.3, -0.2]),
+                  redistribute=Redistribution(SOURCES, max_source_share=1.0, min_mass=0.0),
+                  return_column_mass=True, return_attention_row=True)
+    plain = attention_reference(q, k, v, None, scaling=0.5, edit=AttentionEdit(**fields))
+    same = attention_reference(q, k, v, None, scaling=0.5, edit=AttentionEdit(prob_mod=lambda a, w: a, **fields))
+    for a, b in zip(plain[:3], same[:3]):
+        assert torch.equal(a, b)
+
+
+def test_score_mod_on_heads_and_columns_matches_the_hand_computation():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    q, k, v = torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 4, 4), torch.eye(4).expand(1, 2, 4, 4)  # output = row
+    columns = torch.tensor([[False, True, True, False]])
+
+    def scale_head_1(s, w):  # the column set's attention in head 1, times 3
+        return s + torch.where(w.columns & (w.head == 1), math.log(3.0), 0.0)
+
+    edit = AttentionEdit(columns=columns, column_bias=probs.log()[None], score_mod=scale_head_1)
+    rows = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0]  # (H, Tk)
+    torch.testing.assert_close(rows[0], probs)  # head 0 untouched
+    torch.testing.assert_close(rows[1], torch.tensor([0.1, 0.6, 0.9, 0.4]) / 2.0)  # head 1: set x3, renormalised
+
+
+def test_where_gives_absolute_query_positions_and_running_rows():
+    q, k, v = qkv(4, 2, 2, 5, 12, 8, seed=11)  # 2 samples x 2 beams; queries at key positions 7..11
+    seen = []
+
+    def window(s, w):  # a sliding window of 3 keys, written with the query positions
+        seen.append(w)
+        return s.masked_fill(w.key < w.query - 2, float("-inf"))
+
+    columns = torch.tensor([[True, False, False], [False, True, True]])  # per sample, over a 3-column prompt
+    got = attention_reference(q, k, v, None, scaling=0.3, edit=AttentionEdit(columns=columns, score_mod=window)).out
+    causal = causal_mask(5, 12, "cpu")
+    mask = (causal & ~causal.tril(12 - 5 - 3))[None, None]
+    torch.testing.assert_close(got, attention_reference(q, k, v, mask, scaling=0.3).out)
+    w = seen[0]
+    assert [tuple(t.shape) for t in w] == [(4, 1, 1, 1), (1, 2, 1, 1), (1, 1, 5, 1), (1, 1, 1, 12), (4, 1, 1, 12)]
+    assert w.query.flatten().tolist() == [7, 8, 9, 10, 11]
+    rows = w.columns[:, 0, 0, :4].tolist()  # each sample's row repeated per beam, False past the prompt
+    assert rows == [[True, False, False, False]] * 2 + [[False, True, True, False]] * 2
+
+
+def test_mods_are_checked_and_switch_the_edit_on():
+    q, k, v = qkv(1, 2, 2, 3, 3, 4)
+    assert not AttentionEdit(score_mod=lambda s, w: s).is_noop() and AttentionEdit(prob_mod=lambda a, w: a).has_mods
+    with pytest.raises(ValueError, match="must return a"):
+        attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(score_mod=lambda s, w: s[..., :2]))

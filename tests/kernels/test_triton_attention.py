@@ -208,3 +208,22 @@ def test_package_imports_and_runs_without_triton():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_edits_with_mods_run_on_the_reference_whatever_is_forced(monkeypatch):
+    shape = SHAPES["pad-prefill"]
+    q, k, v, am, _ = make_inputs(shape, torch.float32)
+    edit = make_edit("all", shape)
+    edit.score_mod = lambda s, w: s + torch.where(w.columns & (w.head == 1), 0.4, 0.0)
+    ref = attention_reference(q, k, v, am, scaling=0.25, edit=edit)
+    monkeypatch.setenv("HALLUC_KERNEL", "triton")
+    results = [attention(q, k, v, am, scaling=0.25, edit=edit), attention(q, k, v, am, scaling=0.25, edit=edit,
+                                                                          impl="triton")]
+    with use_impl("triton"):
+        results.append(attention(q, k, v, am, scaling=0.25, edit=edit))
+    for res in results:
+        assert res.impl == "torch" and torch.equal(res.out, ref.out)
+    with pytest.raises(ValueError, match="score_mod or prob_mod"):
+        triton_attention(q, k, v, am, scaling=0.25, edit=edit)
+    edit.score_mod = None  # the primitives alone go back to the kernel
+    assert attention(q, k, v, am, scaling=0.25, edit=edit).impl == "triton"
