@@ -4,9 +4,9 @@ Micro modes (one attention call; 32 heads, head_dim 128, image = 576 columns aft
     prefill   B=1, Tq = Tk = 640
     decode    B=1, Tq = 1, Tk in 640, 1024, 2048, 4096 (the prompt's 640 columns carry the edits)
 for each edit variant
-    none   plain causal attention        bias  column bias + per-head image bias
-    pai    PAI boost on the last row     var   VAR redistribution (BOS + 8 image sinks)
-    all    bias + PAI + VAR + image mass (+ the attention row in decode)
+    none   plain causal attention        bias  column bias + per-head bias on the image columns
+    pai    score boost on the last row   var   redistribution from BOS + 8 image sinks (VAR)
+    all    bias + pai + var + column mass (+ the attention row in decode)
 and each provider that can express the variant:
     halluc-triton  this kernel (all)
     sdpa           torch SDPA; `bias` as a prebuilt float attn_mask (none, bias)
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from halluc.kernels import AttentionEdit, attention_reference  # noqa: E402
+from halluc.kernels import AttentionEdit, Redistribution, ScoreBoost, attention_reference  # noqa: E402
 from halluc.kernels.masks import causal_mask  # noqa: E402
 from speed.common import csv_rows  # noqa: E402
 from speed.common import provenance as common_provenance  # noqa: E402
@@ -105,7 +105,10 @@ def measure(fn, device: torch.device, reps: int, warmup: int) -> tuple[float, fl
 
 def quantiles(xs: list[float]) -> tuple[float, float]:
     xs = sorted(xs)
-    pick = (lambda f: xs[min(len(xs) - 1, max(0, round(f * (len(xs) - 1))))])
+
+    def pick(f):
+        return xs[min(len(xs) - 1, max(0, round(f * (len(xs) - 1))))]
+
     return pick(0.2), pick(0.8)
 
 
@@ -124,13 +127,13 @@ def make_case(shape: Shape, tq: int, tk: int, edit: str, dtype, device, seed=0):
         fields.update(column_bias=torch.randn(b, shape.prompt, generator=g) * 0.1,
                       head_bias=torch.randn(h, generator=g) * 0.1)
     if edit in ("pai", "all"):
-        fields["pai_alpha"] = 0.2
+        fields["boost"] = ScoreBoost(0.2)
     if edit in ("var", "all"):
-        fields.update(var_sink_columns=sinks, var_p=0.6, var_rho=0.5, var_summ=0.2)
+        fields["redistribute"] = Redistribution(sinks.to(device), keep=0.6, max_source_share=0.5, min_mass=0.2)
     if edit == "all":
-        fields.update(return_image_mass=True, return_attention_row=tq == 1)
-    return q, k, v, AttentionEdit(image_columns=img, **{k_: (t.to(device) if torch.is_tensor(t) else t)
-                                                         for k_, t in fields.items()})
+        fields.update(return_column_mass=True, return_attention_row=tq == 1)
+    return q, k, v, AttentionEdit(columns=img.to(device), **{k_: (t.to(device) if torch.is_tensor(t) else t)
+                                                             for k_, t in fields.items()})
 
 
 def provider_fn(provider: str, q, k, v, edit: AttentionEdit, scaling: float, compile_flex: bool):
@@ -141,8 +144,8 @@ def provider_fn(provider: str, q, k, v, edit: AttentionEdit, scaling: float, com
         return lambda: triton_attention(q, k, v, None, scaling=scaling, edit=edit).out
     if provider == "eager":
         return lambda: attention_reference(q, k, v, None, scaling=scaling, edit=edit).out
-    cols = edit.columns(q.shape[0], q.shape[1], q.device)
-    image = _pad(cols.image, tk, False)
+    cols = edit.column_tensors(q.shape[0], q.shape[1], q.device)
+    image = _pad(cols.columns, tk, False)
     bias = None
     if cols.bias is not None:  # column bias + per-head image bias as one (B, H, 1, Tk) float term
         bias = _pad(cols.bias, tk, 0.0)[:, None, None, :] + torch.where(image[:, None, None, :],
@@ -256,8 +259,8 @@ def run_e2e(args, device, dtype, prov: dict, write):
     variants = {
         "sdpa": ("sdpa", {}),
         "halluc-noedit": (BACKEND, {}),
-        "halluc-pai": (BACKEND, {m: AttentionEdit(image_columns=img, pai_alpha=0.2) for m in edited}),
-        "halluc-var": (BACKEND, {m: AttentionEdit(image_columns=img, var_sink_columns=sinks) for m in edited}),
+        "halluc-pai": (BACKEND, {m: AttentionEdit(columns=img, boost=ScoreBoost(0.2)) for m in edited}),
+        "halluc-var": (BACKEND, {m: AttentionEdit(columns=img, redistribute=Redistribution(sinks)) for m in edited}),
     }
     new = args.new_tokens
     shape = f"LLaVA-1.5-7B-shaped random weights, prompt {ids.shape[1]} (img {n_img}), new {new}" if not args.smoke \

@@ -261,9 +261,9 @@ class OperaSearch:
 
     one_sample = True  # the rollback decision is per sample: generation runs one sample per search
 
-    def __init__(self, settings: OperaSettings, edit, image_columns: torch.Tensor):
+    def __init__(self, settings: OperaSettings, edit, image_mask: torch.Tensor):
         self.settings, self.edit = settings, edit
-        self.image_columns = image_columns.reshape(1, -1)  # (1, prompt) bool
+        self.image_mask = image_mask.reshape(1, -1)  # (1, prompt) bool
 
     def decoding(self, requested: Decoding) -> Decoding:
         """A beam search with OPERA's own beam count (greedy or that count may be asked for)."""
@@ -305,7 +305,7 @@ class OperaSearch:
         attn = normalise_rows(attn)  # (K·N, cur + 1)
         log_phi, location, columns = over_trust(step.columns, attn[:, beams.prompt:].view(k, count, n + 1), s.scale)
         if n < FIRST_TOKENS:
-            penalty = -(attn[:, :beams.prompt] * self.image_columns.to(attn.device)).sum(-1).view(k, count)
+            penalty = -(attn[:, :beams.prompt] * self.image_mask.to(attn.device)).sum(-1).view(k, count)
         else:
             penalty = log_phi.clamp(max=MAX_LOG_PENALTY).exp()
         locations = torch.cat([step.locations, location.mode(-1).values[:, None]], -1)

@@ -87,8 +87,8 @@ def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Modul
                 raise HallucError(f"methods '{owner[layer]}' and '{m.name}' both edit attention in layer {layer}")
             owner[layer] = m.name
             module = session.adapter.attention(session.model, layer)
-            if edit.image_columns is None:  # methods may narrow it; by default every image token
-                edit.image_columns = session.image_mask
+            if edit.columns is None:  # methods may narrow it; by default every image token
+                edit.columns = session.image_mask
             edits[module] = edit
     return edits
 

@@ -105,7 +105,7 @@ class DAMRO(Method):
         bias = self._bias(session, rows)  # (views * B, T)
         image = session.image_mask
         # generate's row expansion (beams) repeats each row in place; the edit follows it
-        return {i: AttentionEdit(image_columns=image, column_bias=bias) for i in range(adapter.num_layers(model))}
+        return {i: AttentionEdit(columns=image, column_bias=bias) for i in range(adapter.num_layers(model))}
 
     def _bias(self, session, rows: slice) -> torch.Tensor:
         image_mask = session.image_mask

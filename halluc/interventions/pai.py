@@ -4,8 +4,8 @@
     guidance:   ℓ = γ·(log p_c − log p_u) + log p_u,  tokens with p_c < β·max p_c dropped
 
 p_c is the with-image prompt (the boosted model), p_u the same prompt without its image. The boost is
-an `AttentionEdit` (`pai_alpha` on the prompt's image columns, `pai_last_row_only`) carried out by
-the halluc attention backend; the guidance is one extra view of each sample,
+an `AttentionEdit` (a `ScoreBoost` of strength α on its columns, the prompt's image tokens, last row
+only) carried out by the halluc attention backend; the guidance is one extra view of each sample,
 `Branch("text", with_image=False)`, decoded as rows of the same batch with its own KV cache
 (`halluc.engine.views`), combined per step by `combine` with the engine's plausibility cutoff
 (`beta`). The text-only rows have no image columns, so the same edit leaves them untouched (the
@@ -46,7 +46,7 @@ from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-from halluc.kernels.edits import AttentionEdit
+from halluc.kernels.edits import AttentionEdit, ScoreBoost
 
 TEXT_VIEW = "text"
 
@@ -119,11 +119,15 @@ class PAI(Method):
         return self.beta
 
     # ---- attention boost ------------------------------------------------------------------
+    def score_boost(self) -> ScoreBoost:
+        """s + α|s| on the edit's columns (the prompt's image tokens, filled in by `attach`)."""
+        return ScoreBoost(float(self.alpha), last_row_only=self.last_row_only)
+
     def attention_edits(self, session) -> dict[int, AttentionEdit]:
         if self.alpha == 0:
             return {}
-        alpha = float(self.alpha) if self.boost_prefill else 0.0  # see hooks(): switched on after the prefill
-        edits = {layer: AttentionEdit(pai_alpha=alpha, pai_last_row_only=self.last_row_only)
+        boost = self.score_boost() if self.boost_prefill else None  # see hooks(): switched on after the prefill
+        edits = {layer: AttentionEdit(boost=boost)
                  for layer in self.chosen_layers(session.adapter.num_layers(session.model))}
         session.state[self.name] = edits
         return edits
@@ -131,14 +135,14 @@ class PAI(Method):
     def hooks(self, session) -> list[HookSpec]:
         if self.alpha == 0 or self.boost_prefill:
             return []
-        alpha = float(self.alpha)
+        boost = self.score_boost()  # one object for every step: the edits' column cache keeps its tensors
 
         def switch(module, args, kwargs):  # layers.0 pre-hook: no boost in the prefill forward, α after
             if aux_owner(session) is not None:  # another method's auxiliary pass (edits are off there)
                 return
-            value = 0.0 if is_prefill(kwargs) else alpha
+            value = None if is_prefill(kwargs) else boost
             for edit in session.state.get(self.name, {}).values():
-                edit.pai_alpha = value
+                edit.boost = value
 
         return [HookSpec("layers.0", switch, kind="forward_pre", with_kwargs=True)]
 

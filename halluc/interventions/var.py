@@ -13,10 +13,11 @@
 
 How it runs: a forward pre-hook on each chosen `layers.{l}` sees the hidden state entering layer l.
 At the prefill it finds that layer's sinks and writes them (with the image columns, per running
-batch row) into layer l's `AttentionEdit` (`var_sink_columns`); the layer's attention runs right
-after, so the prefill itself is already redistributed, and the same sink columns serve every decode
-step (the code stores the indices per layer once). The kernel (`halluc.kernels`, `var_*` fields) does
-the per-(head, query) selection and the redistribution in the attention call. In the prefill only
+batch row) into layer l's `AttentionEdit`: its `columns` are the image tokens and its
+`Redistribution` moves mass from the sinks (`sources`); the layer's attention runs right after, so
+the prefill itself is already redistributed, and the same sink columns serve every decode step (the
+code stores the indices per layer once). The kernel (`halluc.kernels`) does the per-(head, query)
+selection and the redistribution in the attention call. In the prefill only
 query rows after the last image token are edited; decode rows always qualify. A layer whose rows
 have no sink at all keeps its edit off (plain SDPA).
 
@@ -68,7 +69,7 @@ from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-from halluc.kernels.edits import AttentionEdit
+from halluc.kernels.edits import AttentionEdit, Redistribution
 
 SINK_DIMS = {"llama-2-7b": (2533, 1415), "llama-2-13b": (2100, 4743)}  # released src/logic/constants.py
 EPS = 1e-6
@@ -105,7 +106,8 @@ def find_sinks(h_norm: torch.Tensor, tau: float, dims: tuple[int, ...] | torch.T
 
 
 def kernel_settings(p: float, rho: float, variant: str) -> tuple[float, float]:
-    """(var_p, var_rho) of `AttentionEdit`: the sinks' kept share and the largest visual-sink share."""
+    """(keep, max_source_share) of the kernel's `Redistribution`: the sinks' kept share and the largest
+    visual-sink share."""
     return (1.0 - p, 1.0 - rho) if variant == "paper" else (p, rho)
 
 
@@ -165,7 +167,7 @@ class VAR(Method):
 
     @property
     def keep(self) -> float:
-        """Share of a selected row's sink attention the sinks keep (the kernel's var_p)."""
+        """Share of a selected row's sink attention the sinks keep (the kernel's `Redistribution.keep`)."""
         return kernel_settings(self.p, self.rho, self.variant)[0]
 
     def is_identity(self) -> bool:
@@ -186,13 +188,16 @@ class VAR(Method):
                               f"(sink_dims={self.sink_dims!r}); use 'auto' or this model's dimensions")
         return tuple(dims)
 
+    def redistribution(self, sinks: torch.Tensor) -> Redistribution:
+        """The kernel's primitive for (rows, T) bool `sinks`, on the edit's columns (the image tokens)."""
+        keep, max_share = kernel_settings(self.p, self.rho, self.variant)
+        return Redistribution(sinks, keep=keep, max_source_share=max_share, min_mass=self.summ)
+
     def attention_edits(self, session) -> dict[int, AttentionEdit]:
         if self.is_identity():
             return {}
-        var_p, var_rho = kernel_settings(self.p, self.rho, self.variant)
-        # sinks are filled in by the prefill hooks; until then (var_sink_columns None) the edit is off
-        edits = {layer: AttentionEdit(var_p=var_p, var_rho=var_rho, var_summ=self.summ)
-                 for layer in self.chosen_layers(session.adapter.num_layers(session.model))}
+        # sinks are filled in by the prefill hooks; until then (redistribute None) the edit is off
+        edits = {layer: AttentionEdit() for layer in self.chosen_layers(session.adapter.num_layers(session.model))}
         session.state[self.name] = (edits, _State())
         return edits
 
@@ -228,8 +233,8 @@ class VAR(Method):
                     sinks = find_sinks(h, self.tau, fixed, valid)
             state.sinks[layer] = sinks
             edit = edits[layer]
-            edit.image_columns = image
-            edit.var_sink_columns = sinks if bool(sinks.any()) else None
+            edit.columns = image
+            edit.redistribute = self.redistribution(sinks) if bool(sinks.any()) else None
 
         return [HookSpec(f"layers.{layer}", bind_layer(detect, layer), kind="forward_pre", with_kwargs=True)
                 for layer in self.chosen_layers(adapter.num_layers(model))]

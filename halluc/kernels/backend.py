@@ -4,15 +4,17 @@ With no edit active for a module it *is* SDPA (it calls transformers' own sdpa f
 model loaded with `attn_implementation={"text_config": "halluc", "vision_config": "sdpa"}` behaves
 bit-identically to SDPA until a method activates an edit. Edits are looked up per attention module
 in a ContextVar that `active_edits` sets and always resets, so nothing is left on the model
-afterwards. An edited call goes through `halluc.kernels.dispatch.attention` (Triton on CUDA, the
-torch reference elsewhere, HALLUC_KERNEL to force one); its optional outputs land in
-`edit.record` and, if set, `edit.on_output(module, edit.record)`.
+afterwards. The same block owns the cache of mask-pattern checks of its calls
+(`halluc.kernels.masks.MaskChecks`), so no verdict outlives it. An edited call goes through
+`halluc.kernels.dispatch.attention` (Triton on CUDA, the torch reference elsewhere, HALLUC_KERNEL to
+force one); its optional outputs land in `edit.record` and, if set, `edit.on_output(module, edit.record)`.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from torch import nn
 from transformers import AttentionInterface
@@ -21,19 +23,31 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from halluc.kernels.dispatch import attention
 from halluc.kernels.edits import AttentionEdit
+from halluc.kernels.masks import MaskChecks
 
 BACKEND = "halluc"
-_EDITS: ContextVar[Mapping[nn.Module, AttentionEdit]] = ContextVar("halluc_attention_edits", default={})
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What one `active_edits` block sets: the edits per module and its own mask-check cache."""
+
+    edits: Mapping[nn.Module, AttentionEdit] = field(default_factory=dict)
+    mask_checks: MaskChecks | None = None  # None outside any block: every check is made afresh
+
+
+_SCOPE: ContextVar[_Scope] = ContextVar("halluc_attention_edits", default=_Scope())
 
 
 def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, **kwargs):
     """transformers attention function: q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> ((B, Tq, H, D), weights).
 
     The 5th parameter must be called `attention_mask` (Qwen2-VL's vision tower passes it by keyword).
-    With an edit the second output is the per-head image mass (B, H, Tq) when the edit asks for it
+    With an edit the second output is the per-head column mass (B, H, Tq) when the edit asks for it
     (what `output_attentions=True` then collects), else None.
     """
-    edit = _EDITS.get().get(module)
+    scope = _SCOPE.get()
+    edit = scope.edits.get(module)
     if edit is None or edit.is_noop():
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
@@ -48,11 +62,12 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
         # transformers' convention (see sdpa_attention_forward): a causal call without a mask and with
         # more keys than queries is a prefill into an empty static cache; the extra keys are empty slots.
         key, value = key[:, :, :tq], value[:, :, :tq]
-    result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+    result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
+                       mask_checks=scope.mask_checks)
     edit.record.update(result)
     if edit.on_output is not None:
         edit.on_output(module, edit.record)
-    return result.out, result.image_mass
+    return result.out, result.column_mass
 
 
 def register_backend() -> str:
@@ -65,13 +80,19 @@ def register_backend() -> str:
 
 @contextlib.contextmanager
 def active_edits(edits: Mapping[nn.Module, AttentionEdit]) -> Iterator[None]:
-    """Activate per-module edits for the duration of the block (nested blocks merge)."""
-    token = _EDITS.set({**_EDITS.get(), **edits})
+    """Activate per-module edits for the duration of the block (nested blocks merge; each block checks
+    mask patterns with a cache of its own, dropped when it exits)."""
+    token = _SCOPE.set(_Scope({**_SCOPE.get().edits, **edits}, MaskChecks()))
     try:
         yield
     finally:
-        _EDITS.reset(token)
+        _SCOPE.reset(token)
 
 
 def current_edits() -> Mapping[nn.Module, AttentionEdit]:
-    return _EDITS.get()
+    return _SCOPE.get().edits
+
+
+def current_mask_checks() -> MaskChecks | None:
+    """The innermost block's mask-check cache (None outside any `active_edits` block)."""
+    return _SCOPE.get().mask_checks

@@ -8,8 +8,9 @@ Order of precedence for the implementation:
     3. the environment variable HALLUC_KERNEL=triton|torch|auto (read at each call),
     4. "auto": Triton for CUDA tensors when triton is installed, the reference otherwise.
 Forcing "triton" on CPU tensors runs the kernel under Triton's interpreter (slow; for tests).
-Masks the kernel cannot express (anything but causal & per-column padding) fall back to the
-reference; `AttentionResult.impl` says which one ran. Triton is imported only when used, so the
+Edits with a plain-function part (`score_mod`, `prob_mod`) always run on the reference, and masks
+the kernel cannot express (anything but causal & per-column padding) fall back to it;
+`AttentionResult.impl` says which one ran. Triton is imported only when used, so the
 package works without it.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from contextvars import ContextVar
 import torch
 
 from halluc.kernels.edits import AttentionEdit, AttentionResult
-from halluc.kernels.masks import MaskNotSupported
+from halluc.kernels.masks import MaskChecks, MaskNotSupported
 from halluc.kernels.reference import attention_reference
 
 KERNEL_ENV = "HALLUC_KERNEL"
@@ -67,13 +68,20 @@ def use_impl(impl: str) -> Iterator[None]:
 
 
 def attention(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit | None = None,
-              is_causal: bool = True, impl: str | None = None) -> AttentionResult:
-    """Attention with `edit` applied. Shapes and semantics: `halluc.kernels.reference.attention_reference`."""
+              is_causal: bool = True, impl: str | None = None, mask_checks: MaskChecks | None = None
+              ) -> AttentionResult:
+    """Attention with `edit` applied. Shapes and semantics: `halluc.kernels.reference.attention_reference`.
+
+    `mask_checks` caches the kernel's mask-pattern check for the caller's scope (`halluc.kernels.masks`).
+    """
+    if edit is not None and edit.has_mods:  # plain functions: only the reference can run them
+        return attention_reference(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
     if resolve_impl(query.device, impl) == "triton":
         from halluc.kernels.triton_attention import triton_attention  # lazy: triton is optional
 
         try:
-            return triton_attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+            return triton_attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
+                                    mask_checks=mask_checks)
         except MaskNotSupported:
             pass
     return attention_reference(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)

@@ -1,24 +1,35 @@
 """What an attention-editing method asks of one decoder layer's attention (the kernel's inputs).
 
+An `AttentionEdit` is built from primitives named by what they do, not by the paper that uses them:
+a score boost on a column set, per-column and per-head biases, redistribution of probability mass
+from one column set to another, and two outputs (the mass on the column set, the attention row).
+PAI, VAR, DAMRO and OPERA are each a choice of primitives. Anything else can be written as a plain
+function on the scores or the probabilities (`score_mod`, `prob_mod`, after FlexAttention's
+`score_mod`); such an edit runs on the torch reference, and the Triton kernel stays an optimisation
+of the primitives.
+
 Shapes: B = batch rows as the model sees them, H = query heads, Tq = query rows of this call,
 Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk).
 Column tensors are given over the prompt (B, Tc) (or (1, Tc), broadcast over the batch); keys
-generated after the prompt are never image or sink columns and get no bias or boost, so the
-implementations treat columns >= Tc as plain text columns (`pad_columns` spells that out).
+generated after the prompt are never in the column set and get no bias or boost, so the
+implementations treat columns >= Tc as outside every set (`pad_columns` spells that out).
 
 The edit is applied in this order, per (batch row b, head h, query row i, key column j), on
 scores s = scaling * q_i . k_j (computed in fp32):
 
-    1. PAI boost     s += alpha_j * |s|          alpha_j = `pai_alpha` on image columns (float) or the
-                                                 per-column tensor; only the last query row of the
-                                                 call when `pai_last_row_only`
-    2. head bias     s += head_bias[b, h]        on image columns
+    1. boost         s += strength_j * |s|       `ScoreBoost`: strength on the column set (float) or
+                                                 per column (tensor); only the last query row of the
+                                                 call when `last_row_only`
+    2. head bias     s += head_bias[b, h]        on the column set
     3. column bias   s += column_bias[b, j]      (-inf removes key j)
-    4. masks         causal (query i sits at key position Tk - Tq + i) and the attention mask
-    5. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0)
-    6. VAR           on selected (b, h, i) rows: sinks keep share `var_p`, the rest moves to
-                     non-sink image columns in proportion to their attention (see `AttentionEdit`)
-    7. output        o = a @ v; optional outputs are computed from this final `a`.
+    4. score_mod     s = score_mod(s, where)     any function of the scores (reference only)
+    5. masks         causal (query i sits at key position Tk - Tq + i) and the attention mask
+    6. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0)
+    7. redistribute  on selected (b, h, i) rows the `sources` keep share `keep` of their mass, the rest
+                     moves to the column set's other columns in proportion to their attention
+                     (`Redistribution`)
+    8. prob_mod      a = prob_mod(a, where)      any function of the probabilities (reference only)
+    9. output        o = a @ v; the optional outputs are computed from this final `a`.
 """
 from __future__ import annotations
 
@@ -29,17 +40,38 @@ from typing import Any, NamedTuple
 import torch
 
 
+class Where(NamedTuple):
+    """Where each entry of a (B, H, Tq, Tk) score or probability tensor sits; every field broadcasts to it.
+
+    batch    (B, 1, 1, 1) long: the batch row
+    head     (1, H, 1, 1) long: the query head
+    query    (1, 1, Tq, 1) long: each query's absolute key position, Tk - Tq + i
+    key      (1, 1, 1, Tk) long: the key column
+    columns  (B, 1, 1, Tk) bool: the edit's column set (False past the prompt; all False without one),
+             with the batch rows as the model runs them (generate repeats a sample's row per beam)
+    """
+
+    batch: torch.Tensor
+    head: torch.Tensor
+    query: torch.Tensor
+    key: torch.Tensor
+    columns: torch.Tensor
+
+
+Mod = Callable[[torch.Tensor, Where], torch.Tensor]
+
+
 class AttentionResult(NamedTuple):
     """What one attention call returns (both implementations).
 
     out            (B, Tq, H, D) in the query dtype (transformers' layout: heads after the query axis)
-    image_mass     (B, H, Tq) fp32 share of each row's final attention on image columns, or None
+    column_mass    (B, H, Tq) fp32 share of each row's final attention on the column set, or None
     attention_row  (B, H, Tk) fp32 the final attention row when Tq == 1, or None
     impl           "triton" or "torch": which implementation produced it
     """
 
     out: torch.Tensor
-    image_mass: torch.Tensor | None
+    column_mass: torch.Tensor | None
     attention_row: torch.Tensor | None
     impl: str
 
@@ -52,112 +84,157 @@ class AttentionRecord:
     decode step).
     """
 
-    image_mass: torch.Tensor | None = None  # (B, H, Tq) fp32, when `return_image_mass`
+    column_mass: torch.Tensor | None = None  # (B, H, Tq) fp32, when `return_column_mass`
     attention_row: torch.Tensor | None = None  # (B, H, Tk) fp32, when `return_attention_row` and Tq == 1
     calls: int = 0  # attention calls made with this edit so far
     impl: str | None = None  # implementation of the latest call
 
     def update(self, result: AttentionResult) -> None:
-        self.image_mass = result.image_mass
+        self.column_mass = result.column_mass
         self.attention_row = result.attention_row
         self.impl = result.impl
         self.calls += 1
 
     def clear(self) -> None:
-        self.image_mass = self.attention_row = self.impl = None
+        self.column_mass = self.attention_row = self.impl = None
         self.calls = 0
+
+
+# eq=False on the primitives: they may hold tensors (no elementwise ==) and the column cache compares
+# them by identity (see `AttentionEdit.column_tensors`).
+@dataclass(frozen=True, eq=False)
+class ScoreBoost:
+    """s += strength_j * |s| on the raw scores, before any bias (PAI, Liu et al., ECCV 2024).
+
+    strength       float: on the edit's column set (0 = no boost); or a (B, Tc) float tensor of
+                   per-column strengths (e.g. PAINT's two token groups), which needs no column set.
+    last_row_only  boost only the last query row of each call (PAI's default: the token being
+                   predicted; in decode that is the only row).
+    """
+
+    strength: float | torch.Tensor
+    last_row_only: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strength, torch.Tensor) and self.strength < 0:
+            raise ValueError(f"ScoreBoost.strength must be >= 0; got {self.strength!r}")
+
+    @property
+    def active(self) -> bool:
+        return isinstance(self.strength, torch.Tensor) or self.strength != 0
+
+
+@dataclass(frozen=True, eq=False)
+class Redistribution:
+    """Post-softmax: move part of the `sources` columns' mass onto the column set's other columns.
+
+    On the final row a of (b, h, i), with C the edit's column set, S = `sources`, T = C minus S:
+        a[S] *= keep;  a[T] *= 1 + (1 - keep) * a(S) / a(T)
+    so the row still sums to 1, exactly (1 - keep) of the sources' mass moves, and each column of T
+    receives it in proportion to its attention. Sources outside C (e.g. BOS) give up mass too.
+    A row is selected when all of
+        a(C & S) <= max_source_share * a(C),  a(C) >= min_mass,  a(T) > 0,
+        and the query's key position Tk - Tq + i >= query_start[b]
+    hold. This is VAR (Kang et al., ICLR 2025) with its released code's semantics: C = image tokens,
+    S = sink tokens, keep = the code's p (the paper's p is 1 - keep), max_source_share = rho,
+    min_mass = summ.
+
+    sources           (B, Tc) bool.
+    keep              share of the sources' mass they keep; 1.0 is the identity.
+    max_source_share  largest share of the column set's mass on its own sources of a selected row.
+    min_mass          least mass on the column set of a selected row.
+    query_start       int or (B,) long; None = one past the last column of the column set in each
+                      row (prefill rows after it; decode rows always qualify).
+    """
+
+    sources: torch.Tensor
+    keep: float = 0.6
+    max_source_share: float = 0.5
+    min_mass: float = 0.2
+    query_start: int | torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keep", "max_source_share", "min_mass"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"Redistribution.{name} must be in [0, 1]; got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.keep != 1.0
 
 
 @dataclass(eq=False)
 class AttentionEdit:
-    """Edit of one attention module. Every field defaults to its identity value.
+    """Edit of one attention module. Every field defaults to its identity value (order: module docstring).
 
-    Columns:
-        image_columns  (B, Tc) bool; image-token key columns. Identity: None (no image columns).
-                       Required by the PAI float boost, `head_bias`, VAR and `return_image_mass`
-                       (with None the image mass is 0).
-        column_bias    (B, Tc) float, added to the scores of key column j; -inf removes the key.
-                       Identity: None (or zeros).
-    Per-head bias:
-        head_bias      (H,) or (B, H) float, added to the scores of image columns in head h.
-                       Identity: None (or zeros). log(c) scales head h's unnormalised image attention by c.
-    PAI (Liu et al., ECCV 2024): s += alpha * |s| on image columns, before any bias.
-        pai_alpha      float (applied on `image_columns`) or a (B, Tc) float tensor of per-column
-                       alphas (e.g. PAINT's two token groups; 0 = no boost). Identity: 0.0.
-        pai_last_row_only  boost only the last query row of each call (PAI's default: the token
-                       being predicted; in decode that is the only row). Default True.
-    VAR (Kang et al., ICLR 2025), on the post-softmax row a of (b, h, i), released-code semantics:
-        var_sink_columns  (B, Tc) bool; sink columns (visual sinks are those that are also image
-                       columns; the others, e.g. BOS, are text sinks). Identity: None (VAR off).
-        var_p          share of attention sink columns KEEP (the code's p; the paper's p is 1 - this).
-                       Identity: 1.0. Default 0.6.
-        var_rho        a row is selected when visual-sink attention / image attention <= var_rho ...
-        var_summ       ... and image attention >= var_summ ...
-        var_query_start ... and the query's key position Tk - Tq + i >= var_query_start[b].
-                       int or (B,) long; None = one past the last image column of each row (prefill
-                       rows after the image; decode rows always qualify).
-                       Rows with no attention on non-sink image columns are never selected.
-        On a selected row: a[sinks] *= var_p; a[non-sink image] *= 1 + (1 - var_p) * a(sinks) / a(non-sink image).
-        The row still sums to 1 and exactly (1 - var_p) of the sink mass moves.
-    Outputs (handed back through `record` and `on_output`):
-        return_image_mass     fill `record.image_mass` (B, H, Tq): final attention mass on image columns.
-        return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the
-                              final attention row (e.g. for OPERA).
-        record         the latest call's outputs (mutable; the backend overwrites it each call).
-        on_output      optional callback(module, record) after each call, to collect every step.
+    columns          (B, Tc) bool: the column set the column primitives act on (the float boost, the
+                     head bias, the redistribution's targets, the column mass, `Where.columns`).
+                     `attach` fills it with the prompt's image tokens when a method leaves it None.
+    boost            `ScoreBoost` or None.
+    column_bias      (B, Tc) float, added to key column j in every head; -inf removes the key.
+    head_bias        (H,) or (B, H) float, added to the column set's scores in head h (log c scales
+                     head h's unnormalised attention on the column set by c). Needs `columns`.
+    redistribute     `Redistribution` or None. Needs `columns`.
+    score_mod        escape hatch on the scores: fn(s, where) -> s, s the (B, H, Tq, Tk) fp32 scores
+                     after the biases and before masking, `where` a `Where` of broadcastable indices.
+                     E.g. scale the attention on the column set in head 3 by 1.5:
+                         score_mod=lambda s, w: s + torch.where(w.columns & (w.head == 3), math.log(1.5), 0.0)
+    prob_mod         escape hatch on the probabilities: fn(a, where) -> a, after the redistribution
+                     (rows are not renormalised afterwards; the outputs are computed from its result).
+                     Both must return a tensor of the shape they were given. An edit with either mod
+                     runs on the torch reference whatever HALLUC_KERNEL says.
+    return_column_mass    fill `record.column_mass` (B, H, Tq): final attention mass on the column set
+                          (0 without one).
+    return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the final
+                          attention row (e.g. for OPERA).
+    record           the latest call's outputs (mutable; the backend overwrites it each call).
+    on_output        optional callback(module, record) after each call, to collect every step.
     """
 
-    image_columns: torch.Tensor | None = None
+    columns: torch.Tensor | None = None
+    boost: ScoreBoost | None = None
     column_bias: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
-    pai_alpha: float | torch.Tensor = 0.0
-    pai_last_row_only: bool = True
-    var_sink_columns: torch.Tensor | None = None
-    var_p: float = 0.6
-    var_rho: float = 0.5
-    var_summ: float = 0.2
-    var_query_start: int | torch.Tensor | None = None
-    return_image_mass: bool = False
+    redistribute: Redistribution | None = None
+    score_mod: Mod | None = None
+    prob_mod: Mod | None = None
+    return_column_mass: bool = False
     return_attention_row: bool = False
     record: AttentionRecord = field(default_factory=AttentionRecord)
     on_output: Callable[[Any, AttentionRecord], None] | None = None
     _cache: Any = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        for name in ("var_p", "var_rho", "var_summ"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"AttentionEdit.{name} must be in [0, 1]; got {value!r}")
-        if not isinstance(self.pai_alpha, torch.Tensor) and self.pai_alpha < 0:
-            raise ValueError(f"AttentionEdit.pai_alpha must be >= 0; got {self.pai_alpha!r}")
-
     # ---- what is switched on ----------------------------------------------------------------
     @property
     def has_boost(self) -> bool:
-        if isinstance(self.pai_alpha, torch.Tensor):
-            return True
-        return self.pai_alpha != 0 and self.image_columns is not None
+        """Whether the boost changes anything (a float strength of 0 does not)."""
+        return self.boost is not None and self.boost.active
 
     @property
-    def has_var(self) -> bool:
-        return self.var_sink_columns is not None and self.var_p != 1.0
+    def has_redistribution(self) -> bool:
+        return self.redistribute is not None and self.redistribute.active
+
+    @property
+    def has_mods(self) -> bool:
+        """Plain-function edits, which only the torch reference runs."""
+        return self.score_mod is not None or self.prob_mod is not None
 
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""
-        return (self.column_bias is None and self.head_bias is None and not self.has_boost
-                and not self.has_var and not self.return_image_mass and not self.return_attention_row)
+        return (self.column_bias is None and self.head_bias is None and not self.has_boost and not self.has_mods
+                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
 
     # ---- normalised column tensors (shared by both implementations) -------------------------
-    def columns(self, batch: int, heads: int, device: torch.device) -> EditColumns:
+    def column_tensors(self, batch: int, heads: int, device: torch.device) -> EditColumns:
         """The edit's tensors on `device`, broadcast to `batch`, cached across calls (decode steps).
 
-        The cache holds the source tensors themselves and compares them by identity, so assigning a new
-        tensor to a field is always seen (ids of freed tensors are reused, so ids alone are not enough).
-        Replace a field's tensor rather than mutating it in place.
+        The cache holds the source objects themselves and compares them by identity, so assigning a new
+        tensor (or a new `ScoreBoost` / `Redistribution`) to a field is always seen (ids of freed objects
+        are reused, so ids alone are not enough). Replace a field's tensor rather than mutating it in place.
         """
-        sources = (self.image_columns, self.column_bias, self.head_bias, self.pai_alpha, self.var_sink_columns,
-                   self.var_query_start)
-        scalars = (batch, heads, str(device), self.var_p)
+        sources = (self.columns, self.boost, self.column_bias, self.head_bias, self.redistribute)
+        scalars = (batch, heads, str(device))
         if self._cache is not None:
             cached_scalars, cached_sources, cols = self._cache
             if cached_scalars == scalars and all(a is b for a, b in zip(cached_sources, sources)):
@@ -171,20 +248,20 @@ class AttentionEdit:
 class EditColumns:
     """An edit's tensors, validated, on one device, with the batch broadcast (see `AttentionEdit`)."""
 
-    length: int  # Tc: the columns these cover; columns >= Tc are plain text
-    image: torch.Tensor | None  # (B, Tc) bool
+    length: int  # Tc: the columns these cover; columns >= Tc are in no set
+    columns: torch.Tensor | None  # (B, Tc) bool: the column set
     bias: torch.Tensor | None  # (B, Tc) fp32
-    boost: torch.Tensor | None  # (B, Tc) fp32 per-column PAI alpha
-    sink: torch.Tensor | None  # (B, Tc) bool, only when VAR is on
+    boost: torch.Tensor | None  # (B, Tc) fp32 per-column boost strength
+    sources: torch.Tensor | None  # (B, Tc) bool, only when the redistribution is on
     head_bias: torch.Tensor | None  # (B, H) fp32
-    query_start: torch.Tensor | None  # (B,) int32, only when VAR is on
+    query_start: torch.Tensor | None  # (B,) int32, only when the redistribution is on
 
 
 def _column(t: torch.Tensor | None, name: str, batch: int, device, dtype) -> torch.Tensor | None:
     if t is None:
         return None
     if t.dim() != 2 or batch % t.shape[0]:
-        raise ValueError(f"AttentionEdit.{name} must be (B, T_prompt) with B = {batch} (or a divisor); "
+        raise ValueError(f"AttentionEdit {name} must be (B, T_prompt) with B = {batch} (or a divisor); "
                          f"got {tuple(t.shape)}")
     return _rows(t.to(device=device, dtype=dtype), batch)
 
@@ -196,42 +273,60 @@ def _rows(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.device) -> EditColumns:
-    image = _column(edit.image_columns, "image_columns", batch, device, torch.bool)
+    columns = _column(edit.columns, "columns", batch, device, torch.bool)
+    if (edit.head_bias is not None or edit.has_redistribution or _float_boost(edit)) and columns is None:
+        raise ValueError("AttentionEdit head_bias, redistribute and a float boost strength need columns")
     bias = _column(edit.column_bias, "column_bias", batch, device, torch.float32)
-    if isinstance(edit.pai_alpha, torch.Tensor):
-        boost = _column(edit.pai_alpha, "pai_alpha", batch, device, torch.float32)
-    elif edit.has_boost:
-        boost = image.to(torch.float32) * float(edit.pai_alpha)
-    else:
-        boost = None
-    sink = _column(edit.var_sink_columns, "var_sink_columns", batch, device, torch.bool) if edit.has_var else None
-    lengths = {t.shape[-1] for t in (image, bias, boost, sink) if t is not None}
-    length = max(lengths, default=0)
-    # columns given over different lengths: extend the shorter ones as text columns
-    image, bias, boost, sink = (None if t is None else pad_columns(t, length, False if t.dtype == torch.bool else 0.0)
-                                for t in (image, bias, boost, sink))
-    head_bias = None
-    if edit.head_bias is not None:
-        hb = edit.head_bias.to(device=device, dtype=torch.float32)
-        if hb.dim() == 1:
-            hb = hb[None]
-        if hb.dim() != 2 or hb.shape[-1] != heads or batch % hb.shape[0]:
-            raise ValueError(f"AttentionEdit.head_bias must be (H,) or (B, H) with H = {heads}; "
-                             f"got {tuple(edit.head_bias.shape)}")
-        head_bias = _rows(hb, batch)
-    if (edit.head_bias is not None or edit.has_var) and image is None:
-        raise ValueError("AttentionEdit.head_bias and VAR need image_columns")
-    query_start = None
-    if sink is not None:
-        if edit.var_query_start is None:  # one past the last image column of each row
-            idx = torch.arange(length, device=device)
-            query_start = (torch.where(image, idx, -1).amax(-1) + 1).to(torch.int32)
-        elif isinstance(edit.var_query_start, torch.Tensor):
-            start = edit.var_query_start.to(device=device, dtype=torch.int32).reshape(-1, 1)
-            query_start = _rows(start, batch).reshape(-1)
-        else:
-            query_start = torch.full((batch,), int(edit.var_query_start), dtype=torch.int32, device=device)
-    return EditColumns(length, image, bias, boost, sink, head_bias, query_start)
+    boost = _boost(edit, columns, batch, device)
+    sources = _column(edit.redistribute.sources, "redistribute.sources", batch, device, torch.bool) \
+        if edit.has_redistribution else None
+    parts = (columns, bias, boost, sources)
+    length = max((t.shape[-1] for t in parts if t is not None), default=0)
+    columns, bias, boost, sources = (_extend(t, length) for t in parts)
+    head_bias = _head_bias(edit.head_bias, batch, heads, device)
+    query_start = _query_start(edit.redistribute, columns, batch, device) if sources is not None else None
+    return EditColumns(length, columns, bias, boost, sources, head_bias, query_start)
+
+
+def _extend(t: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """Tensors given over different prompt lengths: the extra columns are in no set, with no bias or boost."""
+    return None if t is None else pad_columns(t, length, False if t.dtype == torch.bool else 0.0)
+
+
+def _float_boost(edit: AttentionEdit) -> bool:
+    return edit.has_boost and not isinstance(edit.boost.strength, torch.Tensor)
+
+
+def _boost(edit: AttentionEdit, columns, batch: int, device) -> torch.Tensor | None:
+    """(B, Tc) fp32 per-column strength, or None without a boost."""
+    if not edit.has_boost:
+        return None
+    if _float_boost(edit):
+        return columns.to(torch.float32) * float(edit.boost.strength)
+    return _column(edit.boost.strength, "boost.strength", batch, device, torch.float32)
+
+
+def _head_bias(head_bias: torch.Tensor | None, batch: int, heads: int, device) -> torch.Tensor | None:
+    """(B, H) fp32 from (H,) or (B, H), or None."""
+    if head_bias is None:
+        return None
+    hb = head_bias.to(device=device, dtype=torch.float32)
+    hb = hb[None] if hb.dim() == 1 else hb
+    if hb.dim() != 2 or hb.shape[-1] != heads or batch % hb.shape[0]:
+        raise ValueError(f"AttentionEdit head_bias must be (H,) or (B, H) with H = {heads}; "
+                         f"got {tuple(head_bias.shape)}")
+    return _rows(hb, batch)
+
+
+def _query_start(spec: Redistribution, columns: torch.Tensor, batch: int, device) -> torch.Tensor:
+    """(B,) int32: the first key position whose query rows may be redistributed."""
+    if spec.query_start is None:  # one past the last column of the column set in each row
+        idx = torch.arange(columns.shape[-1], device=device)
+        return (torch.where(columns, idx, -1).amax(-1) + 1).to(torch.int32)
+    if isinstance(spec.query_start, torch.Tensor):
+        start = spec.query_start.to(device=device, dtype=torch.int32).reshape(-1, 1)
+        return _rows(start, batch).reshape(-1)
+    return torch.full((batch,), int(spec.query_start), dtype=torch.int32, device=device)
 
 
 def pad_columns(cols: torch.Tensor | None, tk: int, fill: float | bool) -> torch.Tensor | None:

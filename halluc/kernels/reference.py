@@ -1,14 +1,14 @@
 """Torch reference of attention with edits: the spec the Triton kernel must match.
 
-It materialises the (B, H, Tq, Tk) scores, so it is eager-attention cost; it takes any mask.
-The math (order of the edits, VAR's selection and redistribution) is documented in
-`halluc.kernels.edits`.
+It materialises the (B, H, Tq, Tk) scores, so it is eager-attention cost; it takes any mask, and it
+is the only implementation of the plain-function edits (`score_mod`, `prob_mod`). The math (order
+of the edits, the redistribution's selection) is documented in `halluc.kernels.edits`.
 """
 from __future__ import annotations
 
 import torch
 
-from halluc.kernels.edits import AttentionEdit, AttentionResult, pad_columns
+from halluc.kernels.edits import AttentionEdit, AttentionResult, EditColumns, Mod, Where, pad_columns
 from halluc.kernels.masks import causal_mask
 
 
@@ -18,60 +18,102 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     attention_mask None, or (B, 1, Tq, Tk) bool (True = attend) or float (added to the scores).
     With no mask and `is_causal`, query i sits at key position Tk - Tq + i.
 
-    Returns AttentionResult(out (B, Tq, H, D), image_mass, attention_row, "torch").
+    Returns AttentionResult(out (B, Tq, H, D), column_mass, attention_row, "torch").
     """
     b, h, tq, _ = query.shape
     tk = key.shape[-2]
     edit = edit if edit is not None else AttentionEdit()
-    cols = edit.columns(b, h, query.device)
+    cols = edit.column_tensors(b, h, query.device)
     groups = h // key.shape[1]
     k = key.repeat_interleave(groups, dim=1)  # (B, H, Tk, D)
     v = value.repeat_interleave(groups, dim=1)
     s = (query.float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, Tq, Tk) fp32
 
-    image = pad_columns(cols.image, tk, False)  # (B, Tk) bool or None
-    if cols.boost is not None:  # PAI: s += alpha |s| (on raw scores)
+    columns = pad_columns(cols.columns, tk, False)  # (B, Tk) bool or None
+    where = _where(b, h, tq, tk, columns, query.device) if edit.has_mods else None
+    s = _edit_scores(s, edit, cols, columns)
+    s = _modify(edit.score_mod, s, where)
+    s = _mask(s, attention_mask, is_causal)
+    a = s.softmax(-1).nan_to_num(0.0)  # (B, H, Tq, Tk); fully masked rows are all zeros
+    if cols.sources is not None:
+        a = _redistribute(a, columns, pad_columns(cols.sources, tk, False), cols.query_start, edit)
+    a = _modify(edit.prob_mod, a, where)
+
+    mass = _column_mass(a, columns) if edit.return_column_mass else None
+    row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
+    out = (a.to(v.dtype) @ v).transpose(1, 2).contiguous()  # (B, Tq, H, D)
+    return AttentionResult(out, mass, row, "torch")
+
+
+def _edit_scores(s, edit: AttentionEdit, cols: EditColumns, columns):
+    """The score primitives on raw scores s (B, H, Tq, Tk), in order: boost, head bias, column bias."""
+    tk = s.shape[-1]
+    if cols.boost is not None:  # s += strength |s| (on raw scores)
         boost = pad_columns(cols.boost, tk, 0.0)[:, None, None, :] * s.abs()
-        if edit.pai_last_row_only:
+        if edit.boost.last_row_only:
             boost[:, :, :-1] = 0.0
         s = s + boost
     if cols.head_bias is not None:
-        s = s + torch.where(image[:, None, None, :], cols.head_bias[:, :, None, None], 0.0)
+        s = s + torch.where(columns[:, None, None, :], cols.head_bias[:, :, None, None], 0.0)
     if cols.bias is not None:
         s = s + pad_columns(cols.bias, tk, 0.0)[:, None, None, :]
+    return s
 
+
+def _mask(s, attention_mask, is_causal: bool):
+    """-inf where a key is not attended: the given mask (bool or additive float), else the causal rule."""
+    tq, tk = s.shape[-2:]
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            s = s.masked_fill(~attention_mask, float("-inf"))
-        else:
-            s = s + attention_mask.float()
-    elif is_causal:
-        s = s.masked_fill(~causal_mask(tq, tk, s.device), float("-inf"))
-    a = s.softmax(-1).nan_to_num(0.0)  # fully masked rows are all zeros
-
-    if cols.sink is not None:
-        a = _var_redistribute(a, image, pad_columns(cols.sink, tk, False), cols.query_start, edit)
-
-    image_mass = None
-    if edit.return_image_mass:
-        image_mass = (a * image[:, None, None, :]).sum(-1) if image is not None else a.new_zeros(b, h, tq)
-    row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
-    out = (a.to(v.dtype) @ v).transpose(1, 2).contiguous()  # (B, Tq, H, D)
-    return AttentionResult(out, image_mass, row, "torch")
+            return s.masked_fill(~attention_mask, float("-inf"))
+        return s + attention_mask.float()
+    if is_causal:
+        return s.masked_fill(~causal_mask(tq, tk, s.device), float("-inf"))
+    return s
 
 
-def _var_redistribute(a, image, sink, query_start, edit: AttentionEdit):
-    """VAR on post-softmax rows a (B, H, Tq, Tk); image/sink (B, Tk) bool; query_start (B,)."""
+def _where(b: int, h: int, tq: int, tk: int, columns, device) -> Where:
+    """Broadcastable indices of a (B, H, Tq, Tk) tensor for the plain-function edits."""
+    if columns is None:
+        columns = torch.zeros(b, tk, dtype=torch.bool, device=device)
+    return Where(batch=torch.arange(b, device=device).view(b, 1, 1, 1),
+                 head=torch.arange(h, device=device).view(1, h, 1, 1),
+                 query=torch.arange(tk - tq, tk, device=device).view(1, 1, tq, 1),
+                 key=torch.arange(tk, device=device).view(1, 1, 1, tk),
+                 columns=columns[:, None, None, :])
+
+
+def _modify(fn: Mod | None, values, where: Where | None):
+    """values (B, H, Tq, Tk) fp32 through a plain-function edit; it must keep the shape."""
+    if fn is None:
+        return values
+    out = fn(values, where)
+    if not isinstance(out, torch.Tensor) or out.shape != values.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"an attention score_mod/prob_mod must return a {tuple(values.shape)} tensor; got {got}")
+    return out.float()
+
+
+def _column_mass(a, columns):
+    """(B, H, Tq) final attention on the column set (zeros without one)."""
+    if columns is None:
+        return a.new_zeros(a.shape[:-1])
+    return (a * columns[:, None, None, :]).sum(-1)
+
+
+def _redistribute(a, columns, sources, query_start, edit: AttentionEdit):
+    """`Redistribution` on post-softmax rows a (B, H, Tq, Tk); columns/sources (B, Tk) bool; query_start (B,)."""
+    spec = edit.redistribute
     tq, tk = a.shape[-2:]
-    img, snk = image[:, None, None, :], sink[:, None, None, :]
-    vis_sink, other_img = img & snk, img & ~snk
-    m_vs = (a * vis_sink).sum(-1)  # (B, H, Tq) attention on visual sinks
-    m_sink = (a * snk).sum(-1)  # on all sinks (visual and text)
-    m_n = (a * other_img).sum(-1)  # on non-sink image columns
-    m_img = m_vs + m_n
+    col, src = columns[:, None, None, :], sources[:, None, None, :]
+    col_src, targets = col & src, col & ~src
+    m_cs = (a * col_src).sum(-1)  # (B, H, Tq) mass on the column set's own sources
+    m_src = (a * src).sum(-1)  # on all sources (in the column set or not)
+    m_t = (a * targets).sum(-1)  # on the targets: the column set's other columns
+    m_col = m_cs + m_t
     qpos = torch.arange(tk - tq, tk, device=a.device)
-    selected = ((qpos[None, None, :] >= query_start[:, None, None]) & (m_n > 0)
-                & (m_vs <= edit.var_rho * m_img) & (m_img >= edit.var_summ))
-    grow = 1.0 + (1.0 - edit.var_p) * m_sink / m_n.clamp_min(torch.finfo(a.dtype).tiny)
-    factor = torch.where(snk, edit.var_p, torch.where(other_img, grow[..., None], 1.0))
+    selected = ((qpos[None, None, :] >= query_start[:, None, None]) & (m_t > 0)
+                & (m_cs <= spec.max_source_share * m_col) & (m_col >= spec.min_mass))
+    grow = 1.0 + (1.0 - spec.keep) * m_src / m_t.clamp_min(torch.finfo(a.dtype).tiny)
+    factor = torch.where(src, spec.keep, torch.where(targets, grow[..., None], 1.0))
     return torch.where(selected[..., None], a * factor, a)

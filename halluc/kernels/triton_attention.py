@@ -4,17 +4,19 @@ One pass over the keys per (query block, batch row, head) program computes, with
 the Tq x Tk matrix:
   * causal masking (query i at key position Tk - Tq + i) and per-column padding,
   * grouped-query attention (query head h reads key/value head h // groups),
-  * the PAI boost s += alpha_j |s|, the per-head image bias and the per-column bias,
-  * VAR's redistribution: probabilities are accumulated into three partial outputs (sink columns,
-    other image columns, text columns) and four partial normalisers (visual sinks, text sinks,
-    other image, text). Softmax normalisation is shared, so the selected rows' output is the
-    re-weighted sum  (p * acc_sink + c * acc_img + acc_text) / l  with c = 1 + (1-p) m_sink / m_img.
-    A block only multiplies P @ V into the partials whose columns it contains (image blocks: one),
-  * optional outputs: per-head image mass (B, H, Tq), and for decode calls (Tq == 1) the final
-    attention row (B, H, Tk), written as raw scores during the pass and normalised in a second
+  * the score boost s += strength_j |s|, the per-head bias on the column set and the per-column bias,
+  * the redistribution: probabilities are accumulated into three partial outputs (source columns,
+    the column set's other columns = targets, the rest) and four partial normalisers (sources in
+    the column set, other sources, targets, the rest). Softmax normalisation is shared, so the
+    selected rows' output is the re-weighted sum  (keep * acc_src + c * acc_tgt + acc_rest) / l  with
+    c = 1 + (1 - keep) m_src / m_tgt. A block only multiplies P @ V into the partials whose columns it
+    contains (a block inside the column set: one),
+  * optional outputs: per-head mass on the column set (B, H, Tq), and for decode calls (Tq == 1) the
+    final attention row (B, H, Tk), written as raw scores during the pass and normalised in a second
     sweep over that one row.
 The semantics are those of `halluc.kernels.reference.attention_reference` (the spec; see
-`halluc.kernels.edits` for the order of the edits).
+`halluc.kernels.edits` for the order of the edits). The plain-function edits (`score_mod`,
+`prob_mod`) are not the kernel's: the dispatcher sends them to the reference.
 
 On CPU tensors the kernel runs under Triton's interpreter (whatever TRITON_INTERPRET says); the
 interpreter computes bf16 `tl.dot` wrongly (triton#11584), so operands are upcast to fp32 there.
@@ -35,23 +37,23 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from halluc.kernels.edits import AttentionEdit, AttentionResult
-from halluc.kernels.masks import MaskNotSupported, padding_columns
+from halluc.kernels.masks import MaskChecks, MaskNotSupported, padding_columns
 
 AUTOTUNE_ENV = "HALLUC_TRITON_AUTOTUNE"
 
 
 def _attn_fwd(
-    Q, K, V, O, PAD, IMG, CB, BOOST, HB, SINK, QSTART, MASS, ROW,
+    Q, K, V, Out, PAD, COLS, CB, BOOST, HB, SRC, QSTART, MASS, ROW,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_om, stride_oh, stride_od,
     stride_pad, stride_col,
-    H, TQ, TK, TC, GROUPS, sm_scale, var_p, var_rho, var_summ,
+    H, TQ, TK, TC, GROUPS, sm_scale, src_keep, max_source_share, min_mass,
     TQ_KEY, TK_KEY,  # bucketed sizes: autotune keys only
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, HAS_IMG: tl.constexpr, HAS_CB: tl.constexpr,
-    HAS_BOOST: tl.constexpr, BOOST_LAST_ROW: tl.constexpr, HAS_HB: tl.constexpr, HAS_VAR: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, HAS_COLS: tl.constexpr, HAS_CB: tl.constexpr,
+    HAS_BOOST: tl.constexpr, BOOST_LAST_ROW: tl.constexpr, HAS_HB: tl.constexpr, HAS_REDIST: tl.constexpr,
     WANT_MASS: tl.constexpr, WANT_ROW: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -80,12 +82,12 @@ def _attn_fwd(
         hb = tl.load(HB + b * H + h)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_t = tl.full([BLOCK_M], 0.0, tl.float32)  # text (or, without VAR, all) columns
-    l_n = tl.full([BLOCK_M], 0.0, tl.float32)  # image (without VAR) / non-sink image columns
-    l_vs = tl.full([BLOCK_M], 0.0, tl.float32)  # visual sinks
-    l_ts = tl.full([BLOCK_M], 0.0, tl.float32)  # text sinks
+    l_r = tl.full([BLOCK_M], 0.0, tl.float32)  # the rest (without redistribution: all) columns
+    l_t = tl.full([BLOCK_M], 0.0, tl.float32)  # the column set (without redistribution) / targets
+    l_cs = tl.full([BLOCK_M], 0.0, tl.float32)  # sources in the column set
+    l_os = tl.full([BLOCK_M], 0.0, tl.float32)  # other sources
+    acc_r = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     acc_t = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
-    acc_n = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     acc_s = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
 
     hi = TK
@@ -104,16 +106,16 @@ def _attn_fwd(
             v = v.to(tl.float32)
         s = tl.dot(q, kt, input_precision=DOT_PRECISION) * sm_scale  # (BLOCK_M, BLOCK_N) fp32
 
-        if HAS_IMG:
-            img = tl.load(IMG + col_base + offs_n, mask=c_ok, other=0) != 0
-        if HAS_BOOST:  # PAI, on the raw scores
-            alpha_c = tl.load(BOOST + col_base + offs_n, mask=c_ok, other=0.0)
-            boost = alpha_c[None, :] * tl.abs(s)
+        if HAS_COLS:
+            col = tl.load(COLS + col_base + offs_n, mask=c_ok, other=0) != 0
+        if HAS_BOOST:  # on the raw scores
+            strength = tl.load(BOOST + col_base + offs_n, mask=c_ok, other=0.0)
+            boost = strength[None, :] * tl.abs(s)
             if BOOST_LAST_ROW:
                 boost = tl.where(is_last[:, None], boost, 0.0)
             s = s + boost
         if HAS_HB:
-            s = s + tl.where(img[None, :], hb, 0.0)
+            s = s + tl.where(col[None, :], hb, 0.0)
         if HAS_CB:
             s = s + tl.load(CB + col_base + offs_n, mask=c_ok, other=0.0)[None, :]
         valid = n_ok[None, :] & m_ok[:, None]
@@ -132,51 +134,51 @@ def _attn_fwd(
         alpha = tl.exp(m_i - m_use)
         p = tl.exp(s - m_use[:, None])
         m_i = m_new
-        acc_t = acc_t * alpha[:, None]
-        if HAS_VAR:
-            sink = tl.load(SINK + col_base + offs_n, mask=c_ok, other=0) != 0
-            is_sink = sink[None, :]
-            is_img = img[None, :] & (sink[None, :] == 0)
-            is_txt = (img[None, :] == 0) & (sink[None, :] == 0)
-            p_s = tl.where(is_sink, p, 0.0)
-            p_n = tl.where(is_img, p, 0.0)
-            p_t = tl.where(is_txt, p, 0.0)
-            l_vs = l_vs * alpha + tl.reduce(tl.where(img[None, :], p_s, 0.0), 1, tl.standard._sum_combine)
-            l_ts = l_ts * alpha + tl.reduce(tl.where(img[None, :], 0.0, p_s), 1, tl.standard._sum_combine)
-            l_n = l_n * alpha + tl.reduce(p_n, 1, tl.standard._sum_combine)
+        acc_r = acc_r * alpha[:, None]
+        if HAS_REDIST:
+            src = tl.load(SRC + col_base + offs_n, mask=c_ok, other=0) != 0
+            is_src = src[None, :]
+            is_tgt = col[None, :] & (src[None, :] == 0)
+            is_rest = (col[None, :] == 0) & (src[None, :] == 0)
+            p_s = tl.where(is_src, p, 0.0)
+            p_t = tl.where(is_tgt, p, 0.0)
+            p_r = tl.where(is_rest, p, 0.0)
+            l_cs = l_cs * alpha + tl.reduce(tl.where(col[None, :], p_s, 0.0), 1, tl.standard._sum_combine)
+            l_os = l_os * alpha + tl.reduce(tl.where(col[None, :], 0.0, p_s), 1, tl.standard._sum_combine)
             l_t = l_t * alpha + tl.reduce(p_t, 1, tl.standard._sum_combine)
-            acc_n = acc_n * alpha[:, None]
+            l_r = l_r * alpha + tl.reduce(p_r, 1, tl.standard._sum_combine)
+            acc_t = acc_t * alpha[:, None]
             acc_s = acc_s * alpha[:, None]
             # each class's P @ V only where the block has columns of that class
-            if tl.reduce((sink & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
+            if tl.reduce((src & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
                 acc_s += tl.dot(p_s.to(v.dtype), v, input_precision=DOT_PRECISION)
-            if tl.reduce(((img & (sink == 0)) & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
-                acc_n += tl.dot(p_n.to(v.dtype), v, input_precision=DOT_PRECISION)
-            if tl.reduce((((img == 0) & (sink == 0)) & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
+            if tl.reduce(((col & (src == 0)) & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
                 acc_t += tl.dot(p_t.to(v.dtype), v, input_precision=DOT_PRECISION)
+            if tl.reduce((((col == 0) & (src == 0)) & n_ok).to(tl.int32), 0, tl.standard._sum_combine) > 0:
+                acc_r += tl.dot(p_r.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
-            l_t = l_t * alpha + tl.reduce(p, 1, tl.standard._sum_combine)
+            l_r = l_r * alpha + tl.reduce(p, 1, tl.standard._sum_combine)
             if WANT_MASS:
-                l_n = l_n * alpha + tl.reduce(tl.where(img[None, :], p, 0.0), 1, tl.standard._sum_combine)
-            acc_t += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)  # v is fp32 under UPCAST
+                l_t = l_t * alpha + tl.reduce(tl.where(col[None, :], p, 0.0), 1, tl.standard._sum_combine)
+            acc_r += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)  # v is fp32 under UPCAST
 
-    if HAS_VAR:
-        l_all = l_vs + l_ts + l_n + l_t
-        l_img = l_vs + l_n
+    if HAS_REDIST:
+        l_all = l_cs + l_os + l_t + l_r
+        l_col = l_cs + l_t
         q_start = tl.load(QSTART + b)
-        sel = (l_n > 0) & (l_vs <= var_rho * l_img) & (l_img >= var_summ * l_all) & (q_pos >= q_start)
-        c_s = tl.where(sel, var_p, 1.0)
-        c_n = tl.where(sel, 1.0 + (1.0 - var_p) * (l_vs + l_ts) / tl.where(l_n > 0, l_n, 1.0), 1.0)
-        acc = acc_s * c_s[:, None] + acc_n * c_n[:, None] + acc_t
-        mass = l_vs * c_s + l_n * c_n
+        sel = (l_t > 0) & (l_cs <= max_source_share * l_col) & (l_col >= min_mass * l_all) & (q_pos >= q_start)
+        c_s = tl.where(sel, src_keep, 1.0)
+        c_t = tl.where(sel, 1.0 + (1.0 - src_keep) * (l_cs + l_os) / tl.where(l_t > 0, l_t, 1.0), 1.0)
+        acc = acc_s * c_s[:, None] + acc_t * c_t[:, None] + acc_r
+        mass = l_cs * c_s + l_t * c_t
     else:
-        l_all = l_t
-        acc = acc_t
-        mass = l_n
+        l_all = l_r
+        acc = acc_r
+        mass = l_t
     l_safe = tl.where(l_all > 0, l_all, 1.0)  # fully masked rows: acc == 0, output 0
     out = acc / l_safe[:, None]
-    tl.store(O + b * stride_ob + offs_m[:, None] * stride_om + h * stride_oh + offs_d[None, :] * stride_od,
-             out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    tl.store(Out + b * stride_ob + offs_m[:, None] * stride_om + h * stride_oh + offs_d[None, :] * stride_od,
+             out.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
     if WANT_MASS:
         tl.store(MASS + (b * H + h) * TQ + offs_m, mass / l_safe, mask=m_ok)
 
@@ -185,18 +187,18 @@ def _attn_fwd(
         first = offs_m == 0
         m0 = tl.reduce(tl.where(first, tl.where(m_i == float("-inf"), 0.0, m_i), 0.0), 0, tl.standard._sum_combine)
         l0 = tl.reduce(tl.where(first, l_safe, 0.0), 0, tl.standard._sum_combine)
-        if HAS_VAR:
+        if HAS_REDIST:
             cs0 = tl.reduce(tl.where(first, c_s, 0.0), 0, tl.standard._sum_combine)
-            cn0 = tl.reduce(tl.where(first, c_n, 0.0), 0, tl.standard._sum_combine)
+            ct0 = tl.reduce(tl.where(first, c_t, 0.0), 0, tl.standard._sum_combine)
         for start_n in range(0, TK, BLOCK_N):
             offs_n = start_n + offs_n0
             n_ok = offs_n < TK
             a = tl.exp(tl.load(ROW + row_base + offs_n, mask=n_ok, other=float("-inf")) - m0) / l0
-            if HAS_VAR:
+            if HAS_REDIST:
                 c_ok = offs_n < TC
-                img1 = tl.load(IMG + col_base + offs_n, mask=c_ok, other=0) != 0
-                sink1 = tl.load(SINK + col_base + offs_n, mask=c_ok, other=0) != 0
-                a = a * tl.where(sink1, cs0, tl.where(img1, cn0, 1.0))
+                col1 = tl.load(COLS + col_base + offs_n, mask=c_ok, other=0) != 0
+                src1 = tl.load(SRC + col_base + offs_n, mask=c_ok, other=0) != 0
+                a = a * tl.where(src1, cs0, tl.where(col1, ct0, 1.0))
             tl.store(ROW + row_base + offs_n, a, mask=n_ok)
 
 
@@ -224,21 +226,21 @@ def _autotuned():
     if _AUTOTUNED is None:
         _AUTOTUNED = triton.autotune(
             configs=AUTOTUNE_CONFIGS,
-            key=["TQ_KEY", "TK_KEY", "HEAD_DIM", "HAS_VAR", "WANT_ROW", "WANT_MASS", "HAS_BOOST", "IS_CAUSAL"],
+            key=["TQ_KEY", "TK_KEY", "HEAD_DIM", "HAS_REDIST", "WANT_ROW", "WANT_MASS", "HAS_BOOST", "IS_CAUSAL"],
             prune_configs_by={"early_config_prune": _prune},
         )(_JIT)
     return _AUTOTUNED
 
 
-def default_config(tq: int, head_dim: int, has_var: bool, interpret: bool, itemsize: int = 2) -> dict:
+def default_config(tq: int, head_dim: int, has_redist: bool, interpret: bool, itemsize: int = 2) -> dict:
     """Block sizes and launch parameters.
 
     GPU values are NOT timed (no GPU was available): they are the configurations with no (or the
     fewest) register spills when compiled for sm_90 at head_dim 128 with every edit on (ptxas -v):
         prefill            BLOCK_M 64, BLOCK_N 64, 8 warps, 3 stages   0 B spilled (64x64x4 warps: 172 B)
-        prefill + VAR      BLOCK_M 64, BLOCK_N 32, 8 warps, 2 stages   28 B (three fp32 partial outputs)
+        prefill + redist   BLOCK_M 64, BLOCK_N 32, 8 warps, 2 stages   28 B (three fp32 partial outputs)
         decode             BLOCK_M 16, BLOCK_N 128, 8 warps, 2 stages  0 B
-        decode + VAR       BLOCK_M 16, BLOCK_N 32, 4 warps, 2 stages   0 B
+        decode + redist    BLOCK_M 16, BLOCK_N 32, 4 warps, 2 stages   0 B
     fp32 inputs (itemsize 4) take BLOCK_N 32 and 2 stages for prefill: 64x64 with 3 stages needs
     177 KiB of shared memory at head_dim 128, more than an A100 has.
     Under the interpreter every program and block costs Python overhead, so blocks are just small
@@ -249,10 +251,10 @@ def default_config(tq: int, head_dim: int, has_var: bool, interpret: bool, items
     if itemsize > 2 and tq > 1:
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8 if head_dim > 64 else 4, "num_stages": 2}
     if tq == 1:
-        if has_var:
+        if has_redist:
             return {"BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
         return {"BLOCK_M": 16, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}
-    if has_var:
+    if has_redist:
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
     return {"BLOCK_M": 128 if head_dim <= 64 else 64, "BLOCK_N": 64, "num_warps": 8 if head_dim > 64 else 4,
             "num_stages": 3}
@@ -267,9 +269,19 @@ def _bucket(n: int) -> int:
     return 1 if n == 1 else 1 << max(n - 1, 1).bit_length()
 
 
+def _redistribution_scalars(edit: AttentionEdit) -> tuple[float, float, float]:
+    """(keep, max_source_share, min_mass) of the edit's redistribution (unused by the kernel without one)."""
+    spec = edit.redistribute
+    if spec is None:
+        return 1.0, 1.0, 0.0
+    return float(spec.keep), float(spec.max_source_share), float(spec.min_mass)
+
+
 def triton_attention(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit | None = None,
-                     is_causal: bool = True, config: dict | None = None) -> AttentionResult:
-    """Same contract as `attention_reference` (plus `config`: block sizes / launch options).
+                     is_causal: bool = True, config: dict | None = None,
+                     mask_checks: MaskChecks | None = None) -> AttentionResult:
+    """Same contract as `attention_reference` (plus `config`: block sizes / launch options, and
+    `mask_checks`: the caller's cache of mask-pattern verdicts, see `halluc.kernels.masks`).
 
     Raises `halluc.kernels.masks.MaskNotSupported` for masks other than causal & padding columns.
     """
@@ -278,41 +290,49 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
     if h % hkv or key.shape[0] != b or value.shape[:3] != key.shape[:3] or value.shape[-1] != d or key.shape[-1] != d:
         raise ValueError(f"bad shapes q {tuple(query.shape)} k {tuple(key.shape)} v {tuple(value.shape)}")
     edit = edit if edit is not None else AttentionEdit()
-    pad = padding_columns(attention_mask, tq, tk, is_causal)
+    if edit.has_mods:
+        raise ValueError("the Triton kernel runs the edit primitives only; an edit with score_mod or prob_mod "
+                         "runs on the reference (halluc.kernels.attention sends it there)")
+    pad = padding_columns(attention_mask, tq, tk, is_causal, mask_checks)
     if pad is not None and pad.shape[0] not in (1, b):
         raise MaskNotSupported(f"mask batch {pad.shape[0]} does not match the batch {b}")
     dev = query.device
-    cols = edit.columns(b, h, dev)
+    cols = edit.column_tensors(b, h, dev)
     if cols.length > tk:
         raise ValueError(f"column tensor covers {cols.length} keys but attention sees only {tk}")
-    want_mass = edit.return_image_mass
+    want_mass = edit.return_column_mass
     want_row = edit.return_attention_row and tq == 1
-    image = cols.image
-    if image is None and want_mass:  # no image columns: mass is 0
-        image = torch.zeros(b, max(cols.length, 1), dtype=torch.bool, device=dev)
-    tc = cols.length if image is None else image.shape[-1]
+    columns = cols.columns
+    if columns is None and want_mass:  # no column set: mass is 0
+        columns = torch.zeros(b, max(cols.length, 1), dtype=torch.bool, device=dev)
+    tc = cols.length if columns is None else columns.shape[-1]
     interp = interpreting(dev)
 
     dummy = torch.empty(1, dtype=torch.int8, device=dev)  # never read (its flag is off); no fill kernel
     out = torch.empty(b, tq, h, d, dtype=query.dtype, device=dev)
     mass = torch.empty(b, h, tq, dtype=torch.float32, device=dev) if want_mass else None
     row = torch.empty(b, h, tk, dtype=torch.float32, device=dev) if want_row else None
-    i8 = (lambda t: t.view(torch.int8) if t is not None else dummy)
-    f32 = (lambda t: t if t is not None else dummy)
+
+    def i8(t):
+        return t.view(torch.int8) if t is not None else dummy
+
+    def f32(t):
+        return t if t is not None else dummy
+
     # the padding vector is a strided view of the 4-D mask: pass its row stride instead of copying
     pad_arg = pad if pad is None or pad.stride(-1) == 1 else pad.contiguous()
 
-    args = (query, key, value, out, i8(pad_arg), i8(image), f32(cols.bias), f32(cols.boost), f32(cols.head_bias),
-            i8(cols.sink), f32(cols.query_start), f32(mass), f32(row),
+    args = (query, key, value, out, i8(pad_arg), i8(columns), f32(cols.bias), f32(cols.boost), f32(cols.head_bias),
+            i8(cols.sources), f32(cols.query_start), f32(mass), f32(row),
             *query.stride(), *key.stride(), *value.stride(), *out.stride(),
             pad_arg.stride(0) if pad_arg is not None and pad_arg.shape[0] == b else 0, tc,  # 0: mask broadcast over B
-            h, tq, tk, tc, h // hkv, float(scaling), float(edit.var_p), float(edit.var_rho), float(edit.var_summ),
-            _bucket(tq), _bucket(tk))
+            h, tq, tk, tc, h // hkv, float(scaling), *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
     flags = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_IMG=image is not None, HAS_CB=cols.bias is not None,
-        HAS_BOOST=cols.boost is not None, BOOST_LAST_ROW=cols.boost is not None and bool(edit.pai_last_row_only),
-        HAS_HB=cols.head_bias is not None, HAS_VAR=cols.sink is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
+        IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_COLS=columns is not None,
+        HAS_CB=cols.bias is not None, HAS_BOOST=cols.boost is not None,
+        BOOST_LAST_ROW=cols.boost is not None and bool(edit.boost.last_row_only), HAS_HB=cols.head_bias is not None,
+        HAS_REDIST=cols.sources is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
         UPCAST=interp and query.dtype != torch.float32,
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
     )
@@ -321,7 +341,7 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
         grid = lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), b * h)  # noqa: E731
         _autotuned()[grid](*args, **flags)
     else:
-        cfg = {**default_config(tq, d, cols.sink is not None, interp, query.element_size()), **(config or {})}
+        cfg = {**default_config(tq, d, cols.sources is not None, interp, query.element_size()), **(config or {})}
         grid = (triton.cdiv(tq, cfg["BLOCK_M"]), b * h)
         kernel = _INTERPRETED if interp else _JIT
         launch = {} if interp else {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}

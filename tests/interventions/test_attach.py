@@ -1,4 +1,5 @@
 """The framework itself: hooks and attention edits go in for one call and come out exactly, even on error."""
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -8,6 +9,7 @@ import halluc
 from halluc.errors import HallucError
 from halluc.interventions import HookSpec, Method, attach, param, register
 from halluc.interventions.registry import unregister
+from halluc.kernels import backend as kernel_backend
 from halluc.kernels.backend import current_edits
 from halluc.kernels.edits import AttentionEdit
 from tests.helpers import hook_count, make_session
@@ -46,6 +48,30 @@ class MaskImage(Method):
 
 
 @dataclass(frozen=True)
+class ScaleHeadImage(Method):
+    """Test method in one file through the escape hatch: scale one head's attention on the image tokens
+    by `factor` with a `score_mod` (`via="primitive"`: the same edit as a head bias, for comparison)."""
+
+    name = "test-scalehead"
+    factor: float = param(1.0, low=0.0)
+    head: int = param(1, low=0)
+    via: str = param("mod", choices=("mod", "primitive"))
+
+    def attention_edits(self, session):
+        if self.factor == 1:
+            return {}
+        layers = range(session.adapter.num_layers(session.model))
+        if self.via == "primitive":
+            bias = torch.zeros(session.adapter.num_heads(session.model))
+            bias[self.head] = math.log(self.factor)
+            return {i: AttentionEdit(head_bias=bias) for i in layers}
+        return {i: AttentionEdit(score_mod=self.score_mod) for i in layers}  # attach fills in `columns`
+
+    def score_mod(self, s, where):  # s (B, H, Tq, Tk); where.columns: the prompt's image tokens
+        return s + torch.where(where.columns & (where.head == self.head), math.log(self.factor), 0.0)
+
+
+@dataclass(frozen=True)
 class BadPoint(Method):
     name = "test-badpoint"
 
@@ -57,10 +83,10 @@ class BadPoint(Method):
 def test_methods(tiny_llava, images):
     # transformers adds its output-capture hooks on the first forward: run once so counts are stable
     halluc.generate(tiny_llava, images, ["warm up", "warm up"], max_new_tokens=1)
-    for cls in (HeadScale, MaskImage, BadPoint):
+    for cls in (HeadScale, MaskImage, ScaleHeadImage, BadPoint):
         register(cls)
     yield
-    for cls in (HeadScale, MaskImage, BadPoint):
+    for cls in (HeadScale, MaskImage, ScaleHeadImage, BadPoint):
         unregister(cls.name)
 
 
@@ -174,3 +200,30 @@ def test_the_callers_processor_is_never_changed(tiny_llava, images):
         assert inputs["attention_mask"][1, 0] == 0  # the batch is left-padded all the same
     finally:
         tokenizer.padding_side = "left"
+
+
+def test_a_score_mod_method_runs_end_to_end_on_the_reference(tiny_llava, images, monkeypatch):
+    """The escape hatch through halluc.generate: same scores as the primitive it spells out, beams included,
+    and on the reference even with the kernel forced."""
+    impls = []
+    dispatch = kernel_backend.attention
+
+    def spy(*args, **kwargs):
+        result = dispatch(*args, **kwargs)
+        impls.append(result.impl)
+        return result
+
+    monkeypatch.setattr(kernel_backend, "attention", spy)
+    monkeypatch.setenv("HALLUC_KERNEL", "triton")
+    vanilla = first_logits(tiny_llava, images)
+    assert impls == []  # no edit: plain SDPA
+    assert torch.equal(first_logits(tiny_llava, images, "test-scalehead", factor=1.0), vanilla)
+    modded = first_logits(tiny_llava, images, "test-scalehead", factor=4.0)
+    assert impls and set(impls) == {"torch"}
+    assert not torch.allclose(modded, vanilla)
+    monkeypatch.setenv("HALLUC_KERNEL", "torch")
+    torch.testing.assert_close(modded, first_logits(tiny_llava, images, "test-scalehead", factor=4.0,
+                                                    via="primitive"), atol=1e-6, rtol=1e-6)
+    beams = {via: halluc.generate(tiny_llava, images, ["Describe.", "What is it?"], "test-scalehead", factor=4.0,
+                                  via=via, num_beams=2, max_new_tokens=3) for via in ("mod", "primitive")}
+    assert beams["mod"] == beams["primitive"]

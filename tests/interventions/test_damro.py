@@ -35,7 +35,7 @@ def test_contrast_and_cutoff_formula():
 
 
 
-def test_edit_hides_non_outlier_image_columns_in_the_outlier_rows_only(tiny_llava, images):
+def test_edit_hides_non_outlier_image_tokens_in_the_outlier_rows_only(tiny_llava, images):
     model, adapter, processor = tiny_llava.model, tiny_llava.adapter, tiny_llava.processor
     pil = halluc.api.load_images(images)
     view = qualified_view("damro", "outliers")

@@ -9,7 +9,7 @@ from halluc.engine.views import ORIGINAL, Branch, build_view_batch, qualified_vi
 from halluc.errors import HallucError
 from halluc.interventions import attach
 from halluc.interventions.pai import PAI, TEXT_VIEW, default_layers, guide
-from halluc.kernels import AttentionEdit, attention_reference
+from halluc.kernels import AttentionEdit, ScoreBoost, attention_reference
 from tests.helpers import combiner_for, make_session
 
 PROMPTS = ["Describe the image.", "What is it?"]
@@ -24,7 +24,7 @@ def score_rows(s: torch.Tensor, image: list[bool], **edit) -> torch.Tensor:
     """Attention rows for planted scores: q (Tq, Tk) are the scores (k = I, scaling 1), v = I."""
     tq, tk = s.shape
     q, k, v = s[None, None], torch.eye(tk)[None, None], torch.eye(tk)[None, None]
-    e = AttentionEdit(image_columns=torch.tensor([image]), **edit)
+    e = AttentionEdit(columns=torch.tensor([image]), **edit)
     return attention_reference(q, k, v, None, scaling=1.0, edit=e).out[0, :, 0]  # (Tq, Tk) = final attention
 
 
@@ -46,17 +46,17 @@ def test_boost_on_a_hand_made_score_row():
                       [2.0, -1.0, 1.5, -0.5, 1.0]])  # query rows at key positions 3 and 4 (causal)
     image = [False, True, True, True, False]
     alpha = 0.5
-    out = score_rows(s, image, pai_alpha=alpha)
+    out = score_rows(s, image, boost=ScoreBoost(alpha))
     boosted = s[1] + alpha * s[1].abs() * torch.tensor(image)  # last row: s + α|s| on image keys
     torch.testing.assert_close(out[1], boosted.softmax(-1))
     plain = s[0].masked_fill(torch.arange(5) > 3, -math.inf).softmax(-1)  # earlier row: untouched
     torch.testing.assert_close(out[0], plain)
     # every row with last_row_only=False
-    out_all = score_rows(s, image, pai_alpha=alpha, pai_last_row_only=False)
+    out_all = score_rows(s, image, boost=ScoreBoost(alpha, last_row_only=False))
     expected0 = (s[0] + alpha * s[0].abs() * torch.tensor(image)).masked_fill(torch.arange(5) > 3, -math.inf)
     torch.testing.assert_close(out_all[0], expected0.softmax(-1))
     # a row with no image columns (the text-only view) is bit-identical to no edit
-    assert torch.equal(score_rows(s, [False] * 5, pai_alpha=alpha), score_rows(s, [False] * 5))
+    assert torch.equal(score_rows(s, [False] * 5, boost=ScoreBoost(alpha)), score_rows(s, [False] * 5))
 
 
 def test_method_edits_carry_alpha_on_the_chosen_layers(tiny_llava, images):
@@ -64,7 +64,7 @@ def test_method_edits_carry_alpha_on_the_chosen_layers(tiny_llava, images):
     inputs = tiny_llava.adapter.build_inputs(tiny_llava.processor, pil, PROMPTS)
     session = make_session(tiny_llava, inputs, pil, PROMPTS)
     edits = PAI(alpha=0.3, layers=[1], last_row_only=False).attention_edits(session)
-    assert list(edits) == [1] and edits[1].pai_alpha == 0.3 and not edits[1].pai_last_row_only
+    assert list(edits) == [1] and edits[1].boost.strength == 0.3 and not edits[1].boost.last_row_only
     assert PAI(alpha=0.0, **TINY).attention_edits(session) == {}
 
 
@@ -112,7 +112,8 @@ def test_boost_leaves_the_text_only_rows_alone(tiny_llava, images):
 
 
 def test_prefill_switch(tiny_llava, images):
-    """boost_prefill=False (the official CFG runs): the first token is predicted without the boost, later ones with it."""
+    """boost_prefill=False (the official CFG runs): the first token is predicted without the boost, later
+    ones with it."""
     guided_only = scores(tiny_llava, images, "pai", steps=3, alpha=0.0, **TINY)
     official = scores(tiny_llava, images, "pai", steps=3, alpha=0.8, boost_prefill=False, **TINY)
     ours = scores(tiny_llava, images, "pai", steps=3, alpha=0.8, **TINY)

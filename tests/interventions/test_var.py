@@ -1,4 +1,6 @@
 """VAR: sink detection from massive activations at prefill, image-centric selection, the redistributed share."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -69,14 +71,12 @@ def attention_rows(probs: list[list[float]], image: list[bool], sinks: list[bool
     """Final attention of rows whose plain softmax is exactly `probs` (q = 0, column bias = log p, v = I)."""
     tq, tk = len(probs), len(probs[0])
     q, k, v = torch.zeros(1, 1, tq, tk), torch.zeros(1, 1, tk, tk), torch.eye(tk)[None, None]
-    var_p, var_rho = kernel_settings(method.p, method.rho, method.variant)
     p = torch.tensor(probs)
+    spec = dataclasses.replace(method.redistribution(torch.tensor([sinks])), query_start=start)
     # every row's probabilities through a per-row column bias: run the rows one by one
     rows = []
     for i in range(tq):
-        edit = AttentionEdit(column_bias=p[i].log()[None], image_columns=torch.tensor([image]),
-                             var_sink_columns=torch.tensor([sinks]), var_p=var_p, var_rho=var_rho,
-                             var_summ=method.summ, var_query_start=start)
+        edit = AttentionEdit(column_bias=p[i].log()[None], columns=torch.tensor([image]), redistribute=spec)
         rows.append(attention_reference(q[:, :, i:i + 1], k, v, None, scaling=1.0, edit=edit).out[0, 0, 0])
     return torch.stack(rows)
 
@@ -131,15 +131,15 @@ def test_sinks_fill_each_layers_edit_before_its_attention_runs(tiny_llava, image
     assert state.sinks[1].any()
     for layer, edit in edits.items():
         if state.sinks[layer].any():  # the edit ran in this very prefill, with this layer's sinks
-            assert edit.record.calls == 1 and torch.equal(edit.var_sink_columns, state.sinks[layer])
+            assert edit.record.calls == 1 and torch.equal(edit.redistribute.sources, state.sinks[layer])
             first = inputs["attention_mask"].int().argmax(-1)  # each row's first real token (left padding)
             has_dims = state.dims.any(-1)
             assert torch.equal(state.sinks[layer][torch.arange(2), first] & has_dims, has_dims)  # it is a sink
         else:  # no sink in this layer (a tiny random model): the edit stays off
-            assert edit.var_sink_columns is None and edit.record.calls == 0
+            assert edit.redistribute is None and edit.record.calls == 0
     # the same edits given up front, no hooks: the same logits
-    fixed = {adapter.attention(model, layer): AttentionEdit(image_columns=session.image_mask,
-                                                           var_sink_columns=state.sinks[layer], var_p=edit.var_p)
+    fixed = {adapter.attention(model, layer): AttentionEdit(columns=session.image_mask,
+                                                           redistribute=VAR(**TINY).redistribution(state.sinks[layer]))
              for layer, edit in edits.items() if state.sinks[layer].any()}
     with active_edits(fixed), torch.no_grad():
         assert torch.equal(model(**inputs).logits, edited)

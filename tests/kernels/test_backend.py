@@ -11,7 +11,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from halluc.kernels import AttentionEdit, attention_reference, use_impl
+from halluc.kernels import AttentionEdit, Redistribution, ScoreBoost, attention_reference, use_impl
 from halluc.kernels.backend import BACKEND, active_edits, current_edits, halluc_attention, register_backend
 
 IMAGE_ID = 127
@@ -49,15 +49,16 @@ def lm_attention(model):
 
 
 def make_edits(model, batch, **extra):
-    """PAI + VAR + biases on every LM layer, over the prompt columns."""
+    """Boost + redistribution + biases on every LM layer, over the prompt columns."""
     ids = batch["input_ids"]
     img = ids == IMAGE_ID
     sinks = (ids == 1) | (img & (torch.arange(ids.shape[1]) % 7 == 0))  # BOS and two image tokens
     bias = torch.zeros(ids.shape, dtype=torch.float32)
     bias[img.nonzero()[3][0], img.nonzero()[3][1]] = float("-inf")
     head_bias = torch.tensor([math.log(2.0), 0.0, 0.5, 0.0])
-    return {m: AttentionEdit(image_columns=img, column_bias=bias, head_bias=head_bias, pai_alpha=0.5,
-                             var_sink_columns=sinks, var_p=0.6, var_rho=0.9, var_summ=0.05, **extra)
+    redistribute = Redistribution(sinks, keep=0.6, max_source_share=0.9, min_mass=0.05)
+    return {m: AttentionEdit(columns=img, column_bias=bias, head_bias=head_bias, boost=ScoreBoost(0.5),
+                             redistribute=redistribute, **extra)
             for m in lm_attention(model)}
 
 
@@ -77,9 +78,9 @@ def test_no_edit_is_bit_identical_to_sdpa(models, batch):
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 def test_padding_reaches_the_edited_path(models, batch, impl):
     """An edit that only asks for outputs runs the kernel path; with the padding mask honoured it
-    matches SDPA on the padded batch (and the image mass comes back through output_attentions)."""
+    matches SDPA on the padded batch (and the column mass comes back through output_attentions)."""
     halluc_model, sdpa_model = models
-    edits = {m: AttentionEdit(image_columns=batch["input_ids"] == IMAGE_ID, return_image_mass=True)
+    edits = {m: AttentionEdit(columns=batch["input_ids"] == IMAGE_ID, return_column_mass=True)
              for m in lm_attention(halluc_model)}
     with torch.no_grad(), use_impl(impl), active_edits(edits):
         out = halluc_model(**batch, output_attentions=True)
@@ -96,13 +97,13 @@ def test_edits_triton_equals_reference_in_generate(models, batch):
     results = {}
     for impl in ("torch", "triton"):
         rows = []
-        edits = make_edits(halluc_model, batch, return_attention_row=True, return_image_mass=True,
+        edits = make_edits(halluc_model, batch, return_attention_row=True, return_column_mass=True,
                            on_output=lambda module, record, rows=rows: rows.append(record.attention_row))
         with torch.no_grad(), use_impl(impl), active_edits(edits):
             logits = halluc_model(**batch).logits
             gen = halluc_model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False,
                                         output_scores=True, return_dict_in_generate=True)
-        results[impl] = logits, gen, rows, [e.record.image_mass for e in edits.values()]
+        results[impl] = logits, gen, rows, [e.record.column_mass for e in edits.values()]
     (l_t, g_t, rows_t, mass_t), (l_k, g_k, rows_k, mass_k) = results["torch"], results["triton"]
     torch.testing.assert_close(l_k, l_t, atol=1e-4, rtol=1e-4)
     assert (l_t - sdpa_model(**batch).logits).abs().max() > 1e-2  # the edits do something

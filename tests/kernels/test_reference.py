@@ -1,14 +1,15 @@
-"""The torch reference is the spec: plain attention equals SDPA, and each edit matches its formula
-on hand-made tensors (PAI boost, head/column bias, VAR redistribution, image mass, attention row)."""
+"""The torch reference is the spec: plain attention equals SDPA, and each primitive matches its formula
+on hand-made tensors (score boost, head/column bias, redistribution, column mass, attention row)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from halluc.kernels import AttentionEdit, attention_reference, pad_columns
+from halluc.kernels import AttentionEdit, Redistribution, ScoreBoost, attention_reference, pad_columns
 from halluc.kernels.masks import MaskNotSupported, causal_mask, padding_columns
 
 
@@ -40,7 +41,7 @@ def test_plain_attention_equals_sdpa(b, h, hkv, tq, tk, d):
     q, k, v = qkv(b, h, hkv, tq, tk, d)
     ref = attention_reference(q, k, v, None, scaling=d ** -0.5, is_causal=True)
     torch.testing.assert_close(ref.out, sdpa(q, k, v, causal=tq > 1), atol=1e-5, rtol=1e-5)
-    assert ref.image_mass is None and ref.attention_row is None and ref.impl == "torch"
+    assert ref.column_mass is None and ref.attention_row is None and ref.impl == "torch"
 
 
 def test_chunked_prefill_is_bottom_right_causal():
@@ -82,41 +83,41 @@ def test_identity_values_change_nothing():
     q, k, v = qkv(1, 2, 2, 6, 6, 8)
     img = torch.zeros(1, 6, dtype=torch.bool)
     img[:, 1:4] = True
-    ident = AttentionEdit(image_columns=img, column_bias=torch.zeros(1, 6), head_bias=torch.zeros(2), pai_alpha=0.0,
-                          var_sink_columns=img & False, var_p=1.0)
-    assert not ident.has_var and not ident.has_boost
+    ident = AttentionEdit(columns=img, column_bias=torch.zeros(1, 6), head_bias=torch.zeros(2), boost=ScoreBoost(0.0),
+                          redistribute=Redistribution(img & False, keep=1.0))
+    assert not ident.has_redistribution and not ident.has_boost
     plain = attention_reference(q, k, v, None, scaling=0.3).out
     assert torch.equal(attention_reference(q, k, v, None, scaling=0.3, edit=ident).out, plain)
 
 
-# ---- PAI ------------------------------------------------------------------------------------
-def test_pai_boost_formula():
+# ---- score boost (PAI) ----------------------------------------------------------------------
+def test_boost_formula():
     # D = 1 so the scores are q * k; v = I so the output rows are the attention rows.
     q = torch.tensor([1.0, 2.0]).view(1, 1, 2, 1)
     k = torch.tensor([1.0, -1.0, 2.0]).view(1, 1, 3, 1)
     v = torch.eye(3).view(1, 1, 3, 3)
     img = torch.tensor([[False, True, True]])
-    edit = AttentionEdit(image_columns=img, pai_alpha=0.5)  # last row only
+    edit = AttentionEdit(columns=img, boost=ScoreBoost(0.5))  # last row only
     out = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, :, 0]  # (Tq, Tk)
     # row 0 sits at key position 1: scores [1, -1], untouched; row 1: [2, -2, 4] -> [2, -2 + 1, 4 + 2]
     torch.testing.assert_close(out[0], torch.tensor([1.0, -1.0, -math.inf]).softmax(-1))
     torch.testing.assert_close(out[1], torch.tensor([2.0, -1.0, 6.0]).softmax(-1))
     every_row = attention_reference(q, k, v, None, scaling=1.0,
-                                    edit=AttentionEdit(image_columns=img, pai_alpha=0.5, pai_last_row_only=False))
-    # row 0, image column 1: -1 + 0.5 * |-1|
+                                    edit=AttentionEdit(columns=img, boost=ScoreBoost(0.5, last_row_only=False)))
+    # row 0, column 1 (in the set): -1 + 0.5 * |-1|
     torch.testing.assert_close(every_row.out[0, 0, 0], torch.tensor([1.0, -0.5, -math.inf]).softmax(-1))
-    per_column = AttentionEdit(pai_alpha=img.float() * 0.5)  # the PAINT-style tensor form
+    per_column = AttentionEdit(boost=ScoreBoost(img.float() * 0.5))  # the PAINT-style tensor form
     torch.testing.assert_close(attention_reference(q, k, v, None, scaling=1.0, edit=per_column).out,
                                attention_reference(q, k, v, None, scaling=1.0, edit=edit).out)
 
 
 # ---- biases ---------------------------------------------------------------------------------
-def test_head_bias_scales_image_attention_of_that_head():
+def test_head_bias_scales_the_column_sets_attention_in_that_head():
     probs = [0.1, 0.2, 0.3, 0.4]
     q, k, v, edit = probs_edit(probs)
     img = torch.tensor([[False, True, True, False]])
     base = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
-    edit.image_columns, edit.head_bias = img, torch.tensor([math.log(3.0)])
+    edit.columns, edit.head_bias = img, torch.tensor([math.log(3.0)])
     got = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
     expected = torch.tensor([0.1, 0.6, 0.9, 0.4]) / 2.0
     torch.testing.assert_close(base, torch.tensor(probs))
@@ -144,80 +145,81 @@ def test_columns_cover_the_prompt_and_generated_keys_are_text():
         attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(column_bias=torch.zeros(1, 8)))
 
 
-# ---- VAR ------------------------------------------------------------------------------------
-# columns: 0 text sink (BOS) | 1 visual sink | 2, 3, 4 image | 5 text
-SINKS = torch.tensor([[True, True, False, False, False, False]])
-IMAGE = torch.tensor([[False, True, True, True, True, False]])
+# ---- redistribution (VAR) -------------------------------------------------------------------
+# columns: 0 source outside the set (BOS) | 1 source in the set | 2, 3, 4 in the set | 5 neither
+SOURCES = torch.tensor([[True, True, False, False, False, False]])
+COLUMNS = torch.tensor([[False, True, True, True, True, False]])
 
 
-def test_var_redistribution_formula():
+def test_redistribution_formula():
     probs = [0.3, 0.1, 0.2, 0.2, 0.1, 0.1]
-    q, k, v, edit = probs_edit(probs, image_columns=IMAGE, var_sink_columns=SINKS, var_p=0.6, return_image_mass=True,
-                               return_attention_row=True)
+    q, k, v, edit = probs_edit(probs, columns=COLUMNS, redistribute=Redistribution(SOURCES, keep=0.6),
+                               return_column_mass=True, return_attention_row=True)
     res = attention_reference(q, k, v, None, scaling=1.0, edit=edit)
     row = res.out[0, 0, 0]
-    # selected: image mass 0.6 >= 0.2 and visual-sink share 0.1 / 0.6 <= 0.5
-    sink_mass = 0.3 + 0.1
-    moved = (1 - 0.6) * sink_mass  # 0.16 goes to columns 2, 3, 4 in proportion 0.2 : 0.2 : 0.1
+    # selected: mass on the set 0.6 >= 0.2 and its sources' share 0.1 / 0.6 <= 0.5
+    source_mass = 0.3 + 0.1
+    moved = (1 - 0.6) * source_mass  # 0.16 goes to columns 2, 3, 4 in proportion 0.2 : 0.2 : 0.1
     expected = torch.tensor([0.3 * 0.6, 0.1 * 0.6, 0.2 + moved * 0.4, 0.2 + moved * 0.4, 0.1 + moved * 0.2, 0.1])
     torch.testing.assert_close(row, expected)
     torch.testing.assert_close(row.sum(), torch.tensor(1.0))  # row sums preserved
     torch.testing.assert_close(torch.tensor(probs)[:2].sum() - row[:2].sum(), torch.tensor(moved))
     torch.testing.assert_close(res.attention_row[0, 0], expected)
-    torch.testing.assert_close(res.image_mass[0, 0, 0], expected[1:5].sum())
+    torch.testing.assert_close(res.column_mass[0, 0, 0], expected[1:5].sum())
 
 
-@pytest.mark.parametrize("probs,why", [([0.3, 0.35, 0.1, 0.1, 0.05, 0.1], "visual-sink share 0.35/0.6 > rho"),
-                                       ([0.8, 0.05, 0.05, 0.0, 0.0, 0.1], "image mass 0.1 < summ")])
-def test_var_leaves_unselected_rows_alone(probs, why):
+@pytest.mark.parametrize("probs,why", [([0.3, 0.35, 0.1, 0.1, 0.05, 0.1], "source share 0.35/0.6 > 0.5"),
+                                       ([0.8, 0.05, 0.05, 0.0, 0.0, 0.1], "mass on the set 0.1 < 0.2")])
+def test_redistribution_leaves_unselected_rows_alone(probs, why):
     probs = torch.tensor(probs).clamp_min(1e-12)
-    q, k, v, edit = probs_edit(probs.tolist(), image_columns=IMAGE, var_sink_columns=SINKS)
+    q, k, v, edit = probs_edit(probs.tolist(), columns=COLUMNS, redistribute=Redistribution(SOURCES))
     got = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0, 0]
     torch.testing.assert_close(got, probs / probs.sum())
 
 
-def test_var_prefill_rows_after_the_image_only():
+def test_redistribution_in_prefill_rows_after_the_column_set_only():
     q, k, v = qkv(1, 2, 2, 8, 8, 4, seed=3)
     img = torch.zeros(1, 8, dtype=torch.bool)
     img[0, 1:5] = True
     sinks = torch.zeros_like(img)
     sinks[0, 0] = True
-    edit = AttentionEdit(image_columns=img, var_sink_columns=sinks, var_rho=1.0, var_summ=0.0)
+    edit = AttentionEdit(columns=img, redistribute=Redistribution(sinks, max_source_share=1.0, min_mass=0.0))
     plain = attention_reference(q, k, v, None, scaling=0.5).out
     got = attention_reference(q, k, v, None, scaling=0.5, edit=edit).out
-    assert torch.equal(got[:, :5], plain[:, :5])  # rows up to the last image token: untouched
-    assert (got[:, 5:] - plain[:, 5:]).abs().amin() > 0  # rows after the image: redistributed
-    edit.var_query_start = 7
-    edit._cache = None
+    assert torch.equal(got[:, :5], plain[:, :5])  # rows up to the set's last column: untouched
+    assert (got[:, 5:] - plain[:, 5:]).abs().amin() > 0  # rows after it: redistributed
+    edit.redistribute = dataclasses.replace(edit.redistribute, query_start=7)  # a new object: the cache sees it
     got = attention_reference(q, k, v, None, scaling=0.5, edit=edit).out
     assert torch.equal(got[:, :7], plain[:, :7]) and not torch.equal(got[:, 7], plain[:, 7])
 
 
-def test_image_mass_and_attention_row():
+def test_column_mass_and_attention_row():
     q, k, v = qkv(2, 3, 3, 1, 9, 8, seed=5)
     img = torch.zeros(2, 6, dtype=torch.bool)  # over the prompt; keys 6..8 were generated
     img[:, 2:5] = True
-    edit = AttentionEdit(image_columns=img, return_image_mass=True, return_attention_row=True)
+    edit = AttentionEdit(columns=img, return_column_mass=True, return_attention_row=True)
     res = attention_reference(q, k, v, None, scaling=0.4, edit=edit)
     probs = ((q @ k.transpose(-1, -2)) * 0.4).softmax(-1)[:, :, 0]  # (B, H, Tk)
     torch.testing.assert_close(res.attention_row, probs)
-    torch.testing.assert_close(res.image_mass[..., 0], probs[..., 2:5].sum(-1))
+    torch.testing.assert_close(res.column_mass[..., 0], probs[..., 2:5].sum(-1))
     q2, k2, v2 = qkv(2, 3, 3, 4, 9, 8)
     assert attention_reference(q2, k2, v2, None, scaling=0.4, edit=edit).attention_row is None  # decode only
 
 
 def test_edit_validation():
-    with pytest.raises(ValueError, match="var_p"):
-        AttentionEdit(var_p=1.5)
-    with pytest.raises(ValueError, match="pai_alpha"):
-        AttentionEdit(pai_alpha=-0.1)
+    with pytest.raises(ValueError, match="keep"):
+        Redistribution(torch.ones(1, 4, dtype=torch.bool), keep=1.5)
+    with pytest.raises(ValueError, match="strength"):
+        ScoreBoost(-0.1)
     q, k, v = qkv(1, 2, 2, 1, 4, 4)
     everything = torch.ones(1, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="head_bias"):
         attention_reference(q, k, v, None, scaling=1.0,
-                            edit=AttentionEdit(image_columns=everything, head_bias=torch.zeros(3)))
-    with pytest.raises(ValueError, match="need image_columns"):
-        attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(var_sink_columns=everything))
+                            edit=AttentionEdit(columns=everything, head_bias=torch.zeros(3)))
+    for needs_columns in (AttentionEdit(redistribute=Redistribution(everything)), AttentionEdit(boost=ScoreBoost(0.5)),
+                          AttentionEdit(head_bias=torch.zeros(2))):
+        with pytest.raises(ValueError, match="need columns"):
+            attention_reference(q, k, v, None, scaling=1.0, edit=needs_columns)
 
 
 def test_edit_column_cache_sees_replaced_and_inference_tensors():
@@ -225,12 +227,77 @@ def test_edit_column_cache_sees_replaced_and_inference_tensors():
     and read `_version`, which inference-mode tensors do not have."""
     from halluc.kernels.edits import AttentionEdit
 
-    edit = AttentionEdit(pai_alpha=0.5)
-    edit.image_columns = torch.zeros(1, 4, dtype=torch.bool)
-    edit.columns(1, 2, torch.device("cpu"))
-    edit.image_columns = None
-    edit.image_columns = torch.ones(1, 4, dtype=torch.bool)
-    assert edit.columns(1, 2, torch.device("cpu")).image.all()
+    edit = AttentionEdit(boost=ScoreBoost(0.5))
+    edit.columns = torch.zeros(1, 4, dtype=torch.bool)
+    edit.column_tensors(1, 2, torch.device("cpu"))
+    edit.columns = None
+    edit.columns = torch.ones(1, 4, dtype=torch.bool)
+    assert edit.column_tensors(1, 2, torch.device("cpu")).columns.all()
+    edit.boost = ScoreBoost(0.25)  # a replaced primitive is seen too
+    assert edit.column_tensors(1, 2, torch.device("cpu")).boost.eq(0.25).all()
     with torch.inference_mode():
-        fresh = AttentionEdit(image_columns=torch.ones(1, 4, dtype=torch.bool), pai_alpha=0.2)
-        assert fresh.columns(2, 2, torch.device("cpu")).boost.shape == (2, 4)
+        fresh = AttentionEdit(columns=torch.ones(1, 4, dtype=torch.bool), boost=ScoreBoost(0.2))
+        assert fresh.column_tensors(2, 2, torch.device("cpu")).boost.shape == (2, 4)
+
+
+# ---- the escape hatch: score_mod / prob_mod ----------------------------------------------------
+def test_score_mod_adding_a_column_bias_equals_the_primitive():
+    q, k, v = qkv(2, 3, 3, 4, 9, 8, seed=7)  # a chunk: queries at key positions 5..8
+    bias = torch.randn(2, 7, generator=torch.Generator().manual_seed(8))  # over a 7-column prompt
+    full = pad_columns(bias, 9, 0.0)  # (B, Tk)
+    mod = AttentionEdit(score_mod=lambda s, w: s + full[w.batch, w.key])  # (B, 1, 1, Tk) through the indices
+    got = attention_reference(q, k, v, None, scaling=0.4, edit=mod)
+    ref = attention_reference(q, k, v, None, scaling=0.4, edit=AttentionEdit(column_bias=bias))
+    assert torch.equal(got.out, ref.out)
+
+
+def test_identity_prob_mod_changes_nothing():
+    q, k, v = qkv(1, 2, 2, 1, 6, 8, seed=9)
+    fields = dict(columns=COLUMNS, boost=ScoreBoost(0.5), head_bias=torch.tensor([0.3, -0.2]),
+                  redistribute=Redistribution(SOURCES, max_source_share=1.0, min_mass=0.0),
+                  return_column_mass=True, return_attention_row=True)
+    plain = attention_reference(q, k, v, None, scaling=0.5, edit=AttentionEdit(**fields))
+    same = attention_reference(q, k, v, None, scaling=0.5, edit=AttentionEdit(prob_mod=lambda a, w: a, **fields))
+    for a, b in zip(plain[:3], same[:3]):
+        assert torch.equal(a, b)
+
+
+def test_score_mod_on_heads_and_columns_matches_the_hand_computation():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    q, k, v = torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 4, 4), torch.eye(4).expand(1, 2, 4, 4)  # output = row
+    columns = torch.tensor([[False, True, True, False]])
+
+    def scale_head_1(s, w):  # the column set's attention in head 1, times 3
+        return s + torch.where(w.columns & (w.head == 1), math.log(3.0), 0.0)
+
+    edit = AttentionEdit(columns=columns, column_bias=probs.log()[None], score_mod=scale_head_1)
+    rows = attention_reference(q, k, v, None, scaling=1.0, edit=edit).out[0, 0]  # (H, Tk)
+    torch.testing.assert_close(rows[0], probs)  # head 0 untouched
+    torch.testing.assert_close(rows[1], torch.tensor([0.1, 0.6, 0.9, 0.4]) / 2.0)  # head 1: set x3, renormalised
+
+
+def test_where_gives_absolute_query_positions_and_running_rows():
+    q, k, v = qkv(4, 2, 2, 5, 12, 8, seed=11)  # 2 samples x 2 beams; queries at key positions 7..11
+    seen = []
+
+    def window(s, w):  # a sliding window of 3 keys, written with the query positions
+        seen.append(w)
+        return s.masked_fill(w.key < w.query - 2, float("-inf"))
+
+    columns = torch.tensor([[True, False, False], [False, True, True]])  # per sample, over a 3-column prompt
+    got = attention_reference(q, k, v, None, scaling=0.3, edit=AttentionEdit(columns=columns, score_mod=window)).out
+    causal = causal_mask(5, 12, "cpu")
+    mask = (causal & ~causal.tril(12 - 5 - 3))[None, None]
+    torch.testing.assert_close(got, attention_reference(q, k, v, mask, scaling=0.3).out)
+    w = seen[0]
+    assert [tuple(t.shape) for t in w] == [(4, 1, 1, 1), (1, 2, 1, 1), (1, 1, 5, 1), (1, 1, 1, 12), (4, 1, 1, 12)]
+    assert w.query.flatten().tolist() == [7, 8, 9, 10, 11]
+    rows = w.columns[:, 0, 0, :4].tolist()  # each sample's row repeated per beam, False past the prompt
+    assert rows == [[True, False, False, False]] * 2 + [[False, True, True, False]] * 2
+
+
+def test_mods_are_checked_and_switch_the_edit_on():
+    q, k, v = qkv(1, 2, 2, 3, 3, 4)
+    assert not AttentionEdit(score_mod=lambda s, w: s).is_noop() and AttentionEdit(prob_mod=lambda a, w: a).has_mods
+    with pytest.raises(ValueError, match="must return a"):
+        attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(score_mod=lambda s, w: s[..., :2]))

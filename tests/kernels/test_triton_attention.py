@@ -3,19 +3,28 @@ per-dtype tolerance table. On CPU the kernel runs under Triton's interpreter (ea
 so the shapes are small; the interpreter blocks are 32 wide, so Tk > 32 means several key blocks."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from halluc.kernels import AttentionEdit, attention, attention_reference, resolve_impl, use_impl
+from halluc.kernels import (
+    AttentionEdit,
+    Redistribution,
+    ScoreBoost,
+    attention,
+    attention_reference,
+    resolve_impl,
+    use_impl,
+)
 from halluc.kernels.masks import causal_mask
 
 triton = pytest.importorskip("triton")
 from halluc.kernels.triton_attention import triton_attention  # noqa: E402
 
-# dtype -> (atol, rtol) for the output; image mass and attention rows are fp32 math in both paths.
+# dtype -> (atol, rtol) for the output; column mass and attention rows are fp32 math in both paths.
 TOL = {torch.float32: (2e-5, 1e-5), torch.float16: (3e-3, 2e-3), torch.bfloat16: (3e-2, 2e-2)}
 MASS_TOL = {torch.float32: 1e-5, torch.float16: 1e-4, torch.bfloat16: 1e-4}
 
@@ -62,20 +71,20 @@ def make_edit(kind: str, shape, seed=0) -> AttentionEdit:
         e["column_bias"] = bias
     if kind in ("head", "all"):
         e["head_bias"] = torch.randn(h, generator=g)
-    if kind in ("pai", "all"):
-        e["pai_alpha"] = 0.5
-    if kind == "pai-rows":
-        e.update(pai_alpha=0.5, pai_last_row_only=False)
-    if kind == "paint":
-        e["pai_alpha"] = img * 0.7 + sinks * 0.3
-    if kind in ("var", "all"):
-        e.update(var_sink_columns=sinks, var_p=0.6, var_rho=0.5, var_summ=0.2)
+    if kind in ("boost", "all"):
+        e["boost"] = ScoreBoost(0.5)
+    if kind == "boost-rows":
+        e["boost"] = ScoreBoost(0.5, last_row_only=False)
+    if kind == "boost-per-column":  # PAINT-style per-column strengths
+        e["boost"] = ScoreBoost(img * 0.7 + sinks * 0.3)
+    if kind in ("redist", "all"):
+        e["redistribute"] = Redistribution(sinks, keep=0.6, max_source_share=0.5, min_mass=0.2)
         e.setdefault("column_bias", bias)
-    if kind in ("mass", "all", "var"):
-        e["return_image_mass"] = True
-    if kind in ("row", "all", "var"):
+    if kind in ("mass", "all", "redist"):
+        e["return_column_mass"] = True
+    if kind in ("row", "all", "redist"):
         e["return_attention_row"] = True
-    return AttentionEdit(image_columns=img, **e)
+    return AttentionEdit(columns=img, **e)
 
 
 def check(shape, kind, dtype, config=None):
@@ -87,7 +96,7 @@ def check(shape, kind, dtype, config=None):
     atol, rtol = TOL[dtype]
     assert got.impl == "triton" and got.out.dtype == dtype and got.out.shape == ref.out.shape
     torch.testing.assert_close(got.out.float(), ref.out.float(), atol=atol, rtol=rtol)
-    for name in ("image_mass", "attention_row"):
+    for name in ("column_mass", "attention_row"):
         a, r = getattr(got, name), getattr(ref, name)
         assert (a is None) == (r is None), name
         if r is not None:
@@ -96,9 +105,9 @@ def check(shape, kind, dtype, config=None):
 
 
 CASES = [
-    ("decode", "none"), ("decode", "all"), ("decode", "var"), ("decode", "pai"), ("decode", "row"),
-    ("prefill", "none"), ("prefill", "all"), ("prefill", "pai-rows"), ("prefill", "head"),
-    ("chunk", "bias"), ("chunk", "var"), ("chunk", "paint"), ("chunk", "mass"),
+    ("decode", "none"), ("decode", "all"), ("decode", "redist"), ("decode", "boost"), ("decode", "row"),
+    ("prefill", "none"), ("prefill", "all"), ("prefill", "boost-rows"), ("prefill", "head"),
+    ("chunk", "bias"), ("chunk", "redist"), ("chunk", "boost-per-column"), ("chunk", "mass"),
     ("pad-prefill", "all"), ("pad-prefill", "none"), ("pad-decode", "all"), ("noncausal", "all"),
 ]
 
@@ -108,7 +117,7 @@ def test_kernel_matches_reference_fp32(shape, kind):
     check(SHAPES[shape], kind, torch.float32)
 
 
-HALF_CASES = [("decode", "all"), ("prefill", "all"), ("chunk", "var"), ("pad-prefill", "all")]
+HALF_CASES = [("decode", "all"), ("prefill", "all"), ("chunk", "redist"), ("pad-prefill", "all")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -117,14 +126,14 @@ def test_kernel_matches_reference_half(shape, kind, dtype):
     check(SHAPES[shape], kind, dtype)
 
 
-def test_var_selects_some_rows_and_not_others():
-    """The VAR cases above are only meaningful if they exercise both outcomes of the selection."""
+def test_redistribution_selects_some_rows_and_not_others():
+    """The redistribution cases above are only meaningful if they exercise both outcomes of the selection."""
     shape = SHAPES["chunk"]
     q, k, v, am, _ = make_inputs(shape, torch.float32)
-    edit = make_edit("var", shape)
+    edit = make_edit("redist", shape)
     got = triton_attention(q, k, v, am, scaling=0.25, edit=edit).out
-    off = make_edit("var", shape)
-    off.var_p = 1.0
+    off = make_edit("redist", shape)
+    off.redistribute = dataclasses.replace(off.redistribute, keep=1.0)
     plain = attention_reference(q, k, v, am, scaling=0.25, edit=off).out
     changed = (got - plain).abs().amax(-1) > 1e-4  # (B, Tq, H)
     assert changed.any() and not changed.all()
@@ -136,10 +145,10 @@ def test_fully_masked_rows_are_zero():
     bias = torch.zeros(2, 77)
     bias[1] = float("-inf")  # batch row 1 sees no key at all
     res = triton_attention(q, k, v, None, scaling=0.2, edit=AttentionEdit(column_bias=bias, return_attention_row=True,
-                                                                           return_image_mass=True))
+                                                                           return_column_mass=True))
     assert torch.equal(res.out[1], torch.zeros_like(res.out[1])) and torch.isfinite(res.out).all()
     assert torch.equal(res.attention_row[1], torch.zeros_like(res.attention_row[1]))
-    assert torch.equal(res.image_mass, torch.zeros_like(res.image_mass))  # no image columns
+    assert torch.equal(res.column_mass, torch.zeros_like(res.column_mass))  # no column set
 
 
 def test_block_sizes_do_not_change_the_result():
@@ -185,7 +194,7 @@ def test_mask_broadcast_over_the_batch():
     got = triton_attention(q, k, v, mask, scaling=0.25, edit=edit)
     ref = attention_reference(q, k, v, mask, scaling=0.25, edit=edit)
     torch.testing.assert_close(got.out, ref.out, atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(got.image_mass, ref.image_mass, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got.column_mass, ref.column_mass, atol=1e-5, rtol=1e-4)
 
 
 def test_package_imports_and_runs_without_triton():
@@ -199,3 +208,22 @@ def test_package_imports_and_runs_without_triton():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_edits_with_mods_run_on_the_reference_whatever_is_forced(monkeypatch):
+    shape = SHAPES["pad-prefill"]
+    q, k, v, am, _ = make_inputs(shape, torch.float32)
+    edit = make_edit("all", shape)
+    edit.score_mod = lambda s, w: s + torch.where(w.columns & (w.head == 1), 0.4, 0.0)
+    ref = attention_reference(q, k, v, am, scaling=0.25, edit=edit)
+    monkeypatch.setenv("HALLUC_KERNEL", "triton")
+    results = [attention(q, k, v, am, scaling=0.25, edit=edit), attention(q, k, v, am, scaling=0.25, edit=edit,
+                                                                          impl="triton")]
+    with use_impl("triton"):
+        results.append(attention(q, k, v, am, scaling=0.25, edit=edit))
+    for res in results:
+        assert res.impl == "torch" and torch.equal(res.out, ref.out)
+    with pytest.raises(ValueError, match="score_mod or prob_mod"):
+        triton_attention(q, k, v, am, scaling=0.25, edit=edit)
+    edit.score_mod = None  # the primitives alone go back to the kernel
+    assert attention(q, k, v, am, scaling=0.25, edit=edit).impl == "triton"
