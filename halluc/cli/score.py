@@ -43,11 +43,14 @@ def pope_cmd(
     questions: Path = typer.Option(..., "--questions", help="POPE question file (JSON lines with label)."),
     answers: Path = typer.Option(..., "--answers", help="Answers: JSON lines with question_id and text."),
     parser: str = typer.Option("pope", "--parser", help="Yes/no parser: pope, opera, vcd, exact, word."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="Score questions without an answer as unanswered instead of refusing."),
     as_json: bool = _JSON,
 ) -> None:
     """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
     pope.get_parser(parser)  # an unknown parser fails before any file is read
-    scores = pope.score_pope(pope.read_pope_questions(questions), pope.read_pope_answers(answers), parser)
+    scores = pope.score_pope(pope.read_pope_questions(questions), pope.read_pope_answers(answers), parser,
+                             allow_missing=allow_missing, names=(str(questions), str(answers)))
     _print(scores.as_dict(), as_json, f"POPE ({parser} parser)")
 
 
