@@ -36,6 +36,12 @@ _POPE_SHA = {
 # 3,000-question files: RUCAIBox/POPE at 3df3ba1; 2,910 (LLaVA/OPERA): the copy in shikiw/OPERA (= POPE e3e3926).
 _POPE_SRC = {"coco": ("RUCAIBox/POPE", "3df3ba1", "output/coco"), "coco_2910": ("shikiw/OPERA", "main", "pope_coco")}
 
+# RePOPE relabels the 3,000-question files; YanNeu/RePOPE at bcf22e5.
+_REPOPE = "https://raw.githubusercontent.com/YanNeu/RePOPE/bcf22e5690d587cce34e1728af3efdcfaf747d29/annotations/"
+_REPOPE_SHA = {"random": "f464fcaf60b24ce2f280cf33f122e000dbdd35c8e88f77c4141c9c2cba864611",
+               "popular": "57832b055bae5fd6176278a4f104c98ddd84811f7d26dfcb93d481f6c9da09a5",
+               "adversarial": "8c346dbb060bf422ff92e769fa68e5ab3e8a777cb28a26e973387441e05c9ccf"}
+
 SOURCES: dict[str, list[Remote]] = {
     "pope": [Remote(_POPE.format(repo=_POPE_SRC[v][0], ref=_POPE_SRC[v][1], path=_POPE_SRC[v][2], split=s),
                     f"pope/{v}/coco_pope_{s}.json", sha)
@@ -47,12 +53,15 @@ SOURCES: dict[str, list[Remote]] = {
         Remote("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
                "chair/annotations_trainval2014.zip", None),
     ],
+    "repope": [Remote(f"{_REPOPE}coco_repope_{split}.json", f"repope/coco_repope_{split}.json", sha)
+               for split, sha in _REPOPE_SHA.items()],
     "mme": [Remote("https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/raw/Evaluation/tools/eval_tool.zip",
                    "mme/eval_tool.zip", None)],
 }
 IMAGES = {
     "pope": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
     "chair": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
+    "repope": "COCO val2014 images, as for POPE: http://images.cocodataset.org/zips/val2014.zip",
     "mme": "MME images: request form in BradyFU/Awesome-Multimodal-Large-Language-Models (branch Evaluation) or "
            "the HF mirror lmms-lab/MME; pass --images .../MME_Benchmark_release_version",
 }

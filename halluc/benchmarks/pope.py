@@ -21,7 +21,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -271,10 +271,31 @@ def parse_exact(text: str) -> bool | None:
 
 
 def parse_word(text: str) -> bool | None:
-    """VLMEvalKit `YOrN_Extraction`: punctuation dropped, "yes" xor "no" as a whole word."""
-    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    """VLMEvalKit `YOrN_Extraction` (vlmeval/dataset/utils/yorn.py), rule for rule: lower-case, its
+    punctuation clean-up (`process_punctuation`), split on whitespace; "yes" xor "no" as a word, else
+    None ("Unknown", which VLMEvalKit hands to a GPT judge when one is configured; halluc has none)."""
+    words = _vlmevalkit_punctuation(text.lower()).split()
     has_yes, has_no = "yes" in words, "no" in words
     return None if has_yes == has_no else has_yes
+
+
+_VLMEVALKIT_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
+                     "?", "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
+_LONE_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+
+
+def _vlmevalkit_punctuation(text: str) -> str:
+    """VLMEvalKit's `process_punctuation`: each mark is deleted where it touches a space in the original
+    text (or everywhere once a digit,digit comma occurs), else replaced by a space; then periods not
+    next to a digit are deleted. Its `re.sub(..., re.UNICODE)` passes the flag as the count, so only
+    the first 32 such periods go; kept here because it decides a few long answers."""
+    out = text
+    numeric_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
+    for mark in _VLMEVALKIT_PUNCT:
+        touches_space = mark + " " in text or " " + mark in text
+        out = out.replace(mark, "" if touches_space or numeric_comma else " ")
+    return _LONE_PERIOD.sub("", out, count=int(re.UNICODE))
 
 
 PARSERS: Mapping[str, Callable[[str], bool | None]] = MappingProxyType({
@@ -421,6 +442,52 @@ def check_coverage(question_ids: Sequence[int | str], answers: Mapping[int | str
         raise HallucError(f"{len(missing)} of the {len(question_ids)} questions in {questions_name} have no answer in "
                           f"{answers_name} (first: {missing[0]}): {hint} Pass --allow-missing to count them as "
                           "unanswered (wrong)")
+
+
+# ---------------------------------------------------------------- RePOPE: the same questions, corrected labels
+
+REPOPE_TEMPLATE = "coco_repope_{}.json"
+
+
+def relabel(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion],
+            names: tuple[str, str] = ("the POPE questions", "the relabelled file")) -> tuple[list[PopeQuestion], list]:
+    """RePOPE (Neuhaus & Hein, 2025) on a POPE question set: the questions it keeps, with its labels,
+    and the ids of those it removed (ambiguous ones).
+
+    Every relabelled question must be one of `questions`, same image and same text: RePOPE relabels the
+    3,000-question files, and the 2,910-question version differs in ids and in "imange" typos.
+    """
+    questions_name, labels_name = names
+    by_id = {_question_id(q.question_id): q for q in questions}
+    for q in relabelled:
+        original = by_id.get(_question_id(q.question_id))
+        if original is None or (original.image, original.text) != (q.image, q.text):
+            seen = "is not in it" if original is None else f"is {original.text!r} on {original.image} there"
+            raise HallucError(f"{labels_name} relabels another question set than {questions_name}: question "
+                              f"{q.question_id} ({q.text!r} on {q.image}) {seen}; RePOPE relabels the "
+                              "3,000-question POPE files (RUCAIBox/POPE output/coco)")
+    labels = {_question_id(q.question_id): q.label for q in relabelled}
+    kept = [replace(q, label=labels[qid]) for qid, q in by_id.items() if qid in labels]
+    removed = [qid for qid in by_id if qid not in labels]
+    return kept, removed
+
+
+def score_relabelled(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion],
+                     answers: Mapping[int | str, str], parser: str | Callable[[str], bool | None] = "pope", *,
+                     allow_missing: bool = False, names: tuple[str, str, str] | None = None) -> dict:
+    """POPE metrics of the same answers against corrected labels, plus `removed` (questions dropped).
+
+    Answers are checked against the original question set (the one the model was asked), so an
+    answer to a removed question is expected, not an error. `names`: question, answer, label files.
+    """
+    questions_name, answers_name, labels_name = names or ("the POPE questions", "the answers", "the labels")
+    answers = {_question_id(k): v for k, v in answers.items()}
+    check_coverage([_question_id(q.question_id) for q in questions], answers, allow_missing=allow_missing,
+                   names=(questions_name, answers_name))
+    kept, removed = relabel(questions, relabelled, (questions_name, labels_name))
+    kept_ids = {q.question_id for q in kept}
+    scores = score_pope(kept, {k: v for k, v in answers.items() if k in kept_ids}, parser, allow_missing=True)
+    return {**scores.as_dict(), "removed": len(removed)}
 
 
 def predictor(parser: str | Callable[[str], bool | None]) -> Callable[[str, bool], bool | None]:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from halluc.benchmarks import chair, mme, pope
+from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError
 
 score_app = typer.Typer(help="Score saved answers, captions or MME result files with the official rules.",
@@ -45,13 +46,34 @@ def pope_cmd(
     parser: str = typer.Option("pope", "--parser", help="Yes/no parser: pope, opera, vcd, exact, word."),
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="Score questions without an answer as unanswered instead of refusing."),
+    labels: str = typer.Option(None, "--labels", help="Corrected labels: a relabelled question file, or 'repope' "
+                               "(the fetched RePOPE file of the same split). Adds 'removed'."),
     as_json: bool = _JSON,
 ) -> None:
     """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
     pope.get_parser(parser)  # an unknown parser fails before any file is read
-    scores = pope.score_pope(pope.read_pope_questions(questions), pope.read_pope_answers(answers), parser,
-                             allow_missing=allow_missing, names=(str(questions), str(answers)))
-    _print(scores.as_dict(), as_json, f"POPE ({parser} parser)")
+    asked, given = pope.read_pope_questions(questions), pope.read_pope_answers(answers)
+    if labels is None:
+        scores = pope.score_pope(asked, given, parser, allow_missing=allow_missing,
+                                 names=(str(questions), str(answers)))
+        _print(scores.as_dict(), as_json, f"POPE ({parser} parser)")
+        return
+    label_file = _repope_file(questions) if labels == "repope" else Path(labels)
+    result = pope.score_relabelled(asked, pope.read_pope_questions(label_file), given, parser,
+                                   allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)))
+    _print(result, as_json, f"RePOPE ({parser} parser, {label_file.name})")
+
+
+def _repope_file(questions: Path) -> Path:
+    """The fetched RePOPE file for the split named in a POPE question file's name."""
+    split = next((s for s in pope.SPLITS if questions.name == f"coco_pope_{s}.json"), None)
+    if split is None:
+        raise HallucError(f"cannot tell the POPE split from the file name {questions.name} (expected "
+                          "coco_pope_{random,popular,adversarial}.json); pass --labels with the RePOPE file itself")
+    path = data_home() / "repope" / pope.REPOPE_TEMPLATE.format(split)
+    if not path.is_file():
+        raise HallucError(f"RePOPE labels not found at {path}: run `halluc data fetch repope` (or pass --labels FILE)")
+    return path
 
 
 @score_app.command("chair")

@@ -59,6 +59,12 @@ class Task:
     def score(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> dict[str, float]:
         return self.aggregate(split, self.units(split, samples, texts))
 
+    def companions(self) -> list[Task]:
+        """Other benchmarks scored from this task's generated texts, no extra generation (POPE's RePOPE
+        twin). A companion's samples are a subset of this task's, with the same ids; its rows count the
+        samples it leaves out as `removed`."""
+        return []
+
     def describe(self) -> dict:
         return {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
                 "decoding": dict(self.protocol.decoding)}
