@@ -55,6 +55,10 @@ SOURCES: dict[str, list[Remote]] = {
     ],
     "repope": [Remote(f"{_REPOPE}coco_repope_{split}.json", f"repope/coco_repope_{split}.json", sha)
                for split, sha in _REPOPE_SHA.items()],
+    "hallusionbench": [Remote("https://raw.githubusercontent.com/tianyi-lab/HallusionBench/"
+                              "744007c232c292942c7f80eb61edb2465482da31/HallusionBench.json",
+                              "hallusionbench/HallusionBench.json",
+                              "ca6e0fb677dd56e5fb0e2700d06c58d01f8a6ae66e0f1773b2ac48c0a095d051")],
     "mme": [Remote("https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/raw/Evaluation/tools/eval_tool.zip",
                    "mme/eval_tool.zip", None)],
 }
@@ -62,6 +66,8 @@ IMAGES = {
     "pope": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
     "chair": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
     "repope": "COCO val2014 images, as for POPE: http://images.cocodataset.org/zips/val2014.zip",
+    "hallusionbench": "HallusionBench figures: hallusion_bench.zip linked from the tianyi-lab/HallusionBench README "
+                      "(unzip; pass --images .../hallusion_bench, the folder holding VD/ and VS/), or --source hf",
     "mme": "MME images: request form in BradyFU/Awesome-Multimodal-Large-Language-Models (branch Evaluation) or "
            "the HF mirror lmms-lab/MME; pass --images .../MME_Benchmark_release_version",
 }

@@ -1,4 +1,5 @@
-"""`halluc score ...`: score saved outputs on POPE, CHAIR and MME. No model is loaded.
+"""`halluc score ...`: score saved outputs on POPE (and RePOPE), CHAIR, MME, AMBER and HallusionBench.
+No model is loaded, and nothing here imports torch.
 
 Each command reads, calls the pure scorer in `halluc.benchmarks`, and prints a table or,
 with --json, exactly one JSON object. Bad input: one line on stderr, exit code 2.
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from halluc.benchmarks import chair, mme, pope
+from halluc.benchmarks import chair, hallusionbench, mme, pope
 from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError
 
@@ -103,6 +104,35 @@ def mme_cmd(
         typer.echo(json.dumps(scores.as_dict()))
     else:
         Console().print(_mme_table(scores))
+
+
+@score_app.command("hallusionbench")
+@_one_line_errors
+def hallusionbench_cmd(
+    answers: Path = typer.Option(..., "--answers", help="Result file in the official format (question rows with "
+                                 "model_prediction), JSON array or lines."),
+    questions: Path = typer.Option(None, "--questions", help="HallusionBench.json, for the ground truth when the "
+                                   "result file has no gt_answer [default: the result file itself]."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="Score only the answered questions (e.g. a released sample)."),
+    as_json: bool = _JSON,
+) -> None:
+    """qAcc, fAcc, aAcc (official aggregation; VLMEvalKit's yes/no extraction, no GPT judge)."""
+    given = hallusionbench.read_predictions(answers)
+    source = questions or answers
+    scores = hallusionbench.score(hallusionbench.read_questions(source), given, allow_missing=allow_missing,
+                                  names=(str(source), str(answers)))
+    if as_json:
+        typer.echo(json.dumps(scores))
+        return
+    subcategories = scores.pop("subcategories")
+    _print(scores, False, "HallusionBench (VLMEvalKit yes/no extraction)")
+    table = Table(title="per subcategory")
+    for column in ("subcategory", "qAcc", "fAcc", "aAcc", "n"):
+        table.add_column(column, justify="left" if column == "subcategory" else "right")
+    for name, part in subcategories.items():
+        table.add_row(name, *(f"{part[k]:.2f}" for k in ("qacc", "facc", "aacc")), str(part["n"]))
+    Console().print(table)
 
 
 def _print(metrics: dict, as_json: bool, title: str) -> None:
