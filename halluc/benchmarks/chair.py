@@ -63,12 +63,13 @@ _TOKEN_RULES = (
 )
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, lower: bool = True) -> list[str]:
     """Lower-cased word tokens, punctuation split off as in NLTK's Treebank tokenizer.
 
     Hyphenated and slashed words stay whole ("hot-dog" is not "hot dog"), as in the reference.
+    `lower=False` keeps the case (AMBER's evaluator tokenizes the response as written).
     """
-    text = text.lower()
+    text = text.lower() if lower else text
     for pattern, repl in _TOKEN_RULES:
         text = pattern.sub(repl, text)
     return text.split()

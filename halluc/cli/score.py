@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from halluc.benchmarks import chair, hallusionbench, mme, pope
+from halluc.benchmarks import amber, chair, hallusionbench, mme, pope
 from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError
 
@@ -104,6 +104,35 @@ def mme_cmd(
         typer.echo(json.dumps(scores.as_dict()))
     else:
         Console().print(_mme_table(scores))
+
+
+@score_app.command("amber")
+@_one_line_errors
+def amber_cmd(
+    answers: Path = typer.Option(..., "--answers", help="Inference file: [{\"id\": 1, \"response\": ...}, ...]."),
+    data: Path = typer.Option(None, "--data", help="AMBER data folder (annotations.json, relation.json, "
+                              "safe_words.txt) [default: the data home's amber/]."),
+    parser: str = typer.Option("official", "--parser", help="Yes/no answers: official (exactly Yes/No), or a POPE "
+                               "parser (word, exact, pope, opera) applied first."),
+    extractor: str = typer.Option("auto", "--extractor", help="Nouns: auto, official (NLTK + spaCy), offline."),
+    as_json: bool = _JSON,
+) -> None:
+    """AMBER: CHAIR, Cover, Hal, Cog; accuracy, precision, recall, F1 per dimension; AMBER Score."""
+    read_as = None if parser == "official" else pope.get_parser(parser)
+    folder = data or data_home() / "amber"
+    if not (folder / "annotations.json").is_file():
+        raise HallucError(f"no AMBER annotations in {folder}: run `halluc data fetch amber` or pass --data DIR")
+    truth = amber.load_amber(folder, queries=False)
+    scores = amber.score(amber.read_responses(answers), truth, amber.get_extractor(extractor, truth), read_as)
+    if as_json:
+        typer.echo(json.dumps(scores))
+        return
+    flat = {"extractor": scores["extractor"]}
+    for part in ("generative", "discriminative"):
+        flat.update({f"{part} {k}": v for k, v in scores.get(part, {}).items()})
+    if "amber_score" in scores:
+        flat["AMBER Score"] = scores["amber_score"]
+    _print(flat, False, f"AMBER ({scores['extractor']} extractor, {parser} yes/no)")
 
 
 @score_app.command("hallusionbench")
