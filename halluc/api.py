@@ -76,7 +76,7 @@ def run(model: str, methods: Sequence[str] = ("none",), benchmark: str = "pope",
     check_model_name(model)  # before any benchmark data is prepared
     task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
                       data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
-                      dataset=options.dataset)
+                      dataset=options.dataset, source=options.source)
     spec = RunSpec(model, parse_entries(methods, params, options.baseline), task, options.limit, options.seed,
                    options.batch_size)
     family = known_family(model)

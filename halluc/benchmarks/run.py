@@ -291,6 +291,7 @@ class RunOptions:
     splits: tuple[str, ...] | None = None
     protocol: str | None = None
     dataset: str = "coco"  # or "world": the toy world's POPE / CHAIR
+    source: str = "auto"   # local files, the benchmark's HF dataset ("hf"), or auto (hf when no --images)
     images: Path | None = None
     data: Path | None = None
     limit: int | None = None

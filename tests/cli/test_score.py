@@ -190,3 +190,14 @@ def test_chair_duplicate_caption_names_the_image(tmp_path):
     gt.write_text(json.dumps({"1": ["dog"], "2": ["cat"]}))
     line = _fail(runner.invoke(score_app, ["chair", "--captions", str(captions), "--gt", str(gt)]))
     assert "c.jsonl:3: image_id 1 is captioned twice (first at" in line
+
+
+def test_score_commands_do_not_import_torch():
+    """`halluc score` stays light: its modules (every benchmark's metrics) load without torch or datasets."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import halluc.cli.score; "
+            "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

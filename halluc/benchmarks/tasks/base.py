@@ -43,6 +43,7 @@ class Task:
     name: str = ""
     version: str = "1"
     protocol: Protocol = field(default_factory=lambda: Protocol("default", {}))
+    data_source = None  # set by build_task for --source hf: {"source", "dataset", "revision", "config"}
 
     def splits(self) -> list[str]:
         raise NotImplementedError
@@ -66,8 +67,11 @@ class Task:
         return []
 
     def describe(self) -> dict:
-        return {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
-                "decoding": dict(self.protocol.decoding)}
+        described = {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
+                     "decoding": dict(self.protocol.decoding)}
+        if self.data_source:
+            described["data_source"] = dict(self.data_source)
+        return described
 
 
 def check_images(samples: Sequence[Sample], images_dir: Path) -> None:
