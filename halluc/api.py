@@ -97,7 +97,7 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
     for benchmark in dict.fromkeys(benchmarks):
         task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
                           data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
-                          dataset=options.dataset)
+                          dataset=options.dataset, source=options.source)
         spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size)
         where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
         out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out

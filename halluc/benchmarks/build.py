@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from halluc.benchmarks import sources
 from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.spec import benchmark_names, benchmark_spec
 from halluc.benchmarks.tasks import Task
-from halluc.errors import unknown_choice
+from halluc.errors import HallucError, unknown_choice
 from halluc.plugins import load_plugins
 
 __all__ = ["build_task", "data_home", "datasets", "register_dataset"]
@@ -39,14 +40,30 @@ def datasets() -> list[str]:
     return ["coco", *_DATASETS]
 
 
+SOURCE_CHOICES = ("auto", "local", "hf")
+
+
 def build_task(benchmark: str, *, protocol: str | None = None, splits: list[str] | None = None,
                data: Path | None = None, images: Path | None = None, max_new_tokens: int | None = None,
-               dataset: str = "coco") -> Task:
+               dataset: str = "coco", source: str = "auto") -> Task:
+    """`source`: `local` (files: --data, --images), `hf` (the benchmark's HF dataset, `--data` naming a
+    saved copy or ID@REVISION), or `auto`: local when --images is given or the benchmark has no HF
+    dataset, else hf."""
     if dataset not in datasets():
         raise unknown_choice("dataset", dataset, datasets())
+    if source not in SOURCE_CHOICES:
+        raise unknown_choice("source", source, SOURCE_CHOICES)
     if dataset != "coco":
         return _DATASETS[dataset](benchmark, protocol, splits, max_new_tokens)
     if benchmark not in benchmark_names():
         raise unknown_choice("benchmark", benchmark, benchmark_names())
-    return benchmark_spec(benchmark).build(protocol=protocol, splits=splits, data=data, images=images,
-                                           max_new_tokens=max_new_tokens)
+    build = benchmark_spec(benchmark).build
+    if source == "hf" or (source == "auto" and images is None and sources.has_source(benchmark)):
+        if images is not None:
+            raise HallucError("--source hf reads images from the dataset; drop --images (or use --source local)")
+        files = sources.materialize(benchmark, data)
+        task = build(protocol=protocol, splits=splits, data=files.data, images=files.images,
+                     max_new_tokens=max_new_tokens)
+        task.data_source = files.provenance
+        return task
+    return build(protocol=protocol, splits=splits, data=data, images=images, max_new_tokens=max_new_tokens)

@@ -63,12 +63,13 @@ _TOKEN_RULES = (
 )
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, lower: bool = True) -> list[str]:
     """Lower-cased word tokens, punctuation split off as in NLTK's Treebank tokenizer.
 
     Hyphenated and slashed words stay whole ("hot-dog" is not "hot dog"), as in the reference.
+    `lower=False` keeps the case (AMBER's evaluator tokenizes the response as written).
     """
-    text = text.lower()
+    text = text.lower() if lower else text
     for pattern, repl in _TOKEN_RULES:
         text = pattern.sub(repl, text)
     return text.split()
@@ -188,11 +189,16 @@ def score_chair(captions: Iterable[tuple[int, str]] | Mapping[int, str],
     """CHAIR over (image_id, caption) pairs against ground truth {image_id: node words}.
 
     An image without ground truth is an error: the reference silently treats it as empty,
-    which makes every mention a hallucination.
+    which makes every mention a hallucination. So is an image captioned twice.
     """
     pairs = list(captions.items() if isinstance(captions, Mapping) else captions)
     if not pairs:
         raise HallucError("no captions to score")
+    seen: set[int] = set()
+    for image_id, _ in pairs:
+        if image_id in seen:
+            raise HallucError(f"image_id {image_id} is captioned twice; CHAIR counts one caption per image")
+        seen.add(image_id)
     missing = [i for i, _ in pairs if i not in gt]
     if missing:
         raise HallucError(f"{len(missing)} captioned images have no ground truth (first: {missing[0]})")
@@ -217,15 +223,25 @@ def aggregate_checks(checks: Sequence[CaptionCheck], gt_sizes: Sequence[int]) ->
 # ---------------------------------------------------------------- I/O: captions and ground truth
 
 def read_chair_captions(path: str | Path) -> list[tuple[int, str]]:
-    """Caption file: JSON lines with image_id and caption (`text` is accepted for `caption`)."""
-    pairs = []
+    """Caption file: JSON lines with image_id and caption (`text` is accepted for `caption`).
+
+    An image captioned twice is refused naming the id and both lines: counting both would double its
+    weight in CHAIR (and `n`), keeping one would be a silent choice.
+    """
+    pairs, seen = [], {}
     for where, row in read_jsonl_located(path):
         key = "caption" if "caption" in row else "text"
         require(row, ("image_id", key), where)
         try:
-            pairs.append((int(row["image_id"]), str(row[key])))
+            image_id = int(row["image_id"])
         except (TypeError, ValueError):
             raise HallucError(f"{where}: image_id must be an integer, got {row['image_id']!r}") from None
+        if not isinstance(row[key], str):
+            raise HallucError(f"{where}: '{key}' must be a string (the caption), got {json.dumps(row[key])}")
+        if image_id in seen:
+            raise HallucError(f"{where}: image_id {image_id} is captioned twice (first at {seen[image_id]})")
+        seen[image_id] = where
+        pairs.append((image_id, row[key]))
     if not pairs:
         raise HallucError(f"{path}: no captions")
     return pairs

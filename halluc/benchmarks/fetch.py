@@ -1,7 +1,7 @@
 """`halluc data fetch`: official benchmark files from pinned sources, verified by checksum.
 
-Only question lists and annotations are fetched; images (COCO val2014, MME) are large and licensed
-separately, so the command says where to get them and how to pass them (`--images DIR`).
+Only question lists and annotations are fetched; images (COCO val2014, MME, AMBER, HallusionBench) are large
+and licensed separately, so the command says where to get them and how to pass them (`--images DIR`).
 Offline, it prints exactly which files to put where.
 """
 from __future__ import annotations
@@ -36,6 +36,20 @@ _POPE_SHA = {
 # 3,000-question files: RUCAIBox/POPE at 3df3ba1; 2,910 (LLaVA/OPERA): the copy in shikiw/OPERA (= POPE e3e3926).
 _POPE_SRC = {"coco": ("RUCAIBox/POPE", "3df3ba1", "output/coco"), "coco_2910": ("shikiw/OPERA", "main", "pope_coco")}
 
+# RePOPE relabels the 3,000-question files; YanNeu/RePOPE at bcf22e5.
+_REPOPE = "https://raw.githubusercontent.com/YanNeu/RePOPE/bcf22e5690d587cce34e1728af3efdcfaf747d29/annotations/"
+_REPOPE_SHA = {"random": "f464fcaf60b24ce2f280cf33f122e000dbdd35c8e88f77c4141c9c2cba864611",
+               "popular": "57832b055bae5fd6176278a4f104c98ddd84811f7d26dfcb93d481f6c9da09a5",
+               "adversarial": "8c346dbb060bf422ff92e769fa68e5ab3e8a777cb28a26e973387441e05c9ccf"}
+
+# AMBER ground truth and queries (Apache-2.0): junyangwang0410/AMBER at 534babf.
+_AMBER = "https://raw.githubusercontent.com/junyangwang0410/AMBER/534babf6bbfcce2e735c26289dedfb21cef3c939/data/"
+_AMBER_SHA = {"annotations.json": "db22a436c4836fbb295e60b4e80d519573077579fb7032f01b193c1bd022b797",
+              "relation.json": "c4c1491e9bbc3209abc1888c12a1bf8413bdbab8a0d8be04b990a2e7680cf23e",
+              "safe_words.txt": "f92cf1123f4578a2630832fac3e6ac4de36212ea55859d3bed4fd233723f4043",
+              "metrics.txt": "2fbe2ee584d10e7ce0a568a4902d3d2296727d45f761bf091dd35c4e4b5bc6ac",
+              "query/query_all.json": "127680ae61f7d4a92d2f7f07a8deaec07f0689b194d2c7c0f41ead7bd2c5bcf5"}
+
 SOURCES: dict[str, list[Remote]] = {
     "pope": [Remote(_POPE.format(repo=_POPE_SRC[v][0], ref=_POPE_SRC[v][1], path=_POPE_SRC[v][2], split=s),
                     f"pope/{v}/coco_pope_{s}.json", sha)
@@ -47,12 +61,24 @@ SOURCES: dict[str, list[Remote]] = {
         Remote("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
                "chair/annotations_trainval2014.zip", None),
     ],
+    "repope": [Remote(f"{_REPOPE}coco_repope_{split}.json", f"repope/coco_repope_{split}.json", sha)
+               for split, sha in _REPOPE_SHA.items()],
+    "amber": [Remote(_AMBER + name, f"amber/{name}", sha) for name, sha in _AMBER_SHA.items()],
+    "hallusionbench": [Remote("https://raw.githubusercontent.com/tianyi-lab/HallusionBench/"
+                              "744007c232c292942c7f80eb61edb2465482da31/HallusionBench.json",
+                              "hallusionbench/HallusionBench.json",
+                              "ca6e0fb677dd56e5fb0e2700d06c58d01f8a6ae66e0f1773b2ac48c0a095d051")],
     "mme": [Remote("https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/raw/Evaluation/tools/eval_tool.zip",
                    "mme/eval_tool.zip", None)],
 }
 IMAGES = {
     "pope": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
     "chair": "COCO val2014 images: http://images.cocodataset.org/zips/val2014.zip (unzip; pass --images .../val2014)",
+    "repope": "COCO val2014 images, as for POPE: http://images.cocodataset.org/zips/val2014.zip",
+    "amber": "AMBER images: the Google Drive link in the junyangwang0410/AMBER README (unzip; pass --images DIR "
+             "holding AMBER_1.jpg ... AMBER_1004.jpg), or --source hf",
+    "hallusionbench": "HallusionBench figures: hallusion_bench.zip linked from the tianyi-lab/HallusionBench README "
+                      "(unzip; pass --images .../hallusion_bench, the folder holding VD/ and VS/), or --source hf",
     "mme": "MME images: request form in BradyFU/Awesome-Multimodal-Large-Language-Models (branch Evaluation) or "
            "the HF mirror lmms-lab/MME; pass --images .../MME_Benchmark_release_version",
 }

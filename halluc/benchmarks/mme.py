@@ -134,7 +134,14 @@ def read_mme_results(results_dir: str | Path) -> dict[str, list[MMEItem]]:
     found = {name: results_dir / f"{name}.txt" for name in SUBTASKS if (results_dir / f"{name}.txt").is_file()}
     if not found:
         raise HallucError(f"{results_dir}: no MME result files (expected e.g. existence.txt, OCR.txt)")
-    return {name: read_mme_result_file(path, name) for name, path in found.items()}
+    results = {name: read_mme_result_file(path, name) for name, path in found.items()}
+    silent = [name for name, items in results.items() if items and not any(it.response for it in items)]
+    if silent:   # the question lists themselves (3 columns) would otherwise score 0 everywhere
+        shown = ", ".join(f"{name}.txt" for name in silent[:3]) + (f" and {len(silent) - 3} more" if len(silent) > 3
+                                                                   else "")
+        raise HallucError(f"{results_dir}: {shown} hold no responses (a fourth tab-separated column with the "
+                          "model's answers); are these the question lists rather than results?")
+    return results
 
 
 def read_mme_result_file(path: str | Path, subtask: str) -> list[MMEItem]:

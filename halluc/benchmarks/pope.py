@@ -8,7 +8,7 @@ Three parts, kept apart so the metric stays a pure function:
   * scoring     `score_pope` pairs answers with questions by question_id (never by position: LLaVA's
                 script pairs by position and silently mis-aligns the 2,910- and 3,000-question files).
 
-Unparsed answers (parser returned None) and missing answers are counted in `unparsed`. They stay in
+Unparsed answers (parser returned None) and, when allowed, missing answers are counted in `unparsed`. They stay in
 the denominator of accuracy and yes_ratio and count as wrong, as in the MME eval tool ("other" is
 wrong), VCD's script and lmms-eval; they are left out of the confusion matrix, so precision, recall
 and F1 are computed over parsed answers only (VCD's and lmms-eval's rule). The official POPE and
@@ -16,11 +16,12 @@ OPERA parsers never return None, so for them the numbers equal the official scri
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -68,6 +69,8 @@ def read_pope_answers(path: str | Path) -> dict[int | str, str]:
 
     `answer` is accepted in place of `text` because the official POPE README uses it.
     A repeated question_id is an error: which of the two answers would count is ambiguous.
+    A text that is not a string (null, a number, a list) is refused with its line: `str(None)` would
+    read "None" and the official parser would count it as "Yes". An empty file is refused too.
     """
     answers: dict[int | str, str] = {}
     for where, row in read_jsonl_located(path):
@@ -76,8 +79,17 @@ def read_pope_answers(path: str | Path) -> dict[int | str, str]:
         qid = _question_id(row["question_id"])
         if qid in answers:
             raise HallucError(f"{where}: question_id {qid} answered twice")
-        answers[qid] = "" if row[key] is None else str(row[key])
+        answers[qid] = answer_text(row[key], key, where)
+    if not answers:
+        raise HallucError(f"{path}: no answers")
     return answers
+
+
+def answer_text(value: Any, key: str, where: str) -> str:
+    """A model's answer as read from a file: a string, or a one-line error naming the place."""
+    if not isinstance(value, str):
+        raise HallucError(f"{where}: '{key}' must be a string (the model's answer), got {json.dumps(value)}")
+    return value
 
 
 def load_pope_hf(split: str = "random", *, dataset: str = "lmms-lab/POPE", config: str = "Full",
@@ -259,10 +271,31 @@ def parse_exact(text: str) -> bool | None:
 
 
 def parse_word(text: str) -> bool | None:
-    """VLMEvalKit `YOrN_Extraction`: punctuation dropped, "yes" xor "no" as a whole word."""
-    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    """VLMEvalKit `YOrN_Extraction` (vlmeval/dataset/utils/yorn.py), rule for rule: lower-case, its
+    punctuation clean-up (`process_punctuation`), split on whitespace; "yes" xor "no" as a word, else
+    None ("Unknown", which VLMEvalKit hands to a GPT judge when one is configured; halluc has none)."""
+    words = _vlmevalkit_punctuation(text.lower()).split()
     has_yes, has_no = "yes" in words, "no" in words
     return None if has_yes == has_no else has_yes
+
+
+_VLMEVALKIT_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
+                     "?", "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
+_LONE_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+
+
+def _vlmevalkit_punctuation(text: str) -> str:
+    """VLMEvalKit's `process_punctuation`: each mark is deleted where it touches a space in the original
+    text (or everywhere once a digit,digit comma occurs), else replaced by a space; then periods not
+    next to a digit are deleted. Its `re.sub(..., re.UNICODE)` passes the flag as the count, so only
+    the first 32 such periods go; kept here because it decides a few long answers."""
+    out = text
+    numeric_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
+    for mark in _VLMEVALKIT_PUNCT:
+        touches_space = mark + " " in text or " " + mark in text
+        out = out.replace(mark, "" if touches_space or numeric_comma else " ")
+    return _LONE_PERIOD.sub("", out, count=int(re.UNICODE))
 
 
 PARSERS: Mapping[str, Callable[[str], bool | None]] = MappingProxyType({
@@ -371,24 +404,90 @@ def pope_metrics(preds: Sequence[bool | None], labels: Sequence[bool]) -> PopeSc
 
 
 def score_pope(questions: Sequence[PopeQuestion], answers: Mapping[int | str, str],
-               parser: str | Callable[[str], bool | None] = "pope") -> PopeScores:
+               parser: str | Callable[[str], bool | None] = "pope", *, allow_missing: bool = False,
+               names: tuple[str, str] = ("the question set", "the answers")) -> PopeScores:
     """Score answers (question_id -> raw text) against questions, matched by question_id.
 
-    A question without an answer counts as unparsed. An answer to a question that is not in the
-    set is an error: it almost always means the 2,910- and 3,000-question files were mixed.
+    Answers must cover exactly the question set: an answer to an unknown question_id is an error,
+    and so is a question without an answer unless `allow_missing` (then it counts as unparsed).
+    Both almost always mean the 2,910- and 3,000-question files were mixed: ids 1..2,910 exist in
+    both, so answers for the short file leave 90 questions of the long one unanswered and are
+    matched to other questions, which gave F1 52 with only "unparsed 90" as a hint.
+    `names` (question file, answer file) make the error name the files.
     """
     ids = [_question_id(q.question_id) for q in questions]
-    known = set(ids)
-    if len(known) != len(ids):
+    if len(set(ids)) != len(ids):
         raise HallucError("the question set repeats a question_id")
     answers = {_question_id(k): v for k, v in answers.items()}
-    stray = [qid for qid in answers if qid not in known]
-    if stray:
-        raise HallucError(f"{len(stray)} answers have question_ids not in the question set "
-                          f"(first: {stray[0]}); mixed POPE versions (2,910 vs 3,000 questions)?")
+    check_coverage(ids, answers, allow_missing=allow_missing, names=names)
     predict = predictor(parser)
     preds = [predict(answers[qid], q.label) if qid in answers else None for qid, q in zip(ids, questions)]
     return pope_metrics(preds, [q.label for q in questions])
+
+
+def check_coverage(question_ids: Sequence[int | str], answers: Mapping[int | str, Any], *,
+                   allow_missing: bool = False, names: tuple[str, str] = ("the question set", "the answers")) -> None:
+    """One line naming the mismatch in both directions, or nothing when answers and questions match."""
+    questions_name, answers_name = names
+    known = set(question_ids)
+    stray = [qid for qid in answers if qid not in known]
+    missing = [qid for qid in question_ids if qid not in answers]
+    hint = "mixed POPE versions (2,910 vs 3,000 questions)?"
+    if stray:
+        also = (f", and {len(missing)} of its {len(question_ids)} questions have no answer (first: {missing[0]})"
+                if missing else "")
+        raise HallucError(f"{len(stray)} answers in {answers_name} have question_ids that {questions_name} does not "
+                          f"have (first: {stray[0]}){also}: {hint}")
+    if missing and not allow_missing:
+        raise HallucError(f"{len(missing)} of the {len(question_ids)} questions in {questions_name} have no answer in "
+                          f"{answers_name} (first: {missing[0]}): {hint} Pass --allow-missing to count them as "
+                          "unanswered (wrong)")
+
+
+# ---------------------------------------------------------------- RePOPE: the same questions, corrected labels
+
+REPOPE_TEMPLATE = "coco_repope_{}.json"
+
+
+def relabel(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion],
+            names: tuple[str, str] = ("the POPE questions", "the relabelled file")) -> tuple[list[PopeQuestion], list]:
+    """RePOPE (Neuhaus & Hein, 2025) on a POPE question set: the questions it keeps, with its labels,
+    and the ids of those it removed (ambiguous ones).
+
+    Every relabelled question must be one of `questions`, same image and same text: RePOPE relabels the
+    3,000-question files, and the 2,910-question version differs in ids and in "imange" typos.
+    """
+    questions_name, labels_name = names
+    by_id = {_question_id(q.question_id): q for q in questions}
+    for q in relabelled:
+        original = by_id.get(_question_id(q.question_id))
+        if original is None or (original.image, original.text) != (q.image, q.text):
+            seen = "is not in it" if original is None else f"is {original.text!r} on {original.image} there"
+            raise HallucError(f"{labels_name} relabels another question set than {questions_name}: question "
+                              f"{q.question_id} ({q.text!r} on {q.image}) {seen}; RePOPE relabels the "
+                              "3,000-question POPE files (RUCAIBox/POPE output/coco)")
+    labels = {_question_id(q.question_id): q.label for q in relabelled}
+    kept = [replace(q, label=labels[qid]) for qid, q in by_id.items() if qid in labels]
+    removed = [qid for qid in by_id if qid not in labels]
+    return kept, removed
+
+
+def score_relabelled(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion],
+                     answers: Mapping[int | str, str], parser: str | Callable[[str], bool | None] = "pope", *,
+                     allow_missing: bool = False, names: tuple[str, str, str] | None = None) -> dict:
+    """POPE metrics of the same answers against corrected labels, plus `removed` (questions dropped).
+
+    Answers are checked against the original question set (the one the model was asked), so an
+    answer to a removed question is expected, not an error. `names`: question, answer, label files.
+    """
+    questions_name, answers_name, labels_name = names or ("the POPE questions", "the answers", "the labels")
+    answers = {_question_id(k): v for k, v in answers.items()}
+    check_coverage([_question_id(q.question_id) for q in questions], answers, allow_missing=allow_missing,
+                   names=(questions_name, answers_name))
+    kept, removed = relabel(questions, relabelled, (questions_name, labels_name))
+    kept_ids = {q.question_id for q in kept}
+    scores = score_pope(kept, {k: v for k, v in answers.items() if k in kept_ids}, parser, allow_missing=True)
+    return {**scores.as_dict(), "removed": len(removed)}
 
 
 def predictor(parser: str | Callable[[str], bool | None]) -> Callable[[str, bool], bool | None]:

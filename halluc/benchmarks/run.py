@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from halluc.benchmarks.provenance import provenance
-from halluc.benchmarks.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
 from halluc.benchmarks.spec import benchmark_spec
+from halluc.benchmarks.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
 from halluc.benchmarks.tasks import Sample, Task, check_images
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
@@ -253,28 +253,46 @@ class Runner:
     def score(self, samples: Mapping[str, list[Sample]]) -> list[dict]:
         """Score every entry and split; a finished run that generated nothing now returns its stored
         results unchanged (so re-printing a run works on read-only storage)."""
+        task = self.spec.task
+        companions = task.companions()
+        config = {**self.spec.describe(), "companions": {c.name: c.describe() for c in companions}}
         stored = self.out / "results.json"
         if not self.generated and stored.exists():
             previous = _read_results(stored)
-            if previous is not None and previous.get("config") == _as_json(self.spec.describe()):
+            if previous is not None and previous.get("config") == _as_json(config):
                 return previous["rows"]
-        rows = []
+        rows: dict[str, list[dict]] = {t.name: [] for t in [task, *companions]}
         for entry in self.spec.entries:
             for split, split_samples in samples.items():
                 outputs = read_outputs(self.out, entry.key, split)
                 texts = {s.id: outputs[s.id]["text"] if s.id in outputs else None for s in split_samples}
-                metrics = self.spec.task.score(split, split_samples, texts)
-                rows.append(self._row(entry, split, metrics, [outputs[s.id] for s in split_samples if s.id in outputs]))
-        rows += benchmark_spec(self.spec.task.name).summary_rows(rows)
-        write_json_atomic(self.out / "results.json", {"config": self.spec.describe(), "rows": rows})
-        return rows
+                metrics = task.score(split, split_samples, texts)
+                rows[task.name].append(self._row(entry, split, metrics, self._outputs(outputs, split_samples)))
+                for companion in companions:  # e.g. RePOPE: the same texts against corrected labels
+                    if split not in companion.splits():
+                        continue
+                    asked = {s.id for s in split_samples}
+                    kept = [s for s in companion.samples(split) if s.id in asked]
+                    metrics = {**companion.score(split, kept, texts), "removed": len(asked) - len(kept)}
+                    rows[companion.name].append(self._row(entry, split, metrics, self._outputs(outputs, kept),
+                                                          companion))
+        out = []
+        for name, bench_rows in rows.items():
+            out += bench_rows + benchmark_spec(name).summary_rows(bench_rows)
+        write_json_atomic(stored, {"config": config, "rows": out})
+        return out
 
-    def _row(self, entry: Entry, split: str, metrics: dict, outputs: list[dict]) -> dict:
+    @staticmethod
+    def _outputs(outputs: Mapping[str, dict], samples: Sequence[Sample]) -> list[dict]:
+        return [outputs[s.id] for s in samples if s.id in outputs]
+
+    def _row(self, entry: Entry, split: str, metrics: dict, outputs: list[dict], task: Task | None = None) -> dict:
+        task = task or self.spec.task
         fresh = [o for o in outputs if not o.get("cached")]
         seconds = sum(o["seconds"] for o in fresh)
         return {"model": self.spec.model, "revision": self.lvlm.revision, "method": entry.label,
-                "params": entry.params, "benchmark": self.spec.task.name, "split": split,
-                "protocol": self.spec.task.protocol.name, "task_version": self.spec.task.version,
+                "params": entry.params, "benchmark": task.name, "split": split,
+                "protocol": task.protocol.name, "task_version": task.version,
                 "seed": self.spec.seed, "limit": self.spec.limit, **metrics,
                 "seconds_per_sample": seconds / len(fresh) if fresh else None,
                 "tokens_per_second": sum(o["tokens"] for o in fresh) / seconds if seconds else None,
@@ -328,6 +346,7 @@ class RunOptions:
     splits: tuple[str, ...] | None = None
     protocol: str | None = None
     dataset: str = "coco"  # or "world": the toy world's POPE / CHAIR
+    source: str = "auto"   # local files, the benchmark's HF dataset ("hf"), or auto (hf when no --images)
     images: Path | None = None
     data: Path | None = None
     limit: int | None = None

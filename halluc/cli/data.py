@@ -5,8 +5,8 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.fetch import IMAGES, SOURCES, fetch
+from halluc.benchmarks.paths import data_home
 from halluc.cli.common import friendly_errors, stderr
 
 data_app = typer.Typer(rich_markup_mode=None, help="Benchmark files: fetch from pinned official sources, or see where they go.",
@@ -15,7 +15,7 @@ data_app = typer.Typer(rich_markup_mode=None, help="Benchmark files: fetch from 
 
 @data_app.command("fetch")
 @friendly_errors
-def fetch_command(benchmark: str = typer.Argument(..., help="pope, chair or mme."),
+def fetch_command(benchmark: str = typer.Argument(..., help="pope, repope, chair, mme, amber or hallusionbench."),
                   home: Path = typer.Option(None, help=f"Data home (default {data_home()}, or $HALLUC_DATA).")) -> None:
     """Download and verify BENCHMARK's question files and annotations."""
     for path in fetch(benchmark, home):

@@ -37,13 +37,18 @@ def run(
                               "on the toy world]."),
     method: list[str] = typer.Option([], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks; vanilla is "
                                      "always included."),
-    benchmark: list[str] = typer.Option([], "--benchmark", "-b", help="pope, chair or mme (repeat) [default: pope]."),
+    benchmark: list[str] = typer.Option([], "--benchmark", "-b", help="pope, chair, mme, amber or hallusionbench "
+                                        "(repeat) [default: pope]."),
     dataset: str = typer.Option(None, help="coco (your files) or world (the toy world) [default: coco, or world "
                                 "with the toy model]."),
     split: list[str] = typer.Option([], "--split", help="POPE split or MME subtask (repeat); default all."),
-    protocol: str = typer.Option(None, help="pope: llava|vcd|opera; chair: opera512|short64; mme: llava|official."),
+    protocol: str = typer.Option(None, help="pope: llava|vcd|opera; chair: opera512|short64; mme: llava|official; "
+                                 "amber: llava|official; hallusionbench: vlmevalkit."),
     images: Path = typer.Option(None, help="Image directory (COCO val2014; the MME release folder)."),
-    data: Path = typer.Option(None, help=f"Benchmark files (default: {data_home()}/<benchmark>)."),
+    data: Path = typer.Option(None, help=f"Benchmark files (default: {data_home()}/<benchmark>); with --source hf "
+                              "a dataset saved with save_to_disk, or ID@REVISION."),
+    source: str = typer.Option("auto", help="local (files), hf (the benchmark's HF dataset, pinned revision), or "
+                               "auto: hf for pope, mme, hallusionbench when no --images is given."),
     limit: int = typer.Option(None, help="Only the first N samples of each split."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(None, help=f"Greedy/beam samples per batch [default: {MAIN_JOB_BATCH} for the "
@@ -69,7 +74,8 @@ def run(
     methods = method or (list(TOY_METHODS) if toy else ["none"])
     params = parse_method_params(ctx.args, param)
     batch_size = batch_size if batch_size is not None else (MAIN_JOB_BATCH if toy else 1)
-    options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, dataset=dataset, images=images,
+    options = api.RunOptions(splits=tuple(split) or None, protocol=protocol, dataset=dataset, source=source,
+                             images=images,
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
                              shard=parse_shard(shard))

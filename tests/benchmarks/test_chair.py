@@ -254,3 +254,8 @@ def test_pattern_ground_truth_differs_only_slightly(gt_nltk):
 
 def test_all_words_in_table_are_lower_case_and_single_spaced():
     assert all(re.fullmatch(r"[a-z]+( [a-z]+)*", form) for form in chair.NODE_OF)
+
+
+def test_duplicate_image_is_refused_not_double_counted():
+    with pytest.raises(HallucError, match="image_id 1 is captioned twice"):
+        score_chair([(1, "A dog."), (1, "A dog.")], {1: {"dog"}})

@@ -121,12 +121,16 @@ def _real(folder: str) -> dict[str, list[MMEItem]]:
     return mme.read_mme_results(path)
 
 
-def test_question_lists_match_the_spec_counts():
-    questions = _real("questions")
+def test_question_lists_match_the_spec_counts_and_are_refused_as_results():
+    folder = DATA / "mme" / "questions"
+    if not folder.exists():
+        pytest.skip("shared MME data not available")
+    questions = {name: mme.read_mme_result_file(folder / f"{name}.txt", name) for name in mme.SUBTASKS}
     assert {k: len(v) for k, v in questions.items()} == QUESTIONS
     assert sum(QUESTIONS[k] for k in mme.PERCEPTION) == 2114 and sum(QUESTIONS[k] for k in mme.COGNITION) == 260
     assert all(i.response == "" for items in questions.values() for i in items)   # no 4th column
-    assert score_mme(questions).perception == 0.0                                    # empty = wrong
+    with pytest.raises(HallucError, match="hold no responses"):                     # not a silent 0 everywhere
+        mme.read_mme_results(folder)
 
 
 def test_sample_results_scores():

@@ -90,6 +90,10 @@ def test_as_dict_has_exactly_the_reported_keys():
     ("word", "yes/no", None),
     ("word", "Nope", None),
     ("word", "Yesterday I know", None),
+    # VLMEvalKit's process_punctuation, rule for rule (checked against its code on 20,763 strings)
+    ("word", "*Yes*", None), ("word", "Answer:yes", None), ("word", "yes-man", True), ("word", "(yes)", True),
+    ("word", "1,2 yes-no", None), ("word", "a. " * 20 + "yes.", True),
+    ("word", "a. " * 40 + "yes.", None),            # only the first 32 lone periods are removed
 ])
 def test_parsers(parser, text, expected):
     assert pope.get_parser(parser)(text) is expected
@@ -119,8 +123,10 @@ def test_answers_are_matched_by_question_id_not_position():
     assert score_pope(questions, answers).accuracy == pytest.approx(100.0)
 
 
-def test_missing_answers_are_unparsed_and_wrong():
-    s = score_pope(_questions([True, False, True, False]), {1: "Yes", 2: "No"})
+def test_missing_answers_are_refused_unless_allowed_then_unparsed_and_wrong():
+    with pytest.raises(HallucError, match="2 of the 4 questions in the question set have no answer in .*first: 3"):
+        score_pope(_questions([True, False, True, False]), {1: "Yes", 2: "No"})
+    s = score_pope(_questions([True, False, True, False]), {1: "Yes", 2: "No"}, allow_missing=True)
     assert (s.unparsed, s.n) == (2, 4)
     assert s.accuracy == pytest.approx(50.0)
 
@@ -324,3 +330,28 @@ def test_real_files_mixed_versions_are_caught():
     answers = {q.question_id: "Yes" for q in pope.read_pope_questions(new)}
     with pytest.raises(HallucError, match="90 answers"):
         score_pope(pope.read_pope_questions(old), answers)
+
+
+def test_real_files_short_answers_on_the_long_file_are_refused():
+    """Answers for the 2,910-question file scored on the 3,000 file: ids 1..2,910 exist in both, so no
+    answer is 'unknown'; 90 questions are unanswered and the rest are paired with other questions."""
+    new, old = (DATA / "pope" / v / "coco_pope_random.json" for v in ("coco", "coco_2910"))
+    if not new.exists() or not old.exists():
+        pytest.skip("shared POPE data not available")
+    answers = {q.question_id: "Yes" if q.label else "No" for q in pope.read_pope_questions(old)}
+    with pytest.raises(HallucError, match="90 of the 3000 questions in .* have no answer .*mixed POPE versions"):
+        score_pope(pope.read_pope_questions(new), answers)
+
+
+@pytest.mark.parametrize("text", [None, 1, True, ["Yes"]])
+def test_answer_text_must_be_a_string(tmp_path, text):
+    a = tmp_path / "a.jsonl"
+    a.write_text(json.dumps({"question_id": 1, "text": "No"}) + "\n" + json.dumps({"question_id": 2, "text": text}))
+    with pytest.raises(HallucError, match=f"a.jsonl:2: 'text' must be a string .*got {re.escape(json.dumps(text))}"):
+        pope.read_pope_answers(a)
+
+
+def test_empty_answer_file_is_refused(tmp_path):
+    (tmp_path / "a.jsonl").write_text("\n")
+    with pytest.raises(HallucError, match="a.jsonl: no answers"):
+        pope.read_pope_answers(tmp_path / "a.jsonl")

@@ -138,3 +138,66 @@ def test_mme_real_sample_results():
     assert len(out["subtasks"]) == 14
     assert out["perception"] == pytest.approx(963.6114445778311)
     assert out["cognition"] == pytest.approx(249.64285714285714)
+
+
+# ---------------------------------------------------------------- robustness: every bad input is one line, exit 2
+
+def test_pope_answers_for_another_version_name_both_directions(pope_files, tmp_path):
+    questions, _ = pope_files
+    answers = _jsonl(tmp_path / "other.jsonl", [{"question_id": i, "text": "Yes"} for i in range(3, 14)])
+    line = _fail(runner.invoke(score_app, ["pope", "--questions", str(questions), "--answers", str(answers)]))
+    assert "3 answers in" in line and "other.jsonl have question_ids that" in line and "(first: 11)" in line
+    assert "2 of its 10 questions have no answer (first: 1)" in line
+
+
+def test_pope_unanswered_questions_are_refused_unless_allowed(pope_files, tmp_path):
+    questions, _ = pope_files
+    answers = _jsonl(tmp_path / "part.jsonl", [{"question_id": i, "text": "Yes"} for i in range(1, 9)])
+    line = _fail(runner.invoke(score_app, ["pope", "--questions", str(questions), "--answers", str(answers)]))
+    assert "2 of the 10 questions in" in line and "--allow-missing" in line
+    result = runner.invoke(score_app, ["pope", "--questions", str(questions), "--answers", str(answers),
+                                       "--allow-missing", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["unparsed"] == 2
+
+
+@pytest.mark.parametrize("text", [None, 3])
+def test_pope_null_or_number_text_is_refused(pope_files, tmp_path, text):
+    questions, _ = pope_files
+    answers = _jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "text": "Yes"}, {"question_id": 2, "text": text}])
+    line = _fail(runner.invoke(score_app, ["pope", "--questions", str(questions), "--answers", str(answers)]))
+    assert "a.jsonl:2: 'text' must be a string" in line
+
+
+def test_pope_empty_answer_file(pope_files, tmp_path):
+    questions, _ = pope_files
+    (tmp_path / "empty.jsonl").write_text("")
+    line = _fail(runner.invoke(score_app, ["pope", "--questions", str(questions),
+                                           "--answers", str(tmp_path / "empty.jsonl")]))
+    assert "empty.jsonl: no answers" in line
+
+
+def test_mme_question_lists_without_responses_are_refused(tmp_path):
+    (tmp_path / "existence.txt").write_text("a.jpg\tq1\tYes\na.jpg\tq2\tNo\n")
+    (tmp_path / "count.txt").write_text("b.jpg\tq1\tYes\tYes\nb.jpg\tq2\tNo\tNo\n")
+    line = _fail(runner.invoke(score_app, ["mme", "--results-dir", str(tmp_path)]))
+    assert "existence.txt hold no responses" in line and "count.txt" not in line
+
+
+def test_chair_duplicate_caption_names_the_image(tmp_path):
+    captions = _jsonl(tmp_path / "c.jsonl", [{"image_id": 1, "caption": "A dog."}, {"image_id": 2, "caption": "A cat."},
+                                             {"image_id": 1, "caption": "A dog again."}])
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"1": ["dog"], "2": ["cat"]}))
+    line = _fail(runner.invoke(score_app, ["chair", "--captions", str(captions), "--gt", str(gt)]))
+    assert "c.jsonl:3: image_id 1 is captioned twice (first at" in line
+
+
+def test_score_commands_do_not_import_torch():
+    """`halluc score` stays light: its modules (every benchmark's metrics) load without torch or datasets."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import halluc.cli.score; "
+            "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,5 +1,5 @@
 """Benchmark tasks; importing this package registers every built-in benchmark's spec."""
-from halluc.benchmarks.tasks import chair, mme, pope  # noqa: F401  (each registers its BenchmarkSpec)
+from halluc.benchmarks.tasks import amber, chair, hallusionbench, mme, pope, repope  # noqa: F401  (register specs)
 from halluc.benchmarks.tasks.base import Protocol, Sample, Task, check_images
 from halluc.benchmarks.tasks.chair import ChairTask
 from halluc.benchmarks.tasks.mme import MMETask

@@ -43,6 +43,7 @@ class Task:
     name: str = ""
     version: str = "1"
     protocol: Protocol = field(default_factory=lambda: Protocol("default", {}))
+    data_source = None  # set by build_task for --source hf: {"source", "dataset", "revision", "config"}
 
     def splits(self) -> list[str]:
         raise NotImplementedError
@@ -59,9 +60,18 @@ class Task:
     def score(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> dict[str, float]:
         return self.aggregate(split, self.units(split, samples, texts))
 
+    def companions(self) -> list[Task]:
+        """Other benchmarks scored from this task's generated texts, no extra generation (POPE's RePOPE
+        twin). A companion's samples are a subset of this task's, with the same ids; its rows count the
+        samples it leaves out as `removed`."""
+        return []
+
     def describe(self) -> dict:
-        return {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
-                "decoding": dict(self.protocol.decoding)}
+        described = {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
+                     "decoding": dict(self.protocol.decoding)}
+        if self.data_source:
+            described["data_source"] = dict(self.data_source)
+        return described
 
 
 def check_images(samples: Sequence[Sample], images_dir: Path) -> None:

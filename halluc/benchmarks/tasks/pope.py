@@ -20,6 +20,7 @@ class PopeTask(Task):
     chosen_splits: tuple[str, ...] = pope.SPLITS
     preset: pope.PopeProtocol = field(default_factory=lambda: pope.get_protocol("llava"))
     max_new_tokens: int | None = None
+    relabel_dirs: tuple[Path, ...] = ()  # where to look for RePOPE files (coco_repope_{split}.json)
 
     def __post_init__(self):
         self.name, self.version = "pope", "1"
@@ -50,13 +51,21 @@ class PopeTask(Task):
     def aggregate(self, split, units):
         return pope.pope_metrics([u[0] for u in units], [u[1] for u in units]).as_dict()
 
+    def companions(self) -> list[Task]:
+        """RePOPE rows for the splits whose RePOPE file relabels exactly these questions (the 3,000 files)."""
+        from halluc.benchmarks.tasks.repope import repope_twin
+
+        twin = repope_twin(self)
+        return [twin] if twin is not None else []
+
 
 def build(protocol: str | None = None, splits: list[str] | None = None, data: Path | None = None,
           images: Path | None = None, max_new_tokens: int | None = None) -> PopeTask:
     preset = pope.get_protocol(protocol or "llava")
     folder = Path(data) if data else data_home() / "pope" / preset.question_set
     return PopeTask(data_dir=folder, images_dir=need_images(images, "pope", "COCO val2014"),
-                    chosen_splits=tuple(splits or pope.SPLITS), preset=preset, max_new_tokens=max_new_tokens)
+                    chosen_splits=tuple(splits or pope.SPLITS), preset=preset, max_new_tokens=max_new_tokens,
+                    relabel_dirs=(folder, data_home() / "repope"))
 
 
 def mean_row(rows: list[dict]) -> list[dict]:
