@@ -6,7 +6,7 @@ A refactor must leave them unchanged; a deliberate fidelity fix re-records them
 import pytest
 import torch
 
-from tests.golden.record_scores import CASES, GOLDEN, run_case
+from tests.golden.record_scores import GOLDEN, params_for, run_case
 
 GOLDEN_CASES = torch.load(GOLDEN) if GOLDEN.exists() else {}
 
@@ -14,7 +14,8 @@ GOLDEN_CASES = torch.load(GOLDEN) if GOLDEN.exists() else {}
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_scores_equal_the_recorded_ones(case, tiny_models):
     model, method = case.split("/")
-    got = run_case(tiny_models(model), method, CASES[method])
+    lvlm = tiny_models(model)
+    got = run_case(lvlm, method, params_for(lvlm, method))
     want = GOLDEN_CASES[case]
     assert set(got) == set(want)
     for key, value in want.items():

@@ -55,6 +55,7 @@ class OperaSettings:
     threshold: int = 15
     weight: float = 1.0
     window: int = 512
+    normalise: str = "whole"  # finished beams: "whole" sequence length (the official code) or "generated"
 
 
 # ---- the penalty and the rollback rule (pure, tested on hand-made rows) ------------------------
@@ -175,11 +176,30 @@ class Rows:
         return logits, record.attention_row
 
 
-class Beams:
-    """HF's static-shape beam state for one sample, advanced with `GenerationMixin`'s beam helpers."""
+def finished_scale(top_tokens: torch.Tensor, eos: torch.Tensor | None, cur: int, prompt: int,
+                   length_penalty: float) -> torch.Tensor:
+    """Factors that turn transformers 5's finished-beam score into the official OPERA one (transformers 4.29).
 
-    def __init__(self, model, input_ids: torch.Tensor, config, stopping_criteria):
-        self.model, self.config, self.stopping = model, config, stopping_criteria
+    5.x divides a finished hypothesis's log-prob by (generated tokens, the last one included) ** lp.
+    4.29's `BeamHypotheses.add` divides by the length of the whole hypothesis, prompt included: a beam
+    that ends on EOS is stored without the EOS token (cur tokens), one cut at max_length with its last
+    token (cur + 1). top_tokens: the candidates' new tokens; returns factors of the same shape.
+    """
+    ended = torch.isin(top_tokens, eos.to(top_tokens.device)) if eos is not None else torch.zeros_like(top_tokens,
+                                                                                                         dtype=torch.bool)
+    whole = torch.where(ended, cur, cur + 1).double()
+    return (((cur + 1 - prompt) / whole) ** length_penalty).to(torch.float32)
+
+
+class Beams:
+    """HF's static-shape beam state for one sample, advanced with `GenerationMixin`'s beam helpers.
+
+    `normalise="whole"` scores finished beams as the official OPERA code did (by the whole sequence
+    length, see `finished_scale`); "generated" as transformers 5 does. It can change which finished
+    beam wins (tested)."""
+
+    def __init__(self, model, input_ids: torch.Tensor, config, stopping_criteria, normalise: str = "whole"):
+        self.model, self.config, self.stopping, self.normalise = model, config, stopping_criteria, normalise
         self.k, (_, self.prompt) = config.num_beams, input_ids.shape
         eos, pad = hf_compat.eos_and_pad(config)
         fill = int(pad) if pad is not None else int(eos.flatten()[0]) if eos is not None else -1
@@ -226,8 +246,13 @@ class Beams:
         s["running"], s["running_scores"], s["running_idx"] = hf_compat.running_beams_for_next_iteration(
             m, topk_log_probs=top_lp, topk_running_sequences=top_seq, topk_running_beam_indices=top_idx,
             next_token_hits_stopping_criteria=hits, num_beams=k)
+        finished_lp = top_lp
+        if self.normalise == "whole":
+            eos, _ = hf_compat.eos_and_pad(c)
+            finished_lp = top_lp * finished_scale(top_seq[0, :, cur], eos, cur, self.prompt, c.length_penalty)
         s["best"], s["best_scores"], s["best_idx"], s["finished"] = hf_compat.update_finished_beams(
-            m, sequences=s["best"], topk_running_sequences=top_seq, beam_scores=s["best_scores"], topk_log_probs=top_lp,
+            m, sequences=s["best"], topk_running_sequences=top_seq, beam_scores=s["best_scores"],
+            topk_log_probs=finished_lp,
             beam_indices=s["best_idx"], topk_running_beam_indices=top_idx,
             is_early_stop_heuristic_unsatisfied=s["open"], is_sent_finished=s["finished"],
             next_token_hits_stopping_criteria=hits, top_num_beam_mask=self.top_mask, num_beams=k, cur_len=cur,
@@ -237,7 +262,9 @@ class Beams:
         s["open"] = hf_compat.check_early_stop_heuristic(
             m, is_early_stop_heuristic_unsatisfied=s["open"], running_beam_scores=s["running_scores"],
             beam_scores=s["best_scores"], is_sent_finished=s["finished"], cur_len=cur + 1, max_length=c.max_length,
-            decoder_prompt_len=self.prompt, early_stopping=c.early_stopping, length_penalty=c.length_penalty)
+            # 4.29's heuristic divides by the whole length before the new token (cur): 5.x's cur_len - prompt
+            decoder_prompt_len=1 if self.normalise == "whole" else self.prompt, early_stopping=c.early_stopping,
+            length_penalty=c.length_penalty)
         s["done"] = not bool(hf_compat.has_unfinished_sequences(m, s["open"], s["finished"], hits, c.early_stopping))
         return parents, tokens
 
@@ -286,7 +313,7 @@ class OperaSearch:
         step = _Step(out.logits[:, -1].float(), torch.zeros(k, 0, dtype=torch.float64, device=input_ids.device),
                      torch.zeros(k, 0, dtype=torch.long, device=input_ids.device))
         del out
-        beams = Beams(model, input_ids, generation_config, stopping_criteria)
+        beams = Beams(model, input_ids, generation_config, stopping_criteria, self.settings.normalise)
         retro, redo = Retrospection(self.settings), False
         while not beams.done:
             if redo:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from halluc.errors import HallucError
 from halluc.modeling.cache import cache_of
 
@@ -15,6 +17,20 @@ def is_prefill(kwargs: dict, layer: int = 0) -> bool:
     """
     cache = cache_of(kwargs)
     return cache is None or cache.get_seq_length(layer) == 0
+
+
+def call_positions(kwargs: dict, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) position ids of a model call's tokens: the ones given, else those `generate` would use
+    (from the padding mask, else counting on from the cache's length)."""
+    if kwargs.get("position_ids") is not None:
+        return kwargs["position_ids"]
+    rows, length = ids.shape
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        return (mask.long().cumsum(-1) - 1).clamp_min(0)[:, -length:]
+    cache = cache_of(kwargs)
+    done = 0 if cache is None else cache.get_seq_length()
+    return (torch.arange(length, device=ids.device) + done)[None].expand(rows, -1).clone()
 
 
 def layer_indices(method: str, pname: str, value) -> tuple[int, ...]:

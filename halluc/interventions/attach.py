@@ -69,6 +69,13 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
         if missing:
             raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing[0], missing[0])}, which the {family} "
                               "adapter does not provide")
+    owners: dict[str, str] = {}
+    for m in methods:
+        for claim in sorted(m.claims()):
+            if claim in owners:
+                raise HallucError(f"methods '{owners[claim]}' and '{m.name}' both rewrite the model's {claim}; "
+                                  "stack at most one of them")
+            owners[claim] = m.name
     searches = [m.name for m in methods if m.replaces_search]
     if len(searches) > 1:
         raise HallucError(f"methods {' and '.join(searches)} each replace the search; use one of them")

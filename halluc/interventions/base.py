@@ -142,6 +142,11 @@ class Method:
         """What these parameters need of the family's adapter beyond image positions (default: `needs`)."""
         return self.needs
 
+    def claims(self) -> frozenset[str]:
+        """Model inputs this method rewrites for itself (e.g. "position_ids"); two methods that claim the
+        same one cannot be stacked."""
+        return frozenset()
+
 
 def _validate(method: str, f: dataclasses.Field, value: Any) -> None:
     meta = f.metadata

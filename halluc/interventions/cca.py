@@ -45,11 +45,11 @@ from dataclasses import dataclass
 import torch
 
 from halluc.errors import HallucError
+from halluc.engine.steps import call_positions, is_prefill
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
 from halluc.modeling.base import ImageSpan
-from halluc.modeling.cache import cache_of
 
 
 def ring_ids(rows: int, cols: int) -> torch.Tensor:
@@ -109,6 +109,9 @@ class CCA(Method):
     def is_identity(self) -> bool:
         return not (self.positions or self.mask)
 
+    def claims(self) -> frozenset[str]:
+        return frozenset() if self.is_identity() else frozenset({"position_ids"})
+
     def hooks(self, session) -> list[HookSpec]:
         if self.is_identity():
             return []
@@ -120,15 +123,12 @@ class CCA(Method):
         def rewrite(module, args, kwargs):
             if aux_owner(session) is not None:  # another method's auxiliary pass sees the plain model
                 return None
-            ids, past = kwargs.get("input_ids"), cache_of(kwargs)
+            ids = kwargs.get("input_ids")
             if ids is None:
                 raise HallucError("cca needs input_ids (it finds the image tokens there)")
-            done = 0 if past is None else past.get_seq_length()
-            given, positions = kwargs.get("attention_mask"), kwargs.get("position_ids")
-            if positions is None:
-                positions = _default_positions(given, ids, done)
+            given, positions = kwargs.get("attention_mask"), call_positions(kwargs, ids)
             kwargs = dict(kwargs)
-            if done == 0:  # prefill: the image is in this call
+            if is_prefill(kwargs):  # the image is in this call
                 spans = adapter.image_spans(model, {"input_ids": ids})
                 new = concentric_positions(positions, spans) if self.positions else positions
                 state[self.name] = positions[:, -1] - new[:, -1]  # (B,) shift for the decode steps
@@ -142,10 +142,3 @@ class CCA(Method):
 
         return [HookSpec("model", rewrite, kind="forward_pre", with_kwargs=True)]
 
-
-def _default_positions(attention_mask, ids: torch.Tensor, done: int) -> torch.Tensor:
-    """(B, T) ids `generate` would give the call's tokens: from the padding mask, else counting on."""
-    rows, length = ids.shape
-    if attention_mask is not None and attention_mask.dim() == 2:
-        return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, -length:]
-    return (torch.arange(length, device=ids.device) + done)[None].expand(rows, -1).clone()

@@ -26,7 +26,11 @@ Paper / code discrepancies and our choices (official `opera_beam_search`, spec Â
     of the restored response (the code re-prefills everything); its bare try/except fallback is gone;
     the code clears rejected tokens at the wrong window positions, ours clears those after the target;
   - beams = 1 (greedy) is allowed (the code asserts beams > 1);
-  - candidates renormalised by log-softmax over the candidate set, as in the paper and the code.
+  - candidates renormalised by log-softmax over the candidate set, as in the paper and the code;
+  - finished beams are length-normalised as the official code's transformers 4.29 did (by the whole
+    sequence, prompt included; without the EOS token when a beam ends on it), not as transformers 5
+    does (by the generated tokens): `normalise="whole"` (default, both presets); "generated" is 5.x's.
+    The two can pick different finished beams (a short answer weighs more against a long prompt).
 """
 from __future__ import annotations
 
@@ -56,6 +60,8 @@ class OPERA(Method):
         window: how many response steps back a rollback can go (512).
         layer: decoder layer whose attention is read (-1 = last, as the paper).
         preset: "paper" or "fast" (threshold 25, candidates 1).
+        normalise: how finished beams are length-normalised: "whole" (the official code on transformers
+            4.29: by the whole sequence, prompt included) or "generated" (transformers 5: by the new tokens).
     """
 
     name = "opera"
@@ -75,6 +81,8 @@ class OPERA(Method):
     window: int = param(512, low=1, doc="how many response steps back a rollback can go")
     layer: int = param(-1, doc="decoder layer whose attention is read (negative counts from the end)")
     preset: str = param("paper", choices=("paper", "fast"), doc="'fast': threshold 25, candidates 1")
+    normalise: str = param("whole", choices=("whole", "generated"),
+                           doc="finished beams divided by the whole length (official) or the generated length")
 
     example_params = {"preset": "fast", "beams": 2}
 
@@ -88,7 +96,8 @@ class OPERA(Method):
 
     def settings(self) -> OperaSettings:
         return OperaSettings(beams=self.beams, candidates=self.candidates, scale=self.scale,
-                             threshold=self.threshold, weight=self.weight, window=self.window)
+                             threshold=self.threshold, weight=self.weight, window=self.window,
+                             normalise=self.normalise)
 
     def attention_edits(self, session):
         layers = session.adapter.num_layers(session.model)

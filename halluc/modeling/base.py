@@ -12,6 +12,7 @@ Canonical hook points, resolved by `Adapter.resolve`:
     "norm"                   the final norm before the LM head
     "lm_head"                the LM head
     "vision"                 the vision tower
+    "projector"              the vision-to-LM projector (output: per image, one feature per image token)
     "model"                  the whole HF model
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ModulePaths:
     final_norm: str  # the norm before the LM head
     lm_head: str
     vision_tower: str | None  # None: no separate vision tower (or none halluc needs)
+    projector: str | None = None  # the vision-to-LM projector (its output: one feature per image token)
     attn: str = "self_attn"
     o_proj: str = "o_proj"
     mlp: str = "mlp"
@@ -106,7 +108,8 @@ class Adapter:
 
     def resolve(self, model: nn.Module, point: str) -> nn.Module:
         """Module for a canonical hook point (see the module docstring); HallucError if unknown."""
-        named = {"norm": self.paths.final_norm, "lm_head": self.paths.lm_head, "vision": self.paths.vision_tower}
+        named = {"norm": self.paths.final_norm, "lm_head": self.paths.lm_head, "vision": self.paths.vision_tower,
+                 "projector": self.paths.projector}
         if point == "model":
             return model
         if point in named:
@@ -172,7 +175,8 @@ class Adapter:
             spans.append([ImageSpan(positions, (side, side))] if len(positions) else [])
         return spans
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict) -> torch.Tensor:
-        """(B, n_image_tokens) attention of the vision CLS token to the patches the LM sees."""
+    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
+        """(B, n_image_tokens) attention of the vision CLS token to the patches the LM sees: the mean of the
+        per-head softmaxes, or with `merged_heads` one softmax of q·kᵀ over the full width (DAMRO's code)."""
         raise NotImplementedError(f"{self.family} has no vision CLS token attention")
 

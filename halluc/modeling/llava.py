@@ -31,15 +31,18 @@ class LlavaAdapter(Adapter):
             spans.append([ImageSpan(p, (side, side)) for p in positions.split(side * side)] if len(positions) else [])
         return spans
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_image_tokens): CLS attention over the patches each row's image tokens carry."""
-        cls = clip_cls_attention(model, self.resolve(model, "vision"), inputs["pixel_values"])  # (N_img, P)
+        tower = self.resolve(model, "vision")
+        cls = clip_cls_attention(model, tower, inputs["pixel_values"], merged_heads)  # (N_img, P)
         return per_row(cls, [len(s) for s in self.image_spans(model, inputs)])
 
 
-def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """(N, P) head-averaged attention of the CLS query to the P patches, in the vision layer
-    whose output LLaVA feeds to the LM (`vision_feature_layer`); the CLS column is dropped.
+def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.Tensor,
+                       merged_heads: bool = False) -> torch.Tensor:
+    """(N, P) attention of the CLS query to the P patches, in the vision layer whose output LLaVA
+    feeds to the LM (`vision_feature_layer`); the CLS column is dropped. Head-averaged, or with
+    `merged_heads` one softmax of q·kᵀ/√C over the full width C (all heads at once), as DAMRO's code.
 
     The tower keeps its own attention backend: a pre-hook takes the normed input of that layer's
     attention and the probabilities are recomputed from its q/k projections. Each row sums to
@@ -59,6 +62,8 @@ def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.T
     finally:
         handle.remove()
     with torch.no_grad():
+        if merged_heads:
+            return _merged_cls_probs(attn, seen[0])[:, 1:]
         return _cls_probs(attn, seen[0]).mean(1)[:, 1:]
 
 
@@ -68,6 +73,14 @@ def _cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     q = attn.q_proj(hidden[:, :1]).float().view(n, 1, attn.num_heads, attn.head_dim).transpose(1, 2)  # (N, H, 1, D)
     k = attn.k_proj(hidden).float().view(n, t, attn.num_heads, attn.head_dim).transpose(1, 2)  # (N, H, T, D)
     return (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)[:, :, 0]  # (N, H, T)
+
+
+def _merged_cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """(N, T) softmax of the CLS query's projection against every key projection at full width C
+    (the q_proj / k_proj outputs, before any per-head split or scaling), scaled by C^-1/2."""
+    q = attn.q_proj(hidden[:, :1]).float()  # (N, 1, C)
+    k = attn.k_proj(hidden).float()  # (N, T, C)
+    return (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)[:, 0]  # (N, T)
 
 
 def _feature_layer_index(feature_layer: int | list[int], num_layers: int) -> int:
@@ -93,7 +106,7 @@ def per_row(per_image: torch.Tensor, images_per_row: list[int]) -> torch.Tensor:
 
 # the LM inside LlavaForConditionalGeneration (transformers 5: model.language_model is the decoder)
 LLAVA_PATHS = ModulePaths(layers="model.language_model.layers", final_norm="model.language_model.norm",
-                          lm_head="lm_head", vision_tower="model.vision_tower")
+                          lm_head="lm_head", vision_tower="model.vision_tower", projector="model.multi_modal_projector")
 
 
 def tiny_llava() -> tuple[Any, Any, type]:

@@ -45,11 +45,11 @@ class LlavaNextAdapter(Adapter):
             spans.append(row_spans)
         return spans
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_base_tokens): CLS attention over the base crop's patches, aligned with the
         "base" spans; the tiles (each with its own CLS) are not covered."""
         pixel_values = inputs["pixel_values"]  # (N_img, crops, 3, S, S), base crop first
-        cls = clip_cls_attention(model, self.resolve(model, "vision"), pixel_values[:, 0])  # (N_img, P)
+        cls = clip_cls_attention(model, self.resolve(model, "vision"), pixel_values[:, 0], merged_heads)  # (N_img, P)
         images_per_row = [sum(s.kind == "base" for s in row) for row in self.image_spans(model, inputs)]
         return per_row(cls, images_per_row)
 

@@ -140,7 +140,7 @@ def test_no_penalty_all_candidates_no_rollback_is_hf_beam_search(tiny_models, im
     lvlm = tiny_models("tiny-qwen2-vl")
     vocab = lvlm.model.get_output_embeddings().weight.shape[0]
     ours = halluc.generate(lvlm, images[1:], PROMPTS[1:], "opera", beams=2, candidates=vocab, weight=0.0,
-                           threshold=10 ** 6, max_new_tokens=4)
+                           threshold=10 ** 6, normalise="generated", max_new_tokens=4)
     assert ours == halluc.generate(lvlm, images[1:], PROMPTS[1:], num_beams=2, max_new_tokens=4)
 
 
@@ -232,3 +232,37 @@ def test_opera_refuses_methods_with_prefill_row_state(tiny_models, images, other
 
     with pytest.raises(HallucError, match=f"'{other}' cannot be stacked with 'opera'"):
         halluc.generate(tiny_models("tiny-llava"), images, ["a", "b"], [other, "opera"], max_new_tokens=2)
+
+
+def planted_beam_search(model, normalise: str) -> list[int]:
+    """Two beams over a 5-token vocabulary (EOS = 4) after a 10-token prompt, with planted log-probs:
+    A ends on EOS at the first step with log-prob −0.25; B = [1, EOS] ends at the second with −0.3;
+    everything else is far worse. Returns the winner's new tokens."""
+    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+
+    from halluc.engine.opera_search import Beams
+
+    prompt, eos = 10, 4
+    config = GenerationConfig(num_beams=2, max_length=prompt + 3, length_penalty=1.0, early_stopping=False)
+    config._eos_token_tensor, config._pad_token_tensor = torch.tensor([eos]), torch.tensor(0)
+    beams = Beams(model, torch.zeros(2, prompt, dtype=torch.long), config,
+                  StoppingCriteriaList([MaxLengthCriteria(prompt + 3), EosTokenCriteria(eos)]), normalise)
+    worst = torch.full((2, 5), -100.0)
+    first = worst.clone()
+    first[0, 1], first[0, eos], first[0, 2] = -0.2, -0.25, -0.3  # A ends (EOS in the top 2); B goes on
+    second = worst.clone()
+    second[0, eos] = -0.1  # B (on token 1, sum −0.2) ends on EOS: −0.3
+    for log_probs in (first, second, worst):
+        if not beams.done:
+            beams.advance(log_probs)
+    tokens = beams.result()[0, prompt:].tolist()
+    return tokens[:tokens.index(eos) + 1]  # (the rest is padding)
+
+
+def test_official_normalisation_can_pick_another_finished_beam(tiny_llava):
+    """By the generated length B wins (−0.3 / 2 > −0.25 / 1); by the whole length, as OPERA's transformers
+    4.29 scored it (EOS not counted), A wins (−0.25 / 10 > −0.3 / 11)."""
+    assert planted_beam_search(tiny_llava.model, "generated") == [1, 4]
+    assert planted_beam_search(tiny_llava.model, "whole") == [4]
+    assert OPERA().normalise == "whole" and OPERA(preset="fast").normalise == "whole"
