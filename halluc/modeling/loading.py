@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -66,15 +68,32 @@ def _resolve_source(name: str) -> str:
 def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype):
     from transformers import AutoConfig
 
+    # without a reachable hub, read the local cache only: transformers would otherwise retry each file
+    # for about 40 s and print a dozen lines before failing
+    local = {"local_files_only": True} if not Path(source).is_dir() and not hub_reachable() else {}
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision)
+        config = AutoConfig.from_pretrained(source, revision=revision, **local)
         model_class_for(config)  # an unsupported model type is refused before any download
-        processor = load_processor(source, config, revision=revision)
+        processor = load_processor(source, config, revision=revision, **local)
         model = model_class_for(config).from_pretrained(
-            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config))
+            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config), **local)
     except OSError as err:
         raise HallucError(_not_available(name, source, err)) from None
     return model, processor
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be asked for files: not when HF_HUB_OFFLINE is set, nor when its host
+    does not answer a TCP connection within `timeout` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _not_available(name: str, source: str, err: Exception) -> str:

@@ -115,3 +115,22 @@ def test_a_full_disk_in_any_command_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(coco, "generate_world", full)
     one_line_error(invoke("world", "generate-data", "--out", str(tmp_path / "w"), "--n-images", "1"),
                    "cannot write .*instances.json: No space left on device")
+
+
+def test_an_unreachable_hub_fails_fast_in_one_line(tmp_path, monkeypatch, image):
+    import socket
+    import time
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    start = time.monotonic()
+    result = invoke("generate", "--model", "llava", "--image", image, "--prompt", "hi")
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("loading")]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "neither in the local Hugging Face cache nor downloadable here" in lines[0]
+    assert time.monotonic() - start < 10  # no retries
