@@ -99,6 +99,13 @@ class AttentionEdit:
                        Rows with no attention on non-sink image columns are never selected.
         On a selected row: a[sinks] *= var_p; a[non-sink image] *= 1 + (1 - var_p) * a(sinks) / a(non-sink image).
         The row still sums to 1 and exactly (1 - var_p) of the sink mass moves.
+    Sliding-window layers (Gemma 3): once a sequence outgrows the window, the layer's cache drops its
+    oldest keys, so key j of a call is no longer position j and the column tensors (over the prompt)
+    would point at the wrong keys.
+        cached_positions  positions the layer had cached before this call (its cache's `get_seq_length`),
+                       or None (a layer that never drops keys). The backend then knows the Tk keys it
+                       gets are positions cached_positions + Tq - Tk .. cached_positions + Tq - 1 and puts
+                       the dropped ones back in front as masked keys. `attach` sets it before every call.
     Outputs (handed back through `record` and `on_output`):
         return_image_mass     fill `record.image_mass` (B, H, Tq): final attention mass on image columns.
         return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the
@@ -119,6 +126,7 @@ class AttentionEdit:
     var_query_start: int | torch.Tensor | None = None
     return_image_mass: bool = False
     return_attention_row: bool = False
+    cached_positions: int | None = None
     record: AttentionRecord = field(default_factory=AttentionRecord)
     on_output: Callable[[Any, AttentionRecord], None] | None = None
     _cache: Any = field(default=None, init=False, repr=False)
