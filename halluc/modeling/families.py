@@ -16,6 +16,12 @@ from halluc.modeling import llava  # noqa: F401  (isort: skip)
 from halluc.modeling import llava_next  # noqa: F401  (isort: skip)
 from halluc.modeling import qwen2_vl  # noqa: F401  (isort: skip)
 from halluc.modeling import instructblip  # noqa: F401  (isort: skip)
+from halluc.modeling import qwen3_vl  # noqa: F401  (isort: skip)
+from halluc.modeling import internvl  # noqa: F401  (isort: skip)
+from halluc.modeling import llava_onevision  # noqa: F401  (isort: skip)
+from halluc.modeling import gemma3  # noqa: F401  (isort: skip)
+from halluc.modeling import idefics3  # noqa: F401  (isort: skip)
+from halluc.modeling import mistral3  # noqa: F401  (isort: skip)
 from halluc.modeling.base import Adapter
 from halluc.modeling.registry import family_for
 
