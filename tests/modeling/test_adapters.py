@@ -407,3 +407,41 @@ def test_load_processor_reads_stock_qwen_checkpoints(layout, tiny_vlm, tmp_path)
     assert type(loaded) is type(processor)
     assert loaded.chat_template == processor.chat_template
     assert loaded.image_processor.to_dict()["patch_size"] == 4
+
+
+# family -> (the stock processor a real checkpoint names, its image processor class, its video processor class)
+STOCK_PROCESSORS = {
+    "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessor", "Qwen3VLVideoProcessor"),
+    "internvl": ("InternVLProcessor", "GotOcr2ImageProcessor", "InternVLVideoProcessor"),
+    "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessor", "LlavaOnevisionVideoProcessor"),
+    "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessor", "SmolVLMVideoProcessor"),
+    "mistral3": ("PixtralProcessor", "PixtralImageProcessor", None),
+}
+
+
+@pytest.mark.parametrize("family", sorted(STOCK_PROCESSORS))
+def test_load_processor_reads_stock_checkpoints_image_only(family, tiny_vlm, tmp_path):
+    """A checkpoint naming the stock processor (and a video processor) loads as halluc's image-only one."""
+    import json
+
+    from PIL import Image
+    from transformers import AutoConfig
+
+    from halluc.modeling.families import load_processor
+
+    model, processor = tiny_vlm(family)
+    processor.save_pretrained(tmp_path)
+    model.config.save_pretrained(tmp_path)
+    stock, image_class, video_class = STOCK_PROCESSORS[family]
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    saved["processor_class"] = stock
+    saved["image_processor"] = {**saved["image_processor"], "image_processor_type": image_class,
+                                "processor_class": stock}
+    if video_class:
+        saved["video_processor"] = {"video_processor_type": video_class}
+    (tmp_path / "processor_config.json").write_text(json.dumps(saved))
+    loaded = load_processor(str(tmp_path), AutoConfig.from_pretrained(tmp_path))
+    assert type(loaded) is type(processor) and loaded.chat_template == processor.chat_template
+    image = [Image.new("RGB", (40, 30), (200, 30, 30))]
+    inputs, again = (adapter_for(model).build_inputs(p, image, ["What?"]) for p in (processor, loaded))
+    assert all(torch.equal(torch.as_tensor(inputs[k]), torch.as_tensor(again[k])) for k in inputs)
