@@ -172,7 +172,7 @@ class Rows:
             return logits, None
         if record.calls == calls or record.attention_row is None:
             raise RuntimeError("OPERA got no attention row: the 'halluc' attention backend did not run its layer")
-        return logits, record.attention_row
+        return logits, record.attention_row.to(logits.device)  # the OPERA layer may sit on another device
 
 
 class Beams:
