@@ -68,9 +68,9 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
         if not m.supports(family):
             raise HallucError(f"method '{m.name}' does not support {family} models "
                               f"(it supports: {', '.join(sorted(m.families or ()))})")
-        missing = sorted(m.requires() - adapter.provides)
+        missing = _missing(adapter, m)
         if missing:
-            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing[0], missing[0])}, which the {family} "
+            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing, missing)}, which the {family} "
                               "adapter does not provide")
     searches = [m.name for m in methods if m.replaces_search]
     if len(searches) > 1:
@@ -79,6 +79,19 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
     if searches and fixed:
         raise HallucError(f"method '{fixed[0]}' cannot be stacked with '{searches[0]}': it keeps per-row state "
                           f"from the prefill, and {searches[0]}'s search re-batches rows")
+
+
+def unsupported(adapter: Adapter, method: Method) -> str | None:
+    """Why `method` cannot run on `adapter`'s family, in a few words (for tables), or None."""
+    if not method.supports(adapter.family):
+        return f"{', '.join(sorted(method.families or ()))} only"
+    missing = _missing(adapter, method)
+    return f"needs {NEEDS.get(missing, missing)}" if missing else None
+
+
+def _missing(adapter: Adapter, method: Method) -> str | None:
+    """The first thing `method` needs that the adapter's geometry does not provide."""
+    return next(iter(sorted(method.requires() - adapter.provides)), None)
 
 
 def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, AttentionEdit]:
