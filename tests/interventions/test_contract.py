@@ -144,3 +144,23 @@ def test_the_support_matrix_is_what_the_contract_runs():
         assert (matrix[method, family] is None) == applies(method, family), (method, family)
         if matrix[method, family] is not None:
             assert matrix[method, family].startswith(f"method '{method}' ")
+
+
+@pytest.fixture(scope="module")
+def odd_images():
+    """A landscape and a portrait image: different numbers of crops, tiles or sub-images per row."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 40), (50, 20)]]
+
+
+@pytest.mark.parametrize("method,family", [(m, f) for m, f in SUPPORTED if m in ("vcd", "ritual")])
+def test_image_views_of_different_sizes_batch_equals_single(lvlms, odd_images, method, family):
+    """Image views (VCD's noise, RITUAL's transforms) of images that split differently: the batch pads
+    crops or sub-images, and a row still equals its sample alone."""
+    lvlm = lvlms(family)
+    batch, singles = batch_and_singles(lvlm, odd_images, method, prompts=PROMPTS, max_new_tokens=4,
+                                       **example(method))
+    assert batch == singles
