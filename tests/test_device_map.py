@@ -48,6 +48,17 @@ def test_dispatched_over_cpu_and_disk_gives_the_same_tokens(name, images, tiny_m
     assert offloaded.weight.device.type == "meta"  # and nothing halluc did kept it resident
 
 
+def test_load_passes_the_device_map_to_from_pretrained(images, tiny_models, tmp_path):
+    model, processor = build_tiny("llava")
+    model.save_pretrained(tmp_path / "saved")
+    processor.save_pretrained(tmp_path / "saved")
+    placement = split_map(model, "cpu", "disk")
+    dispatched = halluc.load(tmp_path / "saved", device_map=placement, offload_folder=tmp_path / "offload")
+    assert dispatched.model.hf_device_map == placement
+    assert dispatched.adapter.resolve(dispatched.model, "lm_head").weight.device.type == "meta"
+    assert_same_tokens(dispatched, tiny_models("tiny-llava"), images)
+
+
 def test_wrap_a_model_the_user_dispatched(images, tiny_models, tmp_path):
     from accelerate import dispatch_model
 
