@@ -1,7 +1,7 @@
 """halluc: training-free hallucination mitigation for vision-language models, with honest benchmarks.
 
     import halluc
-    m = halluc.load("llava")
+    m = halluc.load("llava")                  # or halluc.wrap(model, processor) for a model you loaded
     halluc.generate(m, images, prompts, method="vcd")
     with halluc.apply(m, "vhr"):
         ...
@@ -11,8 +11,8 @@ The API is imported on first use, so `halluc score` and other light commands sta
 from halluc.errors import HallucError
 from halluc.version import __version__
 
-__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "generate", "load", "methods",
-           "models", "run"]
+__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "available_methods",
+           "generate", "load", "methods", "models", "run", "support_matrix", "wrap"]
 _API = set(__all__) - {"HallucError", "__version__"}
 
 

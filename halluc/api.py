@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,17 +12,24 @@ from halluc.benchmarks.run import (Runner, RunOptions, RunSpec, Shard, check_run
                                   prepare_run_dir, run_lock)
 from halluc.benchmarks.store import OutputCache
 from halluc.engine.decoding import Decoding
+from halluc.errors import HallucError
 from halluc.generation.generate import Generation, check_modes, pair_inputs
 from halluc.generation.generate import generate as _generate
 from halluc.images import load_images
 from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
+from halluc.interventions.attach import unsupported
+from halluc.modeling.base import Adapter
+from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION, GenericAdapter
 from halluc.modeling.loading import check_device_and_dtype, check_model_name, load
+from halluc.modeling.loading import wrap as _wrap
 from halluc.modeling.lvlm import LVLM
-from halluc.modeling.registry import checkpoints, known_family, offline_models
+from halluc.modeling.registry import checkpoints, families, known_family, offline_models
+from halluc.modeling.registry import family as family_record
 from halluc.progress import Progress
 
-__all__ = ["Decoding", "Generation", "LVLM", "apply", "generate", "load", "check_request", "load_images",
-           "make_methods", "methods", "models", "plan_runs", "run", "run_benchmarks", "RunOptions"]
+__all__ = ["Decoding", "Generation", "LVLM", "apply", "available_methods", "generate", "load", "check_request",
+           "load_images", "make_methods", "methods", "models", "plan_runs", "run", "run_benchmarks", "RunOptions",
+           "support_matrix", "wrap"]
 
 
 def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
@@ -163,6 +171,67 @@ def methods() -> list[dict]:
         rows.append({"name": name, "kind": "alias", "paper": f"stacks {' + '.join(stack)}", "formula": "",
                      "cost": "", "families": "as its methods", "modes": [], "parameters": [], "alias_of": list(stack)})
     return rows
+
+
+def wrap(model, processor, *, name: str | None = None, revision: str | None = None) -> LVLM:
+    """The LVLM `load` would give, around a model you loaded yourself: any dtype, a `device_map` over
+    several devices (accelerate's dispatch), quantised weights transformers supports. Every method then
+    works with `generate` and `apply` as after `load`.
+
+        >>> model = Qwen2_5_VLForConditionalGeneration.from_pretrained(hub_id, device_map="auto", dtype="auto")
+        >>> m = halluc.wrap(model, AutoProcessor.from_pretrained(hub_id))
+        >>> halluc.generate(m, images, prompts, method="vcd")
+
+    A model type no family record knows gets the generic adapter (image positions only); a warning then
+    lists the methods that run on it (`available_methods(m)` gives the list).
+    """
+    lvlm = _wrap(model, processor, name=name, revision=revision)
+    if isinstance(lvlm.adapter, GenericAdapter):
+        refused = [n for n in _method_names() if refusal(lvlm, n) is not None]
+        warnings.warn(f"{type(model).__name__}: no family record for model type '{model.config.model_type}', so halluc "
+                      f"uses its generic adapter (image positions, no 2-D grid, no vision CLS token). Available "
+                      f"methods: {', '.join(available_methods(lvlm))}; refused: {', '.join(refused)}.", stacklevel=2)
+    return lvlm
+
+
+def refusal(target: str | Adapter | LVLM, method: str) -> str | None:
+    """Why `method` (at its default parameters; an alias stands for its stack) is refused on `target`
+    (a family name, "generic", an adapter or a loaded model): `check_compatible`'s one line, or None."""
+    try:
+        check_compatible(_adapter(target), make_methods(method, {}))
+    except HallucError as err:
+        return str(err)
+    return None
+
+
+def available_methods(target: str | Adapter | LVLM) -> list[str]:
+    """The methods (and aliases) that run on a loaded model, an adapter or a family ("generic" included)."""
+    return [name for name in _method_names() if refusal(target, name) is None]
+
+
+def support_matrix() -> list[dict]:
+    """Method x family, for every method (aliases included) and family record, plus the generic adapter:
+    `reason` is None where the method runs at its default parameters, else the refusal (one line);
+    `short` says the same in a few words (e.g. "needs 2-D image grids", "llava only")."""
+    rows = []
+    for name in _method_names():
+        for target in [f.name for f in families()] + [GENERIC]:
+            adapter = _adapter(target)
+            short = next((why for m in make_methods(name, {}) if (why := unsupported(adapter, m))), None)
+            rows.append({"method": name, "family": target, "reason": refusal(adapter, name), "short": short})
+    return rows
+
+
+def _adapter(target: str | Adapter | LVLM) -> Adapter:
+    if isinstance(target, LVLM):
+        return target.adapter
+    if isinstance(target, str):
+        return GENERIC_DECLARATION if target == GENERIC else family_record(target).adapter
+    return target
+
+
+def _method_names() -> list[str]:
+    return [n for n in method_names() if n != "none"] + list(aliases())
 
 
 def models() -> list[dict]:

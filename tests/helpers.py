@@ -93,3 +93,47 @@ def views_match_alone(lvlm, method_cls, image, prompt, view_inputs: dict, steps:
         logits = logits[0, -len(tokens):].float().log_softmax(-1)  # (steps, V)
         for step in range(len(tokens)):
             torch.testing.assert_close(seen[step][view][0], logits[step], atol=1e-4, rtol=1e-4)
+
+
+# ---- a model class no family record knows (for the generic adapter) ----------------------------
+AYA_SPECIALS = ["<PAD>", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>",
+                "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>",
+                "<|IMG_LINE_BREAK|>", "<image>"]
+# Aya Vision's turns (Cohere): bos, START_OF_TURN + role token, the content, END_OF_TURN
+AYA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|START_OF_TURN_TOKEN|>' }}"
+    "{% if message['role'] == 'user' %}{{ '<|USER_TOKEN|>' }}{% elif message['role'] == 'system' %}"
+    "{{ '<|SYSTEM_TOKEN|>' }}{% else %}{{ '<|CHATBOT_TOKEN|>' }}{% endif %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>{% else %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{{ '<|END_OF_TURN_TOKEN|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}"
+)
+
+
+def tiny_aya_vision(seed: int = 0, attn_implementation: str = "sdpa"):
+    """(model, processor): a tiny Aya Vision (SigLIP, pixel shuffle, tiles, Cohere2 LM with a sliding-window
+    layer), an architecture halluc has no family record for."""
+    from transformers import (
+        AyaVisionConfig,
+        AyaVisionForConditionalGeneration,
+        AyaVisionProcessor,
+        Cohere2Config,
+        GotOcr2ImageProcessorPil,
+        SiglipVisionConfig,
+    )
+
+    from halluc.modeling.tiny import TEXT, VIT, byte_tokenizer
+    tok = byte_tokenizer(AYA_SPECIALS, bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>")
+    # 28-px tiles of 7-px patches, pixel-shuffled 2x2: 4 tokens per tile, up to 4 tiles + the global one
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 28, "width": 28}, crop_to_patches=True, max_patches=4)
+    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=7, img_size=28,
+                                   downsample_factor=2, chat_template=AYA_TEMPLATE)
+    text = Cohere2Config(**TEXT, head_dim=16, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, sliding_window=16,
+                         layer_types=["sliding_attention", "full_attention"])
+    config = AyaVisionConfig(vision_config=SiglipVisionConfig(**VIT), text_config=text, downsample_factor=2,
+                             image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"), tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AyaVisionForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    return model.eval(), processor

@@ -31,21 +31,33 @@ def models() -> None:
     from halluc import api
 
     for row in api.models():
-        typer.echo(f"{row['alias']:<18} {row['family']:<13} {row['hub_id']:<36} {row['note']}")
+        typer.echo(f"{row['alias']:<21} {row['family']:<16} {row['hub_id']:<46} {row['note']}")
 
 
 @app.command()
-def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show parameters and defaults.")) -> None:
+def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                         help="Show parameters, defaults and where each method runs.")) -> None:
     """List methods, one per line (name first)."""
     from halluc import api
 
+    support = {}
+    if verbose:
+        for row in api.support_matrix():
+            support.setdefault(row["method"], []).append(row)
     for row in api.methods():
         typer.echo(f"{row['name']:<10} {row['kind']:<9} {row['paper']}")
         if verbose:
             typer.echo(f"{'':<10} formula: {row['formula']}; cost: {row['cost']}; families: {row['families']}")
             for p in row["parameters"]:
-                rng = f" range [{_bound(p['low'], '-inf')}, {_bound(p['high'], 'inf')}]" if p.get("low") is not None or p.get("high") is not None else ""
+                bounded = p.get("low") is not None or p.get("high") is not None
+                rng = f" range [{_bound(p['low'], '-inf')}, {_bound(p['high'], 'inf')}]" if bounded else ""
                 typer.echo(f"{'':<12} --{p['name']} (default {p['default']}){rng} {p.get('doc', '')}")
+            rows = support.get(row["name"], [])  # none ("none": vanilla decoding) runs everywhere, unlisted
+            if rows:
+                typer.echo(f"{'':<10} runs on: {', '.join(r['family'] for r in rows if r['reason'] is None)}")
+            for r in rows:
+                if r["reason"] is not None:
+                    typer.echo(f"{'':<10} refused on {r['family']}: {r['reason']}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

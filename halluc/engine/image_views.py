@@ -41,12 +41,32 @@ def noised_pixels(images: Sequence[Image.Image], image_processor, seed: int, ste
 
     def apply(pixels: torch.Tensor) -> torch.Tensor:
         chunks = pixels.split(_rows_per_image(images, image_processor, pixels.shape[0]))
-        noise = [torch.randn(c.shape, generator=torch.Generator().manual_seed(image_key(img, seed)))
-                 for c, img in zip(chunks, images)]  # float32, one draw per image
-        eps = torch.cat(noise).to(pixels.device)
+        eps = torch.cat([_image_noise(c, torch.Generator().manual_seed(image_key(img, seed)))
+                         for c, img in zip(chunks, images)]).to(pixels.device)  # float32, one draw per image
         return (keep * pixels.float() + spread * eps).to(pixels.dtype)
 
     return apply
+
+
+def _image_noise(chunk: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """ε for one image's pixel tensor. A batch pads its images at the end with zeros: crops or sub-images
+    (LLaVA-NeXT, Idefics3: (1, slots, C, H, W)) and pixels (Pixtral: (1, C, H, W) at the largest size).
+    The padding stays zero (Idefics3 tells padding from images by exactly that), and the image's own part
+    gets the noise it gets alone, drawn for that part only, so a sample's noise does not depend on its
+    batch. Normalised pixels are never exactly 0 (the means are not whole pixel values), so the last
+    non-zero index along each axis ends the image's part; unpadded tensors draw exactly as before."""
+    if chunk.dim() < 4:  # flattened patches (Qwen): never padded
+        return torch.randn(chunk.shape, generator=generator)
+    extent = [chunk.shape[0]] + [_kept(chunk, dim) for dim in range(1, chunk.dim())]
+    eps = torch.zeros(chunk.shape)
+    eps[tuple(slice(0, n) for n in extent)] = torch.randn(extent, generator=generator)
+    return eps
+
+
+def _kept(chunk: torch.Tensor, dim: int) -> int:
+    """1 + the last index along `dim` holding a non-zero value (how much of the axis the padding left)."""
+    nonzero = (chunk != 0).transpose(0, dim).flatten(1).any(-1).nonzero()
+    return int(nonzero.max()) + 1 if len(nonzero) else 0
 
 
 def _rows_per_image(images, image_processor, total: int) -> list[int]:

@@ -116,7 +116,7 @@ def lvlm_attention_match(lvlm, image: Image.Image, prompt: str, layer: int) -> M
     finally:
         handle.remove()
     rows, cols = span.grid
-    scores = seen[0][span.positions].view(rows, cols)
+    scores = seen[0][span.positions.to(seen[0].device)].view(rows, cols).cpu()  # the layer's own device
     if span.kind == "tiles":  # the last column holds LLaVA-NeXT's row-newline tokens; the grid covers the image
         return Match(scores[:, :-1], (0, 0, *image.size))
     return Match(scores, visible_box(lvlm.processor.image_processor, image.size))

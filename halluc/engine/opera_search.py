@@ -173,7 +173,7 @@ class Rows:
             return logits, None
         if record.calls == calls or record.attention_row is None:
             raise RuntimeError("OPERA got no attention row: the 'halluc' attention backend did not run its layer")
-        return logits, record.attention_row
+        return logits, record.attention_row.to(logits.device)  # the OPERA layer may sit on another device
 
 
 def finished_scale(top_tokens: torch.Tensor, eos: torch.Tensor | None, cur: int, prompt: int,

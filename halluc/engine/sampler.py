@@ -13,11 +13,15 @@ class Sampler:
 
     def __init__(self, decoding: Decoding, device: torch.device):
         self.decoding = decoding
+        self.seed = decoding.seed if decoding.seed is not None else torch.seed() % 2**63
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(decoding.seed if decoding.seed is not None else torch.seed() % 2**63)
+        self.generator.manual_seed(self.seed)
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:  # (N, V) -> (N,) token ids
         d = self.decoding
+        if self.generator.device != scores.device:  # a dispatched model's logits: follow them, same seed
+            self.generator = torch.Generator(device=scores.device)
+            self.generator.manual_seed(self.seed)
         scores = scores / d.temperature
         if d.top_k:
             kth = scores.topk(min(d.top_k, scores.shape[-1]), dim=-1).values[..., -1:]

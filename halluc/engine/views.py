@@ -120,10 +120,21 @@ def merge_inputs(parts: Sequence[dict], pad_token_id: int) -> dict:
             fill = pad_token_id if SEQUENCE_KEYS[key] is None else SEQUENCE_KEYS[key]
             merged[key] = _pad_cat(values, fill, right=key in RIGHT_PADDED)
         elif isinstance(values[0], torch.Tensor):
-            merged[key] = torch.cat(values, dim=0)
+            merged[key] = torch.cat(_zero_padded(values), dim=0)
         else:
             merged[key] = [v for value in values for v in value]
     return merged
+
+
+def _zero_padded(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Image tensors of views whose images split into different numbers of crops or sub-images
+    ((N, slots, ...) pixels, Idefics3's (N, slots, H, W) pixel mask), zero-padded at the end to one shape:
+    the padding the processor itself gives a batch (all-zero slots, which the models skip)."""
+    shape = [max(sizes) for sizes in zip(*(t.shape[1:] for t in tensors))]
+    if all(list(t.shape[1:]) == shape for t in tensors) or len({t.dim() for t in tensors}) != 1:
+        return list(tensors)
+    return [torch.nn.functional.pad(t, [p for size, have in zip(reversed(shape), reversed(t.shape[1:]))
+                                        for p in (0, size - have)]) for t in tensors]
 
 
 def _pad_cat(tensors: Sequence[torch.Tensor], fill: int, right: bool = False) -> torch.Tensor:

@@ -160,4 +160,5 @@ def _to_device(inputs: dict, lvlm: LVLM) -> dict:
 
 
 def _devices(lvlm: LVLM) -> list:
-    return [lvlm.device] if lvlm.device.type == "cuda" else []
+    """The CUDA devices whose RNG a sampling call may draw from (all of a dispatched model's)."""
+    return [d for d in lvlm.devices if d.type == "cuda"]

@@ -19,6 +19,7 @@ from halluc.interventions.session import Session
 from halluc.kernels.backend import BACKEND, active_edits, register_backend
 from halluc.kernels.edits import AttentionEdit
 from halluc.modeling.base import Adapter
+from halluc.modeling.cache import cache_of
 from halluc.modeling.registry import family as family_record
 
 
@@ -44,6 +45,8 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
     try:
         for module, spec in zip(modules, specs):
             handles.append(_register(module, spec))
+        handles += [_track_cached_positions(module, edit) for module, edit in edits.items()
+                    if getattr(module, "sliding_window", None) is not None]
         with _backend_selected(session, needed=bool(edits)), active_edits(edits):
             yield attached
     finally:
@@ -65,9 +68,9 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
         if not m.supports(family):
             raise HallucError(f"method '{m.name}' does not support {family} models "
                               f"(it supports: {', '.join(sorted(m.families or ()))})")
-        missing = sorted(m.requires() - adapter.provides)
+        missing = _missing(adapter, m)
         if missing:
-            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing[0], missing[0])}, which the {family} "
+            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing, missing)}, which the {family} "
                               "adapter does not provide")
     owners: dict[str, str] = {}
     for m in methods:
@@ -83,6 +86,19 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
     if searches and fixed:
         raise HallucError(f"method '{fixed[0]}' cannot be stacked with '{searches[0]}': it keeps per-row state "
                           f"from the prefill, and {searches[0]}'s search re-batches rows")
+
+
+def unsupported(adapter: Adapter, method: Method) -> str | None:
+    """Why `method` cannot run on `adapter`'s family, in a few words (for tables), or None."""
+    if not method.supports(adapter.family):
+        return f"{', '.join(sorted(method.families or ()))} only"
+    missing = _missing(adapter, method)
+    return f"needs {NEEDS.get(missing, missing)}" if missing else None
+
+
+def _missing(adapter: Adapter, method: Method) -> str | None:
+    """The first thing `method` needs that the adapter's geometry does not provide."""
+    return next(iter(sorted(method.requires() - adapter.provides)), None)
 
 
 def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, AttentionEdit]:
@@ -104,6 +120,18 @@ def _register(module: nn.Module, spec: HookSpec):
     if spec.kind == "forward_pre":
         return module.register_forward_pre_hook(spec.fn, with_kwargs=spec.with_kwargs)
     return module.register_forward_hook(spec.fn, with_kwargs=spec.with_kwargs)
+
+
+def _track_cached_positions(module: nn.Module, edit: AttentionEdit):
+    """Before each call of a sliding-window attention module, tell its edit how many positions the
+    layer has cached: once the window is full the cache drops keys, and the backend needs the count
+    to keep the edit's columns on the right keys (`AttentionEdit.cached_positions`)."""
+
+    def record(attn, args, kwargs):
+        cache = cache_of(kwargs)
+        edit.cached_positions = cache.get_seq_length(attn.layer_idx) if cache is not None else 0
+
+    return module.register_forward_pre_hook(record, with_kwargs=True)
 
 
 @contextlib.contextmanager

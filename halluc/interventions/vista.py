@@ -45,6 +45,7 @@ from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner, aux_pass, image_forward, last_token, text_only_forward
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
+from halluc.modeling.lvlm import execution_device
 
 PRESETS = {"chair": (0.17, 0.3), "pope": (0.01, 0.3), "mmhal": (0.1, 0.3)}  # (λ, γ), released run scripts
 
@@ -151,8 +152,11 @@ class VISTA(Method):
         def augment(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
             if aux_owner(session) is not None:
                 return None
-            hidden = torch.stack([state.record[i] for i in band]).to(output.dtype)  # (L, B, d)
-            early = module.forward(norm.forward(hidden) if norm is not None else hidden)  # no hooks re-entered
+            # (L, B, d); the band's layers may sit on other devices than the norm and the head
+            hidden = torch.stack([state.record[i].to(output.device) for i in band]).to(output.dtype)
+            if norm is not None:
+                hidden = norm.forward(hidden.to(execution_device(norm)))  # forward(): no torch hooks re-entered
+            early = module.forward(hidden.to(execution_device(module))).to(output.device)
             mixed = output.clone()
             mixed[:, -1] = mix_logits(output[:, -1], early, gamma)
             return mixed

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -23,7 +24,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from halluc.kernels.dispatch import attention
 from halluc.kernels.edits import AttentionEdit
-from halluc.kernels.masks import MaskChecks
+from halluc.kernels.masks import MaskChecks, causal_mask
 
 BACKEND = "halluc"
 
@@ -62,12 +63,36 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
         # transformers' convention (see sdpa_attention_forward): a causal call without a mask and with
         # more keys than queries is a prefill into an empty static cache; the extra keys are empty slots.
         key, value = key[:, :, :tq], value[:, :, :tq]
+    evicted = edit.cached_positions + tq - tk if edit.cached_positions is not None else 0
+    if evicted > 0:
+        key, value, attention_mask = restore_evicted_keys(key, value, attention_mask, evicted, tq, is_causal)
     result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
                        mask_checks=scope.mask_checks)
     edit.record.update(result)
     if edit.on_output is not None:
         edit.on_output(module, edit.record)
     return result.out, result.column_mass
+
+
+def restore_evicted_keys(key, value, attention_mask, evicted: int, tq: int, is_causal: bool):
+    """The keys a sliding-window cache dropped, put back in front as masked zeros, so that key j is
+    position j again (the edit's column tensors count positions).
+
+    key/value (B, Hkv, Tk, D) -> (B, Hkv, evicted + Tk, D); attention_mask None or (B, 1, Tq, Tk), bool
+    or additive float -> (B, 1, Tq, evicted + Tk), the restored keys masked out.
+    """
+    b, tk = key.shape[0], key.shape[2]
+    if attention_mask is None:  # no padding: what the call would have seen (causal, or everything)
+        visible = causal_mask(tq, tk, key.device) if is_causal else torch.ones(tq, tk, dtype=torch.bool,
+                                                                                device=key.device)
+        attention_mask = visible[None, None].expand(b, 1, tq, tk)
+    if attention_mask.dtype == torch.bool:
+        hidden = attention_mask.new_zeros(*attention_mask.shape[:-1], evicted)
+    else:
+        hidden = attention_mask.new_full((*attention_mask.shape[:-1], evicted), float("-inf"))
+    front = key.new_zeros(*key.shape[:2], evicted, key.shape[-1])
+    key, value = torch.cat([front, key], dim=2), torch.cat([front.to(value.dtype), value], dim=2)
+    return key, value, torch.cat([hidden, attention_mask], dim=-1)
 
 
 def register_backend() -> str:

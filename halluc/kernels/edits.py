@@ -188,6 +188,11 @@ class AttentionEdit:
                           (0 without one).
     return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the final
                           attention row (e.g. for OPERA).
+    cached_positions positions the layer had cached before this call (its cache's `get_seq_length`), or None
+                     for a layer that never drops keys. A sliding-window layer (Gemma 3) drops its oldest
+                     keys once a sequence outgrows the window, so key j of a call is no longer position j;
+                     the backend then puts the dropped keys back in front as masked keys, so the column
+                     tensors (over the prompt) keep pointing at the right keys. `attach` sets it per call.
     record           the latest call's outputs (mutable; the backend overwrites it each call).
     on_output        optional callback(module, record) after each call, to collect every step.
     """
@@ -201,6 +206,7 @@ class AttentionEdit:
     prob_mod: Mod | None = None
     return_column_mass: bool = False
     return_attention_row: bool = False
+    cached_positions: int | None = None
     record: AttentionRecord = field(default_factory=AttentionRecord)
     on_output: Callable[[Any, AttentionRecord], None] | None = None
     _cache: Any = field(default=None, init=False, repr=False)

@@ -76,6 +76,8 @@ class Adapter:
     text_config_key: str = "text_config"  # the sub-config whose attention is the LM's
     # what the geometry gives beyond image positions: "grid" (2-D image grids), "vision_cls"
     provides: frozenset[str] = frozenset({"grid"})
+    # the processor pairs images with prompts only when given one list of images per prompt (Gemma 3, SmolVLM2)
+    nested_images: bool = False
 
     # ---- geometry -------------------------------------------------------------------------
     def text_config(self, model: nn.Module) -> Any:
@@ -86,6 +88,11 @@ class Adapter:
 
     def num_heads(self, model: nn.Module) -> int:
         return self.text_config(model).num_attention_heads
+
+    def num_kv_heads(self, model: nn.Module) -> int:
+        # grouped-query attention shares each key/value head among several query heads
+        config = self.text_config(model)
+        return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
     def head_dim(self, model: nn.Module) -> int:
         return self.attention(model, 0).head_dim
@@ -157,7 +164,11 @@ class Adapter:
         """A left-padded batch; `images=None` gives the text-only branch of the same prompts.
         The caller's processor is not changed (padding side is passed per call)."""
         texts = [self.prompt(processor, p, with_image=images is not None, system=system) for p in prompts]
-        kwargs = {"images": list(images)} if images is not None else {}
+        kwargs = {}
+        if images is not None:
+            kwargs["images"] = [[image] for image in images] if self.nested_images else list(images)
+        if _starts_with_bos(processor, texts):  # the template wrote it (Gemma 3, Mistral, Llama 3): no second one
+            kwargs["add_special_tokens"] = False
         return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
 
     def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
@@ -180,3 +191,25 @@ class Adapter:
         per-head softmaxes, or with `merged_heads` one softmax of q·kᵀ over the full width (DAMRO's code)."""
         raise NotImplementedError(f"{self.family} has no vision CLS token attention")
 
+
+
+def _starts_with_bos(processor: Any, texts: Sequence[str]) -> bool:
+    """Whether every rendered prompt already starts with the tokenizer's BOS token."""
+    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
+    return bool(bos) and all(text.startswith(bos) for text in texts)
+
+
+def contiguous_runs(positions: torch.Tensor) -> list[torch.Tensor]:
+    """Split sorted positions (n,) into runs of consecutive indices (an image between text tokens)."""
+    if not len(positions):
+        return []
+    breaks = (positions[1:] - positions[:-1] != 1).nonzero().flatten() + 1  # first index of each later run
+    return list(positions.tensor_split(breaks.tolist()))
+
+
+def square_side(tokens: int, family: str) -> int:
+    """The side of a square grid of `tokens` tokens (HallucError when it is not a square)."""
+    side = int(round(tokens ** 0.5))
+    if side * side != tokens:
+        raise HallucError(f"{family}: {tokens} image tokens per image do not form a square grid")
+    return side

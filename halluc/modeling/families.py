@@ -16,12 +16,27 @@ from halluc.modeling import llava  # noqa: F401  (isort: skip)
 from halluc.modeling import llava_next  # noqa: F401  (isort: skip)
 from halluc.modeling import qwen2_vl  # noqa: F401  (isort: skip)
 from halluc.modeling import instructblip  # noqa: F401  (isort: skip)
+from halluc.modeling import qwen3_vl  # noqa: F401  (isort: skip)
+from halluc.modeling import internvl  # noqa: F401  (isort: skip)
+from halluc.modeling import llava_onevision  # noqa: F401  (isort: skip)
+from halluc.modeling import gemma3  # noqa: F401  (isort: skip)
+from halluc.modeling import idefics3  # noqa: F401  (isort: skip)
+from halluc.modeling import mistral3  # noqa: F401  (isort: skip)
 from halluc.modeling.base import Adapter
-from halluc.modeling.registry import family_for
+from halluc.modeling.generic import GenericAdapter
+from halluc.modeling.registry import family_for, knows
 
 
 def adapter_for(model: Any) -> Adapter:
     return family_for(model.config).adapter
+
+
+def adapter_or_generic(model: Any) -> Adapter:
+    """The family record's adapter (which may refuse the config), or the generic adapter when no record
+    knows the model type (a HallucError when the model lacks what the generic adapter needs)."""
+    if knows(model.config.model_type):
+        return adapter_for(model)
+    return GenericAdapter.for_model(model)
 
 
 def model_class_for(config: Any) -> type:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -10,18 +11,22 @@ import torch
 
 from halluc.errors import HallucError, unknown_choice
 from halluc.kernels.backend import BACKEND, register_backend
-from halluc.modeling.families import adapter_for, load_processor, model_class_for
+from halluc.modeling.families import adapter_for, adapter_or_generic, load_processor, model_class_for
 from halluc.modeling.lvlm import LVLM
 from halluc.modeling.registry import checkpoints, model_names, offline_models
 
 
 def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: str = "auto",
-         revision: str | None = None, seed: int = 0) -> LVLM:
+         revision: str | None = None, seed: int = 0, device_map: str | dict | None = None,
+         offload_folder: str | os.PathLike | None = None) -> LVLM:
     """Load a vision-language model with its processor and family adapter.
 
     `name_or_path`: an alias (`halluc.models()`), a `tiny-*` model (random weights built offline
     from `seed`), a local directory saved with `save_pretrained`, or a hub id `owner/name`.
-    The language model's attention runs on halluc's backend, which equals SDPA until a method edits it.
+    `device_map` ("auto", "balanced", ... or {module: device}) spreads the model over several devices
+    with accelerate instead of moving it to `device`; "disk" entries are offloaded to `offload_folder`
+    (a temporary folder when not given). The language model's attention runs on halluc's backend,
+    which equals SDPA until a method edits it.
     """
     name = str(name_or_path)
     device = _resolve_device(device)
@@ -34,12 +39,48 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
         lvlm_revision = offline.revision(seed)
         if dtype != "auto":  # offline models are built in float32; an explicit dtype converts them
             model = model.to(_resolve_dtype(dtype, device))
+        if device_map is not None:
+            model = dispatch(model, device_map, offload_folder)
     else:
         source = _resolve_source(name)
-        model, processor = _load_pretrained(name, source, revision, _resolve_dtype(dtype, device))
+        dtype = _resolve_dtype(dtype, device if device_map is None else _accelerator())
+        model, processor = _load_pretrained(name, source, revision, dtype, device_map, offload_folder)
         lvlm_revision = revision or _commit_of(model)
-    model = model.to(device).eval()
-    return LVLM(model=model, processor=processor, adapter=adapter_for(model), name=name, revision=lvlm_revision)
+    if device_map is None:
+        model = model.to(device)
+    return LVLM(model=model.eval(), processor=processor, adapter=adapter_for(model), name=name,
+                revision=lvlm_revision)
+
+
+def wrap(model, processor, *, name: str | None = None, revision: str | None = None) -> LVLM:
+    """The LVLM halluc.load would give, around a model the user loaded themselves: any dtype, any
+    `device_map` (accelerate's dispatch, several GPUs), quantised weights transformers supports.
+
+    The adapter is the family record's, or, for a model type no record knows, the generic adapter
+    (image positions only; `halluc.available_methods(lvlm)` lists what runs on it). The model's own
+    attention implementation is kept: methods that edit attention switch the language model to
+    halluc's backend only while they run. The model is put in eval mode (dropout off).
+    """
+    if processor is None or not hasattr(processor, "tokenizer"):
+        raise HallucError("halluc.wrap needs the model's processor (with its tokenizer), e.g. "
+                          "AutoProcessor.from_pretrained(...)")
+    adapter = adapter_or_generic(model)
+    register_backend()
+    return LVLM(model=model.eval(), processor=processor, adapter=adapter,
+                name=name or getattr(model.config, "_name_or_path", None) or type(model).__name__,
+                revision=revision or _commit_of(model))
+
+
+def dispatch(model, device_map: str | dict, offload_folder: str | os.PathLike | None = None):
+    """`model` spread over devices with accelerate's hooks (each module's weights moved to its device,
+    "cpu" and "disk" entries offloaded and streamed in per call); a string map is inferred."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    if isinstance(device_map, str):
+        device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules or [])
+    if "disk" in device_map.values() and offload_folder is None:
+        offload_folder = tempfile.mkdtemp(prefix="halluc-offload-")
+    return dispatch_model(model, device_map=device_map, offload_dir=offload_folder)
 
 
 def check_model_name(name: str) -> None:
@@ -65,7 +106,8 @@ def _resolve_source(name: str) -> str:
     raise unknown_choice("model", name, model_names())
 
 
-def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype):
+def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype, device_map=None,
+                     offload_folder=None):
     from transformers import AutoConfig
 
     # without a reachable hub, read the local cache only: transformers would otherwise retry each file
@@ -75,8 +117,10 @@ def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.
         config = AutoConfig.from_pretrained(source, revision=revision, **local)
         model_class_for(config)  # an unsupported model type is refused before any download
         processor = load_processor(source, config, revision=revision, **local)
+        placement = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
         model = model_class_for(config).from_pretrained(
-            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config), **local)
+            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config),
+            **placement, **local)
     except OSError as err:
         raise HallucError(_not_available(name, source, err)) from None
     return model, processor
@@ -111,7 +155,7 @@ def check_device_and_dtype(device: str, dtype: str | torch.dtype) -> None:
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return _accelerator()
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -121,6 +165,10 @@ def _resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
         raise HallucError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return resolved
+
+
+def _accelerator() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

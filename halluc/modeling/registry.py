@@ -114,6 +114,12 @@ def family_for(config_or_type: Any) -> Family:
     return record
 
 
+def knows(model_type: str) -> bool:
+    """Whether a family record serves this HF model type."""
+    _builtin()
+    return model_type in _BY_MODEL_TYPE
+
+
 def checkpoints() -> dict[str, tuple[Family, Checkpoint]]:
     """alias -> (family, checkpoint) over every family."""
     _builtin()

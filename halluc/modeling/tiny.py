@@ -51,6 +51,65 @@ QWEN_TEMPLATE = (
     "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen3-VL instruct: like Qwen2-VL's, but no default system turn.
+QWEN3_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# InternVL3 / 3.5 "-hf" (chat_template.jinja): im_start turns, "<IMG_CONTEXT>\n" per image, no default system turn.
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# LLaVA-OneVision (llava-hf, Qwen2 LM): im_start turns, images first ("<image>\n"), then the text; no default system.
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Gemma 3 instruct: bos, start_of_turn/end_of_turn, "model" for the assistant, the system text folded into the
+# first user turn followed by a blank line, "<start_of_image>" per image, texts trimmed.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}{{ '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Idefics3 (HuggingFaceM4/Idefics3-8B-Llama3) and SmolVLM: "User:<image>text<end_of_utterance>\nAssistant:";
+# the role is followed by ':' when the turn starts with an image, else by ': '. SmolVLM starts with <|im_start|>.
+_IDEFICS3_TURNS = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+IDEFICS3_TEMPLATE = "<|begin_of_text|>" + _IDEFICS3_TURNS
+SMOLVLM_TEMPLATE = "<|im_start|>" + _IDEFICS3_TURNS
+# Mistral Small 3.1 (Mistral3): bos, a default system prompt (the real one is longer and dated), [INST] turns,
+# content in the order given ("[IMG]" per image).
+MISTRAL3_SYSTEM = "You are Mistral Small 3.1, a Large Language Model (LLM) created by Mistral AI."
+MISTRAL3_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set system_message = messages[0]['content'][0]['text'] %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set system_message = '" + MISTRAL3_SYSTEM + "' %}"
+    "{% set loop_messages = messages %}{% endif %}{{ '[SYSTEM_PROMPT]' + system_message + '[/SYSTEM_PROMPT]' }}"
+    "{% for message in loop_messages %}{% if message['role'] == 'user' %}{{ '[INST]' }}"
+    "{% for block in message['content'] %}{% if block['type'] == 'text' %}{{ block['text'] }}"
+    "{% elif block['type'] == 'image' %}{{ '[IMG]' }}{% endif %}{% endfor %}{{ '[/INST]' }}"
+    "{% else %}{{ message['content'][0]['text'] + eos_token }}{% endif %}{% endfor %}"
+)
 
 
 def build_tiny(family: str, seed: int = 0, attn_implementation: str | Mapping[str, str] | None = None

@@ -23,9 +23,23 @@ def test_methods_lists_one_name_per_line():
     assert "none" in [line.split()[0] for line in result.stdout.splitlines()]
 
 
+def test_methods_verbose_says_where_each_method_runs_and_why_not():
+    """`methods -v` shows the support matrix: per method the families it runs on and each refusal's line."""
+    from halluc import api
+
+    out = invoke("methods", "-v").stdout
+    assert "runs on: llava, llava_next, qwen2_vl" in out
+    for row in api.support_matrix():
+        if row["reason"] is not None:
+            assert f"refused on {row['family']}: {row['reason']}" in out
+    block = out[out.index("\ncca "):out.index("\ndamro ")]
+    assert "runs on: llava\n" in block and "refused on gemma3: method 'cca' does not support gemma3 models" in block
+
+
 def test_models_lists_aliases():
     first_column = [line.split()[0] for line in invoke("models").stdout.splitlines()]
-    assert {"llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "instructblip", "tiny-llava"} <= set(first_column)
+    assert {"llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "instructblip", "tiny-llava", "qwen3-vl", "internvl3",
+            "llava-onevision", "gemma3", "smolvlm", "idefics3", "mistral3", "tiny-gemma3"} <= set(first_column)
 
 
 def test_generate_prints_only_the_text_on_stdout(images):

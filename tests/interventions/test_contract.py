@@ -1,5 +1,8 @@
 """The contract every registered method keeps, on every family's tiny model, driven by the registry.
 
+The families are every family record plus "generic": a tiny Aya Vision (a model class no record knows)
+wrapped with `halluc.wrap`, which gets the generic adapter (image positions only).
+
 For each method x family: refused with one clear line where it does not apply; otherwise
   * zero strength (`zero_params`) gives bit-identical scores to vanilla,
   * nothing is left behind (hooks, attention edits, attention backend, the processor) after a
@@ -18,8 +21,9 @@ from halluc.errors import HallucError
 from halluc.interventions import method_class, method_names
 from halluc.interventions.base import MODES
 from halluc.kernels.backend import current_edits
+from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION
 from halluc.modeling.registry import families
-from tests.helpers import PROMPTS, batch_and_singles, hook_count
+from tests.helpers import PROMPTS, batch_and_singles, hook_count, tiny_aya_vision
 
 METHODS = [n for n in method_names() if n != "none"]
 FAMILIES = {f.name: f.tiny_name for f in families()}
@@ -27,14 +31,30 @@ MODE_ARGS = {"greedy": {}, "sample": {"do_sample": True, "seed": 3}, "beam": {"n
 
 
 def applies(method: str, family: str) -> bool:
-    record = next(f for f in families() if f.name == family)
+    adapter = GENERIC_DECLARATION if family == GENERIC else next(f for f in families() if f.name == family).adapter
     instance = method_class(method)(**method_class(method).example_params)
-    return instance.supports(family) and not (instance.requires() - record.adapter.provides)
+    return instance.supports(adapter.family) and not (instance.requires() - adapter.provides)
 
 
-CASES = [(m, f) for m in METHODS for f in FAMILIES]
+CASES = [(m, f) for m in METHODS for f in [*FAMILIES, GENERIC]]
 SUPPORTED = [(m, f) for m, f in CASES if applies(m, f)]
 REFUSED = [(m, f) for m, f in CASES if not applies(m, f)]
+
+
+@pytest.fixture(scope="module")
+def lvlms(tiny_models):
+    """family -> its tiny LVLM; "generic" -> the wrapped Aya Vision."""
+    wrapped = {}
+
+    def get(family: str):
+        if family != GENERIC:
+            return tiny_models(FAMILIES[family])
+        if GENERIC not in wrapped:
+            with pytest.warns(UserWarning, match="generic adapter"):
+                wrapped[GENERIC] = halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
+        return wrapped[GENERIC]
+
+    return get
 
 
 def example(method: str) -> dict:
@@ -49,15 +69,15 @@ def state(lvlm) -> tuple:
 
 
 @pytest.mark.parametrize("method,family", REFUSED)
-def test_refused_with_one_clear_line(tiny_models, images, method, family):
-    lvlm = tiny_models(FAMILIES[family])
+def test_refused_with_one_clear_line(lvlms, images, method, family):
+    lvlm = lvlms(family)
     with pytest.raises(HallucError, match=f"method '{method}' (does not support|needs)"):
         halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=2, **example(method))
 
 
 @pytest.mark.parametrize("method,family", [c for c in SUPPORTED if method_class(c[0]).zero_params is not None])
-def test_zero_strength_is_bit_identical_to_vanilla(tiny_models, images, method, family):
-    lvlm = tiny_models(FAMILIES[family])
+def test_zero_strength_is_bit_identical_to_vanilla(lvlms, images, method, family):
+    lvlm = lvlms(family)
     vanilla = halluc.generate(lvlm, images, PROMPTS, max_new_tokens=3, return_scores=True)
     params = {**example(method), **method_class(method).zero_params}
     same = halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=3, return_scores=True, **params)
@@ -65,8 +85,8 @@ def test_zero_strength_is_bit_identical_to_vanilla(tiny_models, images, method, 
 
 
 @pytest.mark.parametrize("method,family", SUPPORTED)
-def test_nothing_left_behind_after_success_or_an_exception(tiny_models, images, method, family, monkeypatch):
-    lvlm = tiny_models(FAMILIES[family])
+def test_nothing_left_behind_after_success_or_an_exception(lvlms, images, method, family, monkeypatch):
+    lvlm = lvlms(family)
     halluc.generate(lvlm, images, PROMPTS, max_new_tokens=1)  # transformers adds its own hooks on first use
     before = state(lvlm)
     halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=2, **example(method))
@@ -83,16 +103,16 @@ def test_nothing_left_behind_after_success_or_an_exception(tiny_models, images, 
 
 
 @pytest.mark.parametrize("method,family", SUPPORTED)
-def test_batch_equals_single(tiny_models, images, method, family):
-    lvlm = tiny_models(FAMILIES[family])
+def test_batch_equals_single(lvlms, images, method, family):
+    lvlm = lvlms(family)
     prompts = ["What is in the image? Describe it briefly.", "Hi"]  # different lengths: left padding
     batch, singles = batch_and_singles(lvlm, images, method, prompts=prompts, max_new_tokens=4, **example(method))
     assert batch == singles
 
 
 @pytest.mark.parametrize("method,family", SUPPORTED)
-def test_every_decoding_mode_runs_or_is_refused(tiny_models, images, method, family):
-    lvlm = tiny_models(FAMILIES[family])
+def test_every_decoding_mode_runs_or_is_refused(lvlms, images, method, family):
+    lvlm = lvlms(family)
     modes = method_class(method).modes
     for mode in MODES:
         call = lambda: halluc.generate(lvlm, images, PROMPTS, method, max_new_tokens=3,  # noqa: E731
@@ -113,4 +133,34 @@ def test_every_method_declares_what_the_contract_needs():
         cls(**cls.example_params)  # valid
         if cls.zero_params is not None:
             assert cls(**{**cls.example_params, **cls.zero_params}).is_identity() or cls.kind == "decoding", name
-    assert SUPPORTED and all(f in FAMILIES for _, f in SUPPORTED)
+    assert SUPPORTED and all(f in FAMILIES or f == GENERIC for _, f in SUPPORTED)
+
+
+def test_the_support_matrix_is_what_the_contract_runs():
+    """`halluc.support_matrix()` (the README's matrix, `halluc methods -v`) marks supported exactly the cases
+    tested above, and refuses the others with the line `generate` gives."""
+    matrix = {(r["method"], r["family"]): r["reason"] for r in halluc.support_matrix()}
+    for method, family in CASES:
+        assert (matrix[method, family] is None) == applies(method, family), (method, family)
+        if matrix[method, family] is not None:
+            assert matrix[method, family].startswith(f"method '{method}' ")
+
+
+@pytest.fixture(scope="module")
+def odd_images():
+    """A landscape and a portrait image: different numbers of crops, tiles or sub-images per row."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 40), (50, 20)]]
+
+
+@pytest.mark.parametrize("method,family", [(m, f) for m, f in SUPPORTED if m in ("vcd", "ritual")])
+def test_image_views_of_different_sizes_batch_equals_single(lvlms, odd_images, method, family):
+    """Image views (VCD's noise, RITUAL's transforms) of images that split differently: the batch pads
+    crops or sub-images, and a row still equals its sample alone."""
+    lvlm = lvlms(family)
+    batch, singles = batch_and_singles(lvlm, odd_images, method, prompts=PROMPTS, max_new_tokens=4,
+                                       **example(method))
+    assert batch == singles

@@ -105,9 +105,9 @@ def test_later_layers_select_on_reinforced_outputs(tiny_llava, images):
 
 def test_stacks_with_the_other_in_model_methods(tiny_llava, images):
     """Auxiliary passes see the plain model: VHR's and VISTA's extra passes, CCA's ids, DAMRO's rows."""
-    stack = ["vhr", "vista", "cca", "damro"]
+    stack = ["vhr", "vista", "cca", "damro"]  # DAMRO's official variant rewrites positions as CCA does: mask
     before = settled_hook_count(tiny_llava, images)
-    batch = halluc.generate(tiny_llava, images, PROMPTS, stack, max_new_tokens=3)
-    assert batch == [halluc.generate(tiny_llava, [images[i]], [PROMPTS[i]], stack, max_new_tokens=3)[0]
-                     for i in range(2)]
+    batch = halluc.generate(tiny_llava, images, PROMPTS, stack, variant="mask", max_new_tokens=3)
+    assert batch == [halluc.generate(tiny_llava, [images[i]], [PROMPTS[i]], stack, variant="mask",
+                                     max_new_tokens=3)[0] for i in range(2)]
     assert hook_count(tiny_llava.model) == before and dict(current_edits()) == {}

@@ -173,3 +173,61 @@ def test_causal_call_without_mask_and_extra_keys_is_a_static_cache_prefill():
         out, _ = halluc_attention(mod, q, k, v, None, scaling=0.3)
     expected = sdpa_attention_forward(mod, q, k, v, None, scaling=0.3)[0]
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+
+
+# ---- sliding-window layers (Gemma 3): keys the cache dropped -----------------------------------
+def attention_module(scaling: float) -> nn.Module:
+    """A stand-in attention module: what the backend reads of one (causal) and a key for the edits."""
+    module = nn.Module()
+    module.is_causal, module.scaling = True, scaling
+    return module
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_evicted_keys_keep_the_edit_on_its_columns(padded):
+    """A decode step of a sliding-window layer whose cache dropped its oldest keys gives what the same
+    step gives over every key with the window as a mask: the edit's columns stay on their positions."""
+    g = torch.Generator().manual_seed(0)
+    b, h, hkv, d, prompt, window = 2, 4, 2, 16, 12, 6
+    length = prompt + 3  # three tokens decoded after the prompt: positions 0..14, the query at 14
+    q = torch.randn(b, h, 1, d, generator=g)
+    k, v = torch.randn(b, hkv, length, d, generator=g), torch.randn(b, hkv, length, d, generator=g)
+    image = torch.zeros(b, prompt, dtype=torch.bool)
+    image[:, 9:12] = True  # the last image columns are still inside the window
+    padding = torch.ones(b, length, dtype=torch.bool)
+    if padded:
+        padding[1, :2] = False
+    visible = padding & (torch.arange(length) > length - 1 - window)  # the window (distance < window)
+    module = attention_module(d ** -0.5)
+    edit = AttentionEdit(columns=image, boost=ScoreBoost(0.7), head_bias=torch.tensor([0.5, 0.0, -0.3, 1.0]),
+                         return_column_mass=True, return_attention_row=True)
+    with active_edits({module: edit}):
+        full, full_mass = halluc_attention(module, q, k, v, visible[:, None, None, :], scaling=module.scaling)
+        full_row = edit.record.attention_row.clone()
+        kept = window - 1 + 1  # the cache keeps window - 1 keys, plus this call's own
+        edit.cached_positions = length - 1
+        evicted, mass = halluc_attention(module, q, k[:, :, -kept:], v[:, :, -kept:],
+                                         visible[:, None, None, -kept:], scaling=module.scaling)
+    torch.testing.assert_close(evicted, full)
+    torch.testing.assert_close(mass, full_mass)
+    torch.testing.assert_close(edit.record.attention_row, full_row)  # a row over every position, dropped ones 0
+    assert (edit.record.attention_row[..., :length - kept] == 0).all()
+
+
+def test_evicted_keys_without_a_mask():
+    """No padding: transformers passes no mask; the restored keys are masked all the same."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(1, 2, 1, 8, generator=g), torch.randn(1, 2, 5, 8, generator=g), torch.randn(1, 2, 5, 8,
+                                                                                                     generator=g)
+    module = attention_module(8 ** -0.5)
+    image = torch.zeros(1, 6, dtype=torch.bool)
+    image[0, 3:6] = True
+    edit = AttentionEdit(columns=image, boost=ScoreBoost(0.5), cached_positions=8)  # positions 4..8 in the window
+    with active_edits({module: edit}):
+        out, _ = halluc_attention(module, q, k, v, None, scaling=module.scaling)
+    columns = torch.cat([torch.zeros(1, 4, dtype=torch.bool), torch.ones(1, 5, dtype=torch.bool)], -1)
+    padded_k = torch.cat([torch.zeros(1, 2, 4, 8), k], 2)
+    padded_v = torch.cat([torch.zeros(1, 2, 4, 8), v], 2)
+    expected = attention_reference(q, padded_k, padded_v, columns[:, None, None, :], scaling=module.scaling,
+                                   edit=AttentionEdit(columns=image, boost=ScoreBoost(0.5))).out
+    torch.testing.assert_close(out, expected)

@@ -28,7 +28,9 @@ def test_table_serves_each_family(family, tiny_vlm):
 
 def test_unsupported_model_type_names_it_and_lists_supported():
     fake = SimpleNamespace(config=SimpleNamespace(model_type="gpt2"))
-    with pytest.raises(HallucError, match="'gpt2' is not supported.*instructblip, llava, llava_next, qwen2_5_vl"):
+    supported = ("gemma3, idefics3, instructblip, internvl, llava, llava_next, llava_onevision, mistral3, qwen2_5_vl, "
+                 "qwen2_vl, qwen3_vl, smolvlm")
+    with pytest.raises(HallucError, match=f"'gpt2' is not supported.*{supported}"):
         adapter_for(fake)
 
 
@@ -68,18 +70,74 @@ def test_resolved_layer_runs_in_generate(family, tiny_vlm, batch):
 # ---- image spans ------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_spans_cover_exactly_the_image_tokens(family, tiny_vlm, batch):
+    """On a batched, left-padded input: the spans partition each row's image tokens, their grids multiply
+    out, and every grid row is consecutive tokens (rows may be separated, e.g. by Mistral 3's row breaks)."""
     model, _ = tiny_vlm(family)
     inputs = batch(family)
     adapter = adapter_for(model)
     spans = adapter.image_spans(model, inputs)
-    assert len(spans) == 2
+    assert len(spans) == 2 and (inputs["attention_mask"][:, 0] == 0).any()  # left-padded
     for row, row_spans in enumerate(spans):
         expected = (inputs["input_ids"][row] == model.config.image_token_id).nonzero().flatten()
-        assert torch.equal(torch.cat([s.positions for s in row_spans]), expected)
+        assert len(expected) and torch.equal(torch.cat([s.positions for s in row_spans]), expected)
         assert torch.equal(expected, adapter.image_mask(model, inputs["input_ids"])[row].nonzero().flatten())
         for span in row_spans:
-            assert span.grid[0] * span.grid[1] == len(span.positions)
-            assert torch.equal(span.positions, torch.arange(span.positions[0], span.positions[-1] + 1))
+            rows, cols = span.grid
+            assert rows * cols == len(span.positions)
+            assert (span.positions.view(rows, cols).diff(dim=1) == 1).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_rows_have_the_spans_of_each_sample_alone(family, tiny_vlm, batch, pil_images, prompts):
+    """Each row of the left-padded batch has the spans its sample has alone, shifted by its padding."""
+    model, processor = tiny_vlm(family)
+    adapter, inputs = adapter_for(model), batch(family)
+    together = adapter.image_spans(model, inputs)
+    for i in range(2):
+        alone = adapter.image_spans(model, adapter.build_inputs(processor, pil_images[i:i + 1], prompts[i:i + 1]))[0]
+        shift = int((inputs["attention_mask"][i] == 0).sum())
+        assert [(s.kind, s.grid) for s in together[i]] == [(s.kind, s.grid) for s in alone]
+        assert all(torch.equal(a.positions + shift, b.positions) for a, b in zip(alone, together[i]))
+
+
+# what each family's vision stack hands the LM, image by image (the features its image tokens carry)
+IMAGE_FEATURES = {
+    "llava": lambda m, i: m.model.get_image_features(pixel_values=i["pixel_values"]).pooler_output,
+    "llava_next": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_sizes"]).pooler_output,
+    "qwen2_vl": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_grid_thw"]).pooler_output,
+    "qwen2_5_vl": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_grid_thw"]).pooler_output,
+    "qwen3_vl": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_grid_thw"]).pooler_output,
+    "internvl": lambda m, i: m.model.get_image_features(i["pixel_values"], vision_feature_layer=-1,
+                                                        vision_feature_select_strategy="default").pooler_output,
+    "llava_onevision": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_sizes"],
+                                                               batch_num_images=i["batch_num_images"]).pooler_output,
+    "gemma3": lambda m, i: m.model.get_image_features(i["pixel_values"]).pooler_output,
+    "idefics3": lambda m, i: m.model.get_image_features(i["pixel_values"], i["pixel_attention_mask"]).pooler_output,
+    "smolvlm": lambda m, i: m.model.get_image_features(i["pixel_values"], i["pixel_attention_mask"]).pooler_output,
+    "mistral3": lambda m, i: m.model.get_image_features(i["pixel_values"], i["image_sizes"]).pooler_output,
+}
+
+
+@pytest.mark.parametrize("family", sorted(IMAGE_FEATURES))
+def test_spans_carry_the_vision_features_in_order(family, tiny_vlm, batch):
+    """The LM's input at the spans' positions, row by row and span by span, is exactly the vision stack's
+    output for the batch's images, in order: each span is the image part it claims to be."""
+    model, _ = tiny_vlm(family)
+    adapter, inputs = adapter_for(model), batch(family)
+    with torch.no_grad():
+        features = IMAGE_FEATURES[family](model, inputs)
+    features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])  # (n_image_tokens, hidden)
+    seen = []
+    handle = adapter.resolve(model, "layers.0").register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        handle.remove()
+    spans = adapter.image_spans(model, inputs)
+    carried = torch.cat([seen[0][row, span.positions] for row, row_spans in enumerate(spans) for span in row_spans])
+    torch.testing.assert_close(carried, features.to(carried.dtype), rtol=0, atol=1e-6)
 
 
 def test_llava_one_square_grid_per_image(tiny_vlm, batch):
@@ -122,7 +180,7 @@ def test_llava_next_grid_arithmetic_matches_processor(size, tiny_vlm):
     assert processor._get_num_multimodal_tokens(image_sizes=[size]).num_image_tokens == [16 + rows * cols]
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_qwen_grids_follow_mrope_positions(family, tiny_vlm, batch, pil_images):
     model, processor = tiny_vlm(family)
     inputs = batch(family)
@@ -153,19 +211,92 @@ def test_instructblip_queries_have_no_2d_grid(tiny_vlm, batch):
         assert row[:span.positions[0]].sum() == 0 and row[span.positions[0]:].all()
 
 
+def test_internvl_tiles_then_thumbnail(tiny_vlm, batch, pil_images):
+    model, processor = tiny_vlm("internvl")
+    spans = adapter_for(model).image_spans(model, batch("internvl"))
+    for row, image in zip(spans, pil_images):
+        tiles = processor.image_processor.get_number_of_image_patches(image.height, image.width, {})
+        assert len(row) == tiles and all(s.grid == (4, 4) for s in row)
+        assert [s.kind for s in row] == (["tile"] * (tiles - 1) + ["image"] if tiles > 1 else ["image"])
+    assert len(spans[0]) != len(spans[1])  # landscape: one tile; portrait: crops and the thumbnail
+
+
+@pytest.mark.parametrize("size", [(28, 28), (30, 40), (50, 20), (100, 30), (17, 90), (64, 64), (300, 200), (90, 84)])
+def test_llava_onevision_grid_arithmetic_matches_processor(size, tiny_vlm):
+    from halluc.modeling.llava_onevision import image_grids
+    model, processor = tiny_vlm("llava_onevision")
+    base, (rows, cols) = image_grids(model.config, size)
+    assert base == (4, 4)
+    assert processor._get_number_of_features(*size, 28, 28) == 16 + rows * cols  # base + tiles with newlines
+
+
+def test_llava_onevision_newline_column_and_shrunk_tiles(tiny_vlm, pil_images):
+    from PIL import Image
+    model, processor = tiny_vlm("llava_onevision")
+    adapter = adapter_for(model)
+    big = Image.new("RGB", (84, 84), (10, 200, 30))  # 3x3 tiles: 12x12 cells > 4 tiles' worth, shrunk to 8x8
+    inputs = adapter.build_inputs(processor, [big, pil_images[1]], ["What?", "What?"])
+    spans = adapter.image_spans(model, inputs)
+    assert spans[0][1].grid == (8, 9)
+    with torch.no_grad():
+        features = IMAGE_FEATURES["llava_onevision"](model, inputs)
+    for (base, tiles), feats in zip(spans, features):
+        tile_feats = feats[16:].view(*tiles.grid, -1)  # the last column is the learned newline, and only it
+        assert torch.equal(tile_feats[:, -1], model.model.image_newline.expand(tiles.grid[0], -1))
+        assert not torch.isclose(tile_feats[:, :-1], model.model.image_newline).all(-1).any()
+
+
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_idefics3_one_grid_per_sub_image(family, tiny_vlm, batch, pil_images):
+    model, processor = tiny_vlm(family)
+    spans = adapter_for(model).image_spans(model, batch(family))
+    for row, image in zip(spans, pil_images):
+        info = processor.image_processor([image], return_row_col_info=True, return_tensors="pt")
+        crops = info["rows"][0][0] * info["cols"][0][0]
+        assert [s.kind for s in row] == ["tile"] * crops + ["image"] and all(s.grid == (4, 4) for s in row)
+
+
+def test_gemma3_one_pooled_grid_per_image_and_bidirectional_block(tiny_vlm, batch):
+    model, _ = tiny_vlm("gemma3")
+    inputs = batch("gemma3")
+    spans = adapter_for(model).image_spans(model, inputs)
+    assert [[(s.kind, s.grid) for s in row] for row in spans] == [[("image", (4, 4))]] * 2
+    for row, (span,) in zip(inputs["token_type_ids"], spans):  # the processor marks exactly the image block
+        assert torch.equal(row.nonzero().flatten(), span.positions)
+
+
+def test_mistral3_grids_skip_the_row_breaks(tiny_vlm, batch):
+    model, processor = tiny_vlm("mistral3")
+    inputs = batch("mistral3")
+    spans = adapter_for(model).image_spans(model, inputs)
+    for ids, (span,), (h, w) in zip(inputs["input_ids"], spans, inputs["image_sizes"].tolist()):
+        rows, cols = span.grid
+        assert (rows, cols) == (h // 8, w // 8)
+        grid = span.positions.view(rows, cols)
+        ends = ids[grid[:, -1] + 1].tolist()  # the token after each grid row
+        assert ends == [processor.image_break_token_id] * (rows - 1) + [processor.image_end_token_id]
+    assert spans[0][0].grid != spans[1][0].grid
+
+
 # ---- text-only inputs -------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_text_only_inputs_are_the_same_prompt_without_image(family, tiny_vlm, prompts):
     model, processor = tiny_vlm(family)
     adapter = adapter_for(model)
     inputs = adapter.build_inputs(processor, None, prompts)
-    assert set(inputs) <= {"input_ids", "attention_mask", "mm_token_type_ids"}
+    assert set(inputs) <= {"input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"}
     assert not adapter.image_mask(model, inputs["input_ids"]).any()
-    assert not inputs.get("mm_token_type_ids", torch.zeros(1)).any()
+    assert not inputs.get("mm_token_type_ids", torch.zeros(1)).any() and not inputs.get("token_type_ids",
+                                                                                        torch.zeros(1)).any()
     assert inputs["attention_mask"][1, 0] == 0  # left-padded
+    bos = processor.tokenizer.bos_token_id
     for ids, mask, text in zip(inputs["input_ids"], inputs["attention_mask"], prompts):
-        expected = processor.tokenizer(adapter.prompt(processor, text, with_image=False))["input_ids"]
+        prompt = adapter.prompt(processor, text, with_image=False)
+        # a template that writes the BOS itself is tokenized without a second one
+        expected = processor.tokenizer(prompt, add_special_tokens=not prompt.startswith(str(
+            processor.tokenizer.bos_token)))["input_ids"]
         assert ids[mask.bool()].tolist() == expected
+        assert ids[mask.bool()].tolist().count(bos) <= 1
     lm = adapter.text_model(model)
     out = lm.generate(**inputs, max_new_tokens=3, min_new_tokens=3)
     assert out.shape == (2, inputs["input_ids"].shape[1] + 3)
@@ -276,3 +407,41 @@ def test_load_processor_reads_stock_qwen_checkpoints(layout, tiny_vlm, tmp_path)
     assert type(loaded) is type(processor)
     assert loaded.chat_template == processor.chat_template
     assert loaded.image_processor.to_dict()["patch_size"] == 4
+
+
+# family -> (the stock processor a real checkpoint names, its image processor class, its video processor class)
+STOCK_PROCESSORS = {
+    "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessor", "Qwen3VLVideoProcessor"),
+    "internvl": ("InternVLProcessor", "GotOcr2ImageProcessor", "InternVLVideoProcessor"),
+    "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessor", "LlavaOnevisionVideoProcessor"),
+    "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessor", "SmolVLMVideoProcessor"),
+    "mistral3": ("PixtralProcessor", "PixtralImageProcessor", None),
+}
+
+
+@pytest.mark.parametrize("family", sorted(STOCK_PROCESSORS))
+def test_load_processor_reads_stock_checkpoints_image_only(family, tiny_vlm, tmp_path):
+    """A checkpoint naming the stock processor (and a video processor) loads as halluc's image-only one."""
+    import json
+
+    from PIL import Image
+    from transformers import AutoConfig
+
+    from halluc.modeling.families import load_processor
+
+    model, processor = tiny_vlm(family)
+    processor.save_pretrained(tmp_path)
+    model.config.save_pretrained(tmp_path)
+    stock, image_class, video_class = STOCK_PROCESSORS[family]
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    saved["processor_class"] = stock
+    saved["image_processor"] = {**saved["image_processor"], "image_processor_type": image_class,
+                                "processor_class": stock}
+    if video_class:
+        saved["video_processor"] = {"video_processor_type": video_class}
+    (tmp_path / "processor_config.json").write_text(json.dumps(saved))
+    loaded = load_processor(str(tmp_path), AutoConfig.from_pretrained(tmp_path))
+    assert type(loaded) is type(processor) and loaded.chat_template == processor.chat_template
+    image = [Image.new("RGB", (40, 30), (200, 30, 30))]
+    inputs, again = (adapter_for(model).build_inputs(p, image, ["What?"]) for p in (processor, loaded))
+    assert all(torch.equal(torch.as_tensor(inputs[k]), torch.as_tensor(again[k])) for k in inputs)

@@ -86,11 +86,65 @@ def test_chat_templates_mimic_the_real_ones(tiny_vlm):
     assert prompt("instructblip") == "What?"
 
 
+POPE_QUESTION = "Is there a dog in the image?\nAnswer the question using a single word or phrase."  # POPE, llava
+QWEN_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+# each family's prompt for a POPE question, shaped like its real checkpoint's chat template
+POPE_PROMPTS = {
+    "llava": f"USER: <image>\n{POPE_QUESTION} ASSISTANT:",
+    "llava_next": f"USER: <image>\n{POPE_QUESTION} ASSISTANT:",
+    "qwen2_vl": f"{QWEN_SYSTEM}<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{POPE_QUESTION}<|im_end|>\n"
+                "<|im_start|>assistant\n",
+    "qwen2_5_vl": f"{QWEN_SYSTEM}<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{POPE_QUESTION}"
+                  "<|im_end|>\n<|im_start|>assistant\n",
+    "instructblip": POPE_QUESTION,
+    "qwen3_vl": f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{POPE_QUESTION}<|im_end|>\n"
+                "<|im_start|>assistant\n",
+    "internvl": f"<|im_start|>user\n<IMG_CONTEXT>\n{POPE_QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+    "llava_onevision": f"<|im_start|>user\n<image>\n{POPE_QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+    "gemma3": f"<bos><start_of_turn>user\n<start_of_image>{POPE_QUESTION}<end_of_turn>\n<start_of_turn>model\n",
+    "idefics3": f"<|begin_of_text|>User:<image>{POPE_QUESTION}<end_of_utterance>\nAssistant:",
+    "smolvlm": f"<|im_start|>User:<image>{POPE_QUESTION}<end_of_utterance>\nAssistant:",
+    "mistral3": "<s>[SYSTEM_PROMPT]You are Mistral Small 3.1, a Large Language Model (LLM) created by Mistral AI."
+                f"[/SYSTEM_PROMPT][INST][IMG]{POPE_QUESTION}[/INST]",
+}
+# the same question with a system prompt and without the image (PAI's and VHR's text-only view with a system turn)
+SYSTEM_PROMPTS = {
+    "qwen3_vl": f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{POPE_QUESTION}<|im_end|>\n"
+                "<|im_start|>assistant\n",
+    "internvl": f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{POPE_QUESTION}<|im_end|>\n"
+                "<|im_start|>assistant\n",
+    "llava_onevision": f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{POPE_QUESTION}<|im_end|>\n"
+                       "<|im_start|>assistant\n",
+    "gemma3": f"<bos><start_of_turn>user\nBe brief.\n\n{POPE_QUESTION}<end_of_turn>\n<start_of_turn>model\n",
+    "idefics3": f"<|begin_of_text|>System: Be brief.<end_of_utterance>\nUser: {POPE_QUESTION}<end_of_utterance>\n"
+                "Assistant:",
+    "smolvlm": f"<|im_start|>System: Be brief.<end_of_utterance>\nUser: {POPE_QUESTION}<end_of_utterance>\nAssistant:",
+    "mistral3": f"<s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]{POPE_QUESTION}[/INST]",
+}
+
+
+def test_every_family_has_a_pope_prompt():
+    assert set(POPE_PROMPTS) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pope_prompt_matches_the_real_template(family, tiny_vlm):
+    model, processor = tiny_vlm(family)
+    adapter = adapter_for(model)
+    assert adapter.prompt(processor, POPE_QUESTION) == POPE_PROMPTS[family]
+    if family in SYSTEM_PROMPTS:
+        assert adapter.prompt(processor, POPE_QUESTION, with_image=False, system="Be brief.") == SYSTEM_PROMPTS[family]
+    # one BOS however the template and the tokenizer share the job
+    ids = adapter.build_inputs(processor, None, [POPE_QUESTION])["input_ids"][0].tolist()
+    bos = processor.tokenizer.bos_token_id
+    assert bos is None or ids.count(bos) == 1
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_generate_equals_one_by_one(family, tiny_vlm, batch, pil_images, prompts):
     model, processor = tiny_vlm(family)
     inputs = batch(family)
-    assert inputs["attention_mask"][1, 0] == 0 and inputs["attention_mask"][:, -1].all()  # left-padded
+    assert (inputs["attention_mask"][:, 0] == 0).any() and inputs["attention_mask"][:, -1].all()  # left-padded
     together = greedy(model, inputs)
     for i in range(2):
         alone = adapter_for(model).build_inputs(processor, pil_images[i:i + 1], prompts[i:i + 1])

@@ -101,7 +101,7 @@ def test_cli_train_and_generate_data(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "object" in bad.output
     negative = runner.invoke(world_app, ["train", "--out", str(tmp_path / "m"), "--vision-steps", "-1",
                                          "--no-progress"])
-    assert negative.exit_code == 2 and "vision_steps" in negative.output and not (tmp_path / "m").exists()
+    assert negative.exit_code == 2 and "--vision-steps" in negative.output and not (tmp_path / "m").exists()
 
 
 def test_on_step_reports_every_language_step():
