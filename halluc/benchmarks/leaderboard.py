@@ -412,7 +412,7 @@ def _terminal_table(board: Leaderboard, wide: bool) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=1000, force_terminal=False, color_system=None, highlight=False).print(table)
     lines = [line.rstrip() for line in buffer.getvalue().splitlines() if line.strip()]
-    return "\n".join([_terminal_title(board), *lines, *board.notes])
+    return "\n".join([_terminal_title(board), *lines, *board.notes, _terminal_key(board)])
 
 
 def _terminal_cell(cell: Cell, wide: bool) -> str:
@@ -423,10 +423,13 @@ def _terminal_cell(cell: Cell, wide: bool) -> str:
 
 
 def _terminal_title(board: Leaderboard) -> str:
+    return f"{board.title} · {', '.join(dict.fromkeys(board.models))}"
+
+
+def _terminal_key(board: Leaderboard) -> str:
     spec = benchmark_spec(board.benchmark)
-    metric = spec.metric(spec.headline)
     order = "higher" if spec.higher_is_better else "lower"
-    return f"{board.title} · {metric.label} ({order} is better) · * 95% interval of Δ vs vanilla excludes 0"
+    return f"sorted by {spec.metric(spec.headline).label} ({order} is better); * 95% interval of Δ vs vanilla excludes 0"
 
 
 def markdown(report: Report) -> str:

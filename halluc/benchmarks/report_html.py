@@ -160,10 +160,10 @@ def _benchmark_section(report: Report, board: Leaderboard, colours: dict[str, st
     headline = spec.metric(spec.headline)
     order = "higher" if spec.higher_is_better else "lower"
     splits = sorted({r["split"] for r in report.rows if r["benchmark"] == board.benchmark})
-    where = f" at the {board.main_split} split" if len(splits) > 1 else ""
+    where = f" {board.main_split}" if len(splits) > 1 else ""
     described = f": {headline.description}" if headline.description else ""
     about = (f"Sorted by {headline.label}{where} ({order} is better{described}). "
-             + (f"Columns without a split are at the {board.main_split} split. " if where else "")
+             + (f"Columns without a split name are for {board.main_split}. " if where else "")
              + "Click a column header to sort.")
     notes = "".join(f"<span>{_e(note.capitalize())}.</span> " for note in board.notes)
     figures = "".join(_figure(f) for f in benchmark_figures(report, board, colours))

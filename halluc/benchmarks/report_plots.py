@@ -160,7 +160,7 @@ class _Plotter:
         ax.set_xlabel(_axis_label(x_metric, better=True))
         ax.set_ylabel(_axis_label(y_metric, better=True))
         return _figure_out(fig, self.key("tradeoff"), f"{y_metric.label} against {x_metric.label}",
-                           f"Each method at {self._split_words()}; error bars: 95% intervals of the differences "
+                           f"Each method{self._split_words()}; error bars: 95% intervals of the differences "
                            "to vanilla.")
 
     # ---- quality gain against cost
@@ -189,7 +189,7 @@ class _Plotter:
         ax.set_ylabel(f"Δ {self.headline.label} vs vanilla ({_delta_unit(self.headline)})")
         order = "up" if self.spec.higher_is_better else "down"
         return _figure_out(fig, self.key("cost"), f"Δ {self.headline.label} against cost",
-                           f"Quality gain at {self._split_words()} ({order} is better) against generation time "
+                           f"Quality gain{self._split_words()} ({order} is better) against generation time "
                            "relative to vanilla (left is cheaper); error bars: 95% intervals.")
 
     # ---- RePOPE-style: the rank of each method before and after relabelling
@@ -240,7 +240,7 @@ class _Plotter:
         _place_labels(ax, {position: ", ".join(names) for position, names in labels.items()})
 
     def _split_words(self) -> str:
-        return f"the {self.layout.main} split" if len(self.layout.splits) > 1 else "its split"
+        return f" ({self.layout.main})" if len(self.layout.splits) > 1 else ""
 
 
 # ---------------------------------------------------------------- helpers

@@ -26,8 +26,8 @@ def fake_rows(model: str, benchmark: str, methods: tuple[str, ...], protocol: st
             for metric in spec.metrics:
                 if metric.key == "n":
                     metrics["n"] = 50
-                elif metric.unit == "":
-                    metrics[metric.key] = 0
+                elif metric.unit == "" and metric.better != "higher":
+                    metrics[metric.key] = 0  # counts such as unparsed answers
                 else:
                     metrics[metric.key] = round(rng.uniform(20.0, 90.0), 3)
             rows.append({"model": model, "revision": revision, "method": method, "params": {method: {"alpha": 1.0}},

@@ -72,6 +72,17 @@ def test_rows_sorted_by_headline_with_best_and_significant_marks(toy_report):
         assert cell.text.endswith("*") == cell.significant
 
 
+def test_mme_leaderboard_shows_its_totals_not_its_subtasks():
+    from halluc.benchmarks import mme
+
+    report = build_report([Run(None, {}, fake_rows("toy-llava", "mme", METHODS, splits=mme.SUBTASKS))])
+    (board,) = leaderboards(report)
+    assert column_keys(board)[2:6] == ["score@perception", "delta:score@perception", "score@cognition",
+                                       "score@hallucination"]
+    assert not any(key.startswith(("acc", "score@existence")) for key in column_keys(board))
+    assert max(len(line) for line in render_terminal(report).splitlines()) <= 100
+
+
 def test_cost_is_relative_to_vanilla(toy_report):
     pope = leaderboards(toy_report)[0]
     at = column_keys(pope).index("cost:seconds_per_sample")
@@ -83,6 +94,7 @@ def test_cost_is_relative_to_vanilla(toy_report):
 def test_terminal_fits_100_columns_headline_first_and_wide_shows_everything(toy_report):
     text = render_terminal(toy_report)
     assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.splitlines()[0] == "POPE · llava · toy-llava"
     pope_header = text.splitlines()[1:3]
     assert pope_header[0].split()[:3] == ["F1", "Δ", "F1"] and "mean" in pope_header[1]
     assert "[" not in text  # intervals only with --wide
