@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import random
+import re
 
 import pytest
 
@@ -229,3 +230,22 @@ def test_write_files_leaves_nothing_when_a_write_fails(tmp_path, monkeypatch):
     with pytest.raises(HallucError, match="No space left on device"):
         write_files(tmp_path / "out", {"leaderboard.md": "x", "leaderboard.html": "y"})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_method_has_one_colour_in_every_figure(toy_report):
+    from halluc.benchmarks.report_plots import PALETTE, VANILLA_COLOUR, benchmark_figures, method_colours
+
+    colours = method_colours(toy_report.methods)
+    assert list(colours) == ["none", "vcd", "pai", "ritual"] and colours["none"] == VANILLA_COLOUR
+    for board in leaderboards(toy_report):
+        for figure in benchmark_figures(toy_report, board, colours):
+            used = set(re.findall(r"#[0-9a-f]{6}", figure.svg)) & {*PALETTE, VANILLA_COLOUR}
+            assert used == {colours[m] for m in METHODS if colours[m] in used} and len(used) >= 3, figure.key
+
+
+def test_spec_compact_and_tradeoff_name_its_own_metrics(monkeypatch):
+    monkeypatch.setattr(spec_module, "_SPECS", dict(spec_module._SPECS))
+    pope = benchmark_spec("pope")
+    with pytest.raises(ValueError, match="compact and tradeoff"):
+        spec_module.register_benchmark(BenchmarkSpec(name="test-bad", title="bad", headline="f1",
+                                                     metrics=pope.metrics, build=pope.build, compact=("chair_s",)))
