@@ -63,6 +63,7 @@ class Leaderboard:
     methods: list[str] = field(default_factory=list)   # each row's method label (for colours)
     models: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sorted_by: str = ""                                  # the key of the column the rows are sorted by
 
     @property
     def anchor(self) -> str:
@@ -122,7 +123,8 @@ def leaderboard(report: Report, benchmark: str, protocol: str) -> Leaderboard:
     cells = [[build(entry) for _, build in builders] for entry in entries]
     columns, cells, notes = _move_constant_columns(columns, cells)
     return Leaderboard(f"{spec.title} · {protocol}", benchmark, protocol, layout.main, columns,
-                       _mark_best(columns, cells), [e.method for e in entries], [e.model for e in entries], notes)
+                       _mark_best(columns, cells), [e.method for e in entries], [e.model for e in entries], notes,
+                       sorted_by=f"{spec.headline}@{layout.main}")
 
 
 def _entries(report: Report, rows: Sequence[dict]) -> list[Entry]:
@@ -373,7 +375,8 @@ def _comparison(report: Report, board: Leaderboard) -> Leaderboard:
     order = sorted(range(len(rows)), key=lambda i: (rows[i][-1].value is None, sign * (rows[i][-1].value or 0), i))
     rows = [rows[i] for i in order]
     return Leaderboard(f"{spec.title} · {board.protocol}: models compared", board.benchmark, board.protocol,
-                       board.main_split, columns, _mark_best(columns, rows), [methods[i] for i in order], models)
+                       board.main_split, columns, _mark_best(columns, rows), [methods[i] for i in order], models,
+                       sorted_by="mean")
 
 
 # ---------------------------------------------------------------- terminal and Markdown
@@ -429,7 +432,8 @@ def _terminal_title(board: Leaderboard) -> str:
 def _terminal_key(board: Leaderboard) -> str:
     spec = benchmark_spec(board.benchmark)
     order = "higher" if spec.higher_is_better else "lower"
-    return f"sorted by {spec.metric(spec.headline).label} ({order} is better); * 95% interval of Δ vs vanilla excludes 0"
+    headline = spec.metric(spec.headline).label
+    return f"sorted by {headline} ({order} is better); * 95% interval of Δ vs vanilla excludes 0"
 
 
 def markdown(report: Report) -> str:

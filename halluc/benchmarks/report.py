@@ -79,6 +79,8 @@ def load_run(run_dir: Path) -> Run:
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in REQUIRED) for r in rows):
         raise HallucError(f"{results} is not a halluc results file: expected rows with {', '.join(REQUIRED)}")
+    if not rows:
+        raise HallucError(f"{results} holds no results")
     for row in rows:
         try:
             benchmark_spec(row["benchmark"])

@@ -195,18 +195,13 @@ def _methods_section(report: Report, colours: dict[str, str]) -> str:
 
 
 def _table(board: Leaderboard, colours: dict[str, str]) -> str:
-    head = "".join(_th(c, i == _sorted_by(board)) for i, c in enumerate(board.columns))
+    head = "".join(_th(c, c.key == board.sorted_by) for c in board.columns)
     body = []
     for method, row in zip(board.methods, board.rows):
         cells = "".join(_td(column, cell, colours.get(method)) for column, cell in zip(board.columns, row))
         body.append(f'<tr{" class=vanilla" if method == BASELINE else ""}>{cells}</tr>')
     return (f'<div class="table-wrap"><table class="leaderboard sortable" data-benchmark="{_e(board.benchmark)}">'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
-
-
-def _sorted_by(board: Leaderboard) -> int:
-    """The column the rows come sorted by: the first metric after the names."""
-    return next((i for i, c in enumerate(board.columns) if c.numeric and c.key != "rank"), -1)
 
 
 def _th(column: Column, sorted_by: bool) -> str:

@@ -62,7 +62,7 @@ def test_two_runs_with_different_results_under_one_name_are_refused(runs, tmp_pa
     assert str(pope) in line and str(other) in line and "report them separately" in line
 
 
-@pytest.mark.parametrize("content", ['{"rows": [', "\xff\xfe", '{"rows": 3}', '[1, 2]',
+@pytest.mark.parametrize("content", ['{"rows": [', "\xff\xfe", '{"rows": 3}', '[1, 2]', '{"rows": []}',
                                      '{"rows": [{"model": "m"}]}'])
 def test_corrupt_results_json_is_one_line_naming_the_file(runs, content):
     pope, _ = runs
