@@ -19,7 +19,7 @@ from halluc.benchmarks.leaderboard import (
     model_comparisons,
     provenance_summary,
 )
-from halluc.benchmarks.report import BASELINE, Report
+from halluc.benchmarks.report import BASELINE, Report, report_from_rows
 from halluc.benchmarks.report_plots import Figure, benchmark_figures, method_colours
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.version import __version__
@@ -120,7 +120,10 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report | Sequence[dict]) -> str:
+    """The page for a report, or for bare result rows (no provenance, no intervals)."""
+    if not isinstance(report, Report):
+        report = report_from_rows(report)
     colours = method_colours(report.methods)
     boards = leaderboards(report)
     comparisons = model_comparisons(report)
