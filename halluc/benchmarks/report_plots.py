@@ -328,8 +328,10 @@ def _mean_cost(rows, model: str, method: str, key: str, layout: Layout) -> float
 
 
 def _legend(ax, count: int) -> None:
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=min(count, 6), borderaxespad=0,
-              handlelength=1.2, columnspacing=1.0)
+    """Above the plot, in one row up to eight methods (matplotlib fills a legend's columns first: one row
+    keeps the reading order the same as the tables')."""
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=min(count, 8), borderaxespad=0,
+              handlelength=1.0, handletextpad=0.4, columnspacing=0.9)
 
 
 def _model_title(ax, model: str, models: list[str]) -> None:
