@@ -19,6 +19,7 @@ class Metric:
     label:    the column header for people; unique across benchmarks ("POPE recall", "object recall")
     better:   "higher", "lower", or None for descriptive numbers (n, caption length, yes ratio)
     unit:     "%" for percentages, "" for plain numbers, or a word ("tokens")
+    reference: a value the report's plots draw as a line (yes ratio: 50, balanced answers), or None
     """
 
     key: str
@@ -26,6 +27,7 @@ class Metric:
     better: str | None = None
     unit: str = "%"
     description: str = ""
+    reference: float | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class BenchmarkSpec:
                    "perception"), or None when it has a single split
     build:         `(protocol, splits, data, images, max_new_tokens) -> Task` from command-line words
     summary_rows:  `(per-split rows) -> extra rows` (POPE's mean, MME's totals)
+    corrects:      the benchmark whose questions this one relabels (RePOPE: "pope"); the report shows rank changes
+    compact:       metric keys a compact leaderboard (terminal, README) shows after the headline; empty: the
+                   next two metrics with a direction
+    tradeoff:      (x, y) metric keys the report plots against each other (CHAIR: object recall, CHAIR_I)
     """
 
     name: str
@@ -48,6 +54,8 @@ class BenchmarkSpec:
     summary_rows: Callable[[list[dict]], list[dict]] = lambda rows: []
     summary_split: str | None = None
     corrects: str | None = None
+    compact: tuple[str, ...] = ()
+    tradeoff: tuple[str, str] | None = None
 
     def metric(self, key: str) -> Metric:
         return next(m for m in self.metrics if m.key == key)
@@ -68,6 +76,9 @@ def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
         raise ValueError(f"benchmark '{spec.name}' is already registered")
     if spec.headline not in spec.keys():
         raise ValueError(f"benchmark '{spec.name}': headline '{spec.headline}' is not one of its metrics")
+    named = [*spec.compact, *(spec.tradeoff or ())]
+    if any(key not in spec.keys() for key in named):
+        raise ValueError(f"benchmark '{spec.name}': compact and tradeoff name metrics it does not have")
     _SPECS[spec.name] = spec
     return spec
 

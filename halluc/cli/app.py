@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from halluc.cli.common import friendly_errors, parse_method_params, stderr
+from halluc.cli.common import OneLineUsageErrors, friendly_errors, parse_method_params, stderr
 from halluc.cli.data import data_app
 from halluc.cli.plugins import COMMAND_GROUPS
 from halluc.cli.report import report
@@ -17,7 +17,7 @@ app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitig
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("run", context_settings=RUN_CONTEXT)(run)
-app.command("report")(report)
+app.command("report", cls=OneLineUsageErrors)(report)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
 load_plugins()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import typer
+import typer.core
 
 from halluc.errors import HallucError
 
@@ -33,6 +34,22 @@ def friendly_errors(fn):
             typer.echo(f"error: cannot write{where}: {err.strerror}", err=True)
             raise typer.Exit(2) from None
     return wrapper
+
+
+class OneLineUsageErrors(typer.core.TyperCommand):
+    """A command whose bad options and arguments (`--bootstrap -5`, `--bootstrap x`) are one line on stderr and
+    exit code 2, like every other bad input, instead of click's usage box."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _USAGE_ERROR as err:
+            typer.echo(f"error: {err.format_message()}", err=True)
+            raise typer.Exit(2) from None
+
+
+# click's UsageError, which typer either depends on or vendors: found through the class typer exports
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def parse_value(text: str):

@@ -1,28 +1,34 @@
 """`halluc report`: leaderboards from finished runs."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.report import load_rows, render_terminal, write_report
+from halluc.benchmarks.report import build_report, distinct_run_dirs, load_runs, render_terminal, write_report
 from halluc.cli.common import friendly_errors, stderr
 
 
 @friendly_errors
 def report(
-    runs: list[Path] = typer.Argument(..., help="Run directories (each with results.json)."),
-    out: Path = typer.Option(None, help="Write leaderboard.{md,csv,json,html} here."),
-    bootstrap: int = typer.Option(1000, help="Paired bootstrap resamples for Δ intervals (0 = none)."),
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with results.json); one given twice is read "
+                                      "once."),
+    out: Path = typer.Option(None, help="Write leaderboard.{md,csv,json,html} into this directory."),
+    bootstrap: int = typer.Option(1000, min=0, help="Paired bootstrap resamples for the 95% intervals (0 = none)."),
+    wide: bool = typer.Option(False, "--wide", help="Terminal: every column and interval, however wide."),
 ) -> None:
-    """Leaderboard of one or more runs, with deltas against vanilla and cost columns."""
+    """Per-benchmark leaderboards of one or more runs: deltas against vanilla with intervals, and cost."""
     from halluc.benchmarks.intervals import run_intervals
 
-    rows = load_rows(runs)
-    intervals = {}
-    for run_dir in runs if bootstrap else []:
-        intervals.update(run_intervals(run_dir, n=bootstrap))
-    typer.echo(render_terminal(rows, intervals))
+    directories, repeated = distinct_run_dirs(runs)
+    for run_dir in repeated:
+        stderr(f"note: {run_dir} was given more than once; it is read once")
+    loaded = load_runs(directories)
+    if bootstrap:
+        loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
+    board = build_report(loaded, bootstrap)
+    typer.echo(render_terminal(board, wide=wide))
     if out is not None:
-        paths = write_report(rows, out, intervals)
+        paths = write_report(board, out)
         stderr("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -93,6 +93,7 @@ def chair_gt(folder: Path) -> Path:
 
 SPEC = register_benchmark(BenchmarkSpec(
     name="chair", title="CHAIR", headline="chair_i", build=build,
+    compact=("chair_s", "recall", "avg_len"), tradeoff=("recall", "chair_i"),
     metrics=(Metric("chair_i", "CHAIR_I", "lower", description="hallucinated object mentions / all mentions"),
              Metric("chair_s", "CHAIR_S", "lower", description="captions with a hallucinated object"),
              Metric("recall", "object recall", "higher", description="ground-truth objects mentioned"),

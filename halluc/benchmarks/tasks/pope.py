@@ -84,8 +84,10 @@ def mean_row(rows: list[dict]) -> list[dict]:
 
 SPEC = register_benchmark(BenchmarkSpec(
     name="pope", title="POPE", headline="f1", build=build, summary_rows=mean_row, summary_split="mean",
+    compact=("yes_ratio",),
     metrics=(Metric("f1", "F1", "higher"), Metric("accuracy", "accuracy", "higher"),
              Metric("precision", "precision", "higher"), Metric("recall", "POPE recall", "higher",
                                                                 description="share of present objects answered yes"),
-             Metric("yes_ratio", "yes ratio", None, description="share of yes answers (50 = balanced)"),
+             Metric("yes_ratio", "yes ratio", None, description="share of yes answers (50 = balanced)",
+                    reference=50.0),
              Metric("unparsed", "unparsed", "lower", unit=""), Metric("n", "n", None, unit=""))))
