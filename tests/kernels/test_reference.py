@@ -301,3 +301,11 @@ def test_mods_are_checked_and_switch_the_edit_on():
     assert not AttentionEdit(score_mod=lambda s, w: s).is_noop() and AttentionEdit(prob_mod=lambda a, w: a).has_mods
     with pytest.raises(ValueError, match="must return a"):
         attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(score_mod=lambda s, w: s[..., :2]))
+
+
+@pytest.mark.parametrize("h,hkv", [(4, 4), (6, 2), (4, 1)])
+def test_kv_heads_are_expanded_like_repeat_interleave(h, hkv):
+    from halluc.kernels.reference import expand_kv_heads
+
+    _, k, _ = qkv(2, h, hkv, 1, 5, 3, seed=13)
+    assert torch.equal(expand_kv_heads(k, h), k.repeat_interleave(h // hkv, dim=1))
