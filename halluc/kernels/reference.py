@@ -18,7 +18,7 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     attention_mask None, or (B, 1, Tq, Tk) bool (True = attend) or float (added to the scores).
     With no mask and `is_causal`, query i sits at key position Tk - Tq + i.
 
-    Returns AttentionResult(out (B, Tq, H, D), column_mass, attention_row, "torch").
+    Returns AttentionResult(out (B, Tq, H, D), column_mass, attention_row, "torch", side_output).
     """
     b, h, tq, _ = query.shape
     tk = key.shape[-2]
@@ -40,7 +40,8 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     mass = _column_mass(a, columns) if edit.return_column_mass else None
     row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
     out = (a.to(v.dtype) @ v).transpose(1, 2).contiguous()  # (B, Tq, H, D)
-    return AttentionResult(out, mass, row, "torch")
+    side = edit.side_output(a, v, where) if edit.side_output is not None else None
+    return AttentionResult(out, mass, row, "torch", side)
 
 
 def expand_kv_heads(t: torch.Tensor, heads: int) -> torch.Tensor:

@@ -303,6 +303,26 @@ def test_mods_are_checked_and_switch_the_edit_on():
         attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(score_mod=lambda s, w: s[..., :2]))
 
 
+def test_side_output_sees_the_final_probabilities_and_the_grouped_values():
+    q, k, v = qkv(2, 4, 2, 3, 7, 8, seed=12)  # GQA: query heads 0, 1 read KV head 0; 2, 3 read KV head 1
+    seen = {}
+
+    def side(a, values, w):  # (B, H, Tq, Tk) probabilities, (B, H, Tk, D) values
+        seen.update(a=a, values=values, where=w)
+        return a[:, :, -1] @ values[:, :, :, :1].squeeze(-1).transpose(-1, -2).mean(-1, keepdim=True)
+
+    plain = attention_reference(q, k, v, None, scaling=0.3)
+    got = attention_reference(q, k, v, None, scaling=0.3, edit=AttentionEdit(side_output=side))
+    assert torch.equal(got.out, plain.out)  # a side output changes nothing in the attention
+    assert torch.equal(seen["values"], v.repeat_interleave(2, dim=1))
+    # the output row of each head is its attention row times its values: the probabilities are the final ones
+    torch.testing.assert_close((seen["a"] @ seen["values"]).transpose(1, 2), plain.out)
+    assert seen["where"].query.flatten().tolist() == [4, 5, 6]
+    assert got.side_output.shape == (2, 4, 1)
+    edit = AttentionEdit(side_output=lambda a, values, w: None)
+    assert edit.has_mods and not edit.is_noop()
+
+
 @pytest.mark.parametrize("h,hkv", [(4, 4), (6, 2), (4, 1)])
 def test_kv_heads_are_expanded_like_repeat_interleave(h, hkv):
     from halluc.kernels.reference import expand_kv_heads
