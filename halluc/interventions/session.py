@@ -78,6 +78,14 @@ class Session:
         """(running_rows,) the row of `inputs` each row of the running batch came from."""
         return self.layout.input_index(running_rows, device)
 
+    def original_rows(self, running_rows: int, device=None) -> torch.Tensor:
+        """(running_rows,) bool: which rows of the running batch decode the original view. A method that
+        rewrites the next-token logits (ONLY, DeCo) rewrites only these, so stacked contrast methods
+        still contrast against their views' plain predictions."""
+        view = self.layout.rows(ORIGINAL)
+        index = self.input_index(running_rows, device)
+        return (index >= view.start) & (index < view.stop)
+
     @cached_property
     def image_mask(self) -> torch.Tensor:
         """(B, T) bool over the prompt."""
