@@ -10,6 +10,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            opera,
                                            pai,
                                            ritual,
+                                           vaf,
                                            var,
                                            vcd,
                                            vhr,

@@ -2,7 +2,9 @@
 
 `python -m tests.golden.record_scores` writes `tests/golden/scores.pt`; `tests/test_golden_scores.py`
 recomputes the same runs and compares. A change may move these numbers only as a deliberate fidelity
-fix, re-recorded in the same commit with the reason in its message.
+fix, re-recorded in the same commit with the reason in its message. A new method is added with
+`python -m tests.golden.record_scores --append METHOD ...`, which records only its cases and leaves
+every recorded case as it is.
 
 Each case: two left-padded prompts with two images, greedy per-step scores (B, steps, V), plus the
 tokens of seeded sampling and of a 2-beam search (OPERA: its own beam search, tokens only).
@@ -35,6 +37,12 @@ CASES = {
     "vista": {},
     "cca": {},
     "opera": {"preset": "fast"},
+    "only": {},
+    "vaf": {},
+    "memvr": {"threshold": 0.0},  # fires at the first checked layer of every forward
+    "deco": {},
+    "sid": {"select_layer": 0},  # the 2-layer tiny models hide tokens in layer 1
+    "icd": {},
 }
 DECODING_ONLY_TOKENS = {"opera"}
 UNSUPPORTED = {("instructblip", "agla")}  # its image tokens have no 2-D grid for the attention matcher
@@ -76,18 +84,28 @@ def _tokens(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows])
 
 
-def record(models=MODELS) -> dict:
+def record(models=MODELS, methods=None) -> dict:
     torch.set_num_threads(2)
     golden = {}
     for name in models:
         lvlm = halluc.load(name, device="cpu")
         for method, params in CASES.items():
-            if supported(lvlm, method):
+            if (methods is None or method in methods) and supported(lvlm, method):
                 golden[f"{name}/{method}"] = run_case(lvlm, method, params)
     return golden
 
 
+def append(methods: list[str]) -> dict:
+    """The recorded cases plus those of `methods` on every model; a method already recorded is refused."""
+    golden = torch.load(GOLDEN)
+    recorded = sorted({case.split("/")[1] for case in golden} & set(methods))
+    if recorded:
+        raise SystemExit(f"already recorded: {', '.join(recorded)} (re-record everything deliberately instead)")
+    return {**golden, **record(MODELS, set(methods))}
+
+
 if __name__ == "__main__":
-    data = record(sys.argv[1:] or MODELS)
+    args = sys.argv[1:]
+    data = append(args[1:]) if args[:1] == ["--append"] else record(args or MODELS)
     torch.save(data, GOLDEN)
     print(f"wrote {len(data)} cases to {GOLDEN}")
