@@ -6,6 +6,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            agla,
                                            cca,
                                            damro,
+                                           deco,
                                            memvr,
                                            none,  # noqa: F401  (registers "none")
                                            opera,
