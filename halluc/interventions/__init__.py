@@ -9,6 +9,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            deco,
                                            memvr,
                                            none,  # noqa: F401  (registers "none")
+                                           only,
                                            opera,
                                            pai,
                                            ritual,

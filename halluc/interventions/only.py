@@ -1,0 +1,194 @@
+"""ONLY (Wan et al., ICCV 2025, arXiv 2507.00898): one-layer intervention.
+
+    side:  P̃ = P of layer ℓ̃ at the last query, entries > μ+σ of their region (text / image) zeroed,
+           heads with E_text/E_image < its mean over heads zeroed;  a = o_proj(P̃·V)
+           u = norm_in(a) + 0.2·x_{L−1};  u = u + MLP_{L−1}(norm_post(u));  ℓ_cd = lm_head(norm(u)) + 0.5·ℓ
+    logits: D = Σ|softmax(ℓ) − softmax(ℓ_cd)|;  ℓ' = ℓ + α⁺·ℓ_cd if D < γ else (1+α⁻)·ℓ − α⁻·ℓ_cd;
+            tokens with ℓ < log β + max ℓ dropped
+
+P are the layer's attention probabilities, V its values, x_{L−1} the last layer's residual input, E
+the entropy of a head's (renormalised) attention within a region. The main path is untouched: the
+side branch reuses layer ℓ̃'s probabilities and values and joins at the last layer's FFN, for the
+last position only, at every step. Regions per row: image = the image tokens; text = every other
+real token (generated ones included) except the row's first text token (BOS on Llama LMs: the
+attention sink), which keeps its attention and belongs to neither.
+Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (torch reference), `layers.{L−1}`
+(forward pre: x_{L−1} at the last position), `lm_head` (forward: the combination on the last position).
+Cost: no extra pass or cache: one attention row times V and an `o_proj` at layer ℓ̃, one norm + MLP of
+the last layer and one lm_head row per sample and step; layer ℓ̃'s attention runs as edited attention.
+Families: every family.
+
+Paper / code discrepancies and our choices (spec Part A §1):
+  - the paper's "textual enhancement" has no amplification factor in the code: it zeroes the outlier
+    entries (> μ + σ, unbiased σ, per region) and the low-ratio heads and does not renormalise; so do
+    we. Heads whose ratio ties the mean are kept (the code's `≥ mean`); a region whose cleaned mass is
+    0 gets entropy 0 (text) or +inf (image), as in the code.
+  - the constants 0.2 (residual) and 0.5 (final mix) are hard-coded in the code, not parameters.
+  - the distance the code calls `tvd` / `js_gamma` is the L1 distance (2x total variation); ours is
+    the same L1, per row (the code's sum also runs over the batch: batch 1 only).
+  - the last layer is hard-coded as 31 in the code; ours is L − 1 of any depth. The code's InstructBLIP
+    path skips norm_in on the side output (`side_norm=False`); its Qwen-VL-Chat path adds the last
+    layer's attention output instead of its input, which is not offered (Qwen2-VL is another model).
+  - defaults: α⁺ = 3, α⁻ = 1, β = 0.1, ℓ̃ = 0 and γ = 0.2 (POPE script; CHAIR and MME use 0.25, MME
+    β = 0.4). The scripts sample (T = 1, top-p 1); a method cannot choose the decoding, so that is the
+    run's setting; greedy and beam search use the same logits.
+  - the code runs the side branch over every prompt position; only the last one is used, and only it
+    is computed here. P̃·V in fp32 (the code: fp16).
+  - stacked with a contrast method, only the original view's logits are rewritten; contrast views keep
+    their plain prediction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from halluc.engine.early_exit import LogitLens
+from halluc.engine.steps import check_layers
+from halluc.interventions.aux import aux_owner
+from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.registry import register
+from halluc.kernels.edits import AttentionEdit, pad_columns
+
+RESIDUAL = 0.2  # the code's weight of x_{L-1} in the side branch
+MIX = 0.5  # the code's weight of the regular logits in the side logits
+
+
+def region_outliers(row: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """row (B, H, Tk) attention, region (B, Tk) bool -> (B, H, Tk) bool: entries above the region's
+    mean + (unbiased) standard deviation, per head."""
+    inside = region[:, None, :]
+    count = inside.sum(-1, keepdim=True)
+    mean = (row * inside).sum(-1, keepdim=True) / count
+    std = (((row - mean) ** 2) * inside).sum(-1, keepdim=True).div(count - 1).sqrt()
+    return inside & (row > mean + std)
+
+
+def region_entropy(row: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """(B, H, Tk), (B, Tk) -> (B, H): entropy of each head's attention renormalised within the region,
+    −Σ p·log(p + 1e−6) as in the code (NaN when the region holds no mass)."""
+    mass = row * region[:, None, :]
+    p = mass / mass.sum(-1, keepdim=True)
+    return -(p * (p + 1e-6).log()).sum(-1)
+
+
+def enhanced_attention(row: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """The side branch's attention row: outliers of each region zeroed, then the heads whose text / image
+    entropy ratio is below the mean over heads zeroed. (B, H, Tk) -> (B, H, Tk), not renormalised."""
+    cleaned = row.masked_fill(region_outliers(row, image) | region_outliers(row, text), 0.0)
+    e_text = region_entropy(cleaned, text)
+    e_image = region_entropy(cleaned, image)
+    ratio = torch.where(e_text.isnan(), 0.0, e_text) / torch.where(e_image.isnan(), math.inf, e_image)  # (B, H)
+    kept = ~(ratio < ratio.mean(-1, keepdim=True))
+    return cleaned * kept[..., None]
+
+
+def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, alpha_neg: float, gamma: float,
+                    beta: float) -> torch.Tensor:
+    """final ℓ and side ℓ_cd (N, V) -> (N, V): collaborate (ℓ + α⁺ℓ_cd) when the L1 distance of their
+    distributions is below γ, else contrast ((1+α⁻)ℓ − α⁻ℓ_cd); tokens with ℓ < log β + max ℓ dropped."""
+    final, side = final.float(), side.float()
+    distance = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True)  # (N, 1)
+    mixed = torch.where(distance < gamma, final + alpha_pos * side, (1 + alpha_neg) * final - alpha_neg * side)
+    dropped = final == -math.inf  # removed by another edit of the logits: stays removed
+    if beta > 0:
+        dropped |= final < final.max(-1, keepdim=True).values + math.log(beta)
+    return mixed.masked_fill(dropped, -math.inf)
+
+
+@dataclass
+class _State:
+    side: torch.Tensor | None = None  # (B, d) o_proj(P̃·V) at the last position, this forward
+    last_input: torch.Tensor | None = None  # (B, d) x_{L-1} at the last position, this forward
+
+
+@register
+@dataclass(frozen=True)
+class ONLY(Method):
+    """One-layer intervention.
+
+    Args:
+        alpha_pos: α⁺, weight of the side logits when the two agree (scripts: 3).
+        alpha_neg: α⁻, contrast strength when they differ (scripts: 1).
+        beta: plausibility cutoff on the regular logits (POPE / CHAIR 0.1, MME 0.4; 0 = none).
+        gamma: γ, threshold on the L1 distance (POPE 0.2; CHAIR / MME 0.25).
+        layer: ℓ̃, the layer whose attention the side branch reuses (0).
+        side_norm: the last layer's input norm on the side output (LLaVA code: yes; InstructBLIP code: no).
+    """
+
+    name = "only"
+    paper = "Wan et al., ICCV 2025 (arXiv 2507.00898)"
+    formula = "ℓ_cd = layer ℓ̃'s text-enhanced attention via the last FFN; ℓ + α⁺ℓ_cd if D < γ, else (1+α⁻)ℓ − α⁻ℓ_cd"
+    cost = "no extra pass: one attention row x V, the last layer's MLP and one lm_head row per sample and step"
+
+    alpha_pos: float = param(3.0, low=0.0, doc="α⁺: weight of the side logits when the distributions agree")
+    alpha_neg: float = param(1.0, low=0.0, doc="α⁻: contrast strength when they differ")
+    beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the regular logits; 0 = none")
+    gamma: float = param(0.2, low=0.0, high=2.0, doc="γ on the L1 distance (POPE 0.2, CHAIR/MME 0.25)")
+    layer: int = param(0, low=0, doc="ℓ̃: layer whose attention the side branch reuses")
+    side_norm: bool = param(True, doc="the last layer's input norm on the side output (InstructBLIP code: off)")
+
+    zero_params = {"alpha_pos": 0.0, "alpha_neg": 0.0, "beta": 0.0}
+
+    def is_identity(self) -> bool:
+        return self.alpha_pos == 0 and self.alpha_neg == 0 and self.beta == 0
+
+    def attention_edits(self, session) -> dict[int, AttentionEdit]:
+        if self.is_identity():
+            return {}
+        adapter, model = session.adapter, session.model
+        check_layers(self.name, (self.layer,), adapter.num_layers(model))
+        o_proj = adapter.resolve(model, f"layers.{self.layer}.attn.o_proj")
+        image = session.image_mask  # (B_in, T)
+        text = text_region(image, session.inputs.get("attention_mask"))
+        state = session.state.setdefault(self.name, _State())
+
+        def side(probs, values, where):  # (B, H, Tq, Tk) fp32 final probabilities, (B, H, Tk, D) values
+            per = probs.shape[0] // image.shape[0]  # beams: each input row repeated in place
+            tk = probs.shape[-1]
+            text_cols = pad_columns(text.repeat_interleave(per, 0), tk, True)  # generated tokens are text
+            row = enhanced_attention(probs[:, :, -1], where.columns[:, 0, 0], text_cols)  # (B, H, Tk)
+            heads = (row[:, :, None, :] @ values.float()).flatten(1)  # (B, H*D): heads side by side, as o_proj reads
+            state.side = o_proj.forward(heads.to(o_proj.weight.dtype))
+
+        return {self.layer: AttentionEdit(columns=image, side_output=side)}
+
+    def hooks(self, session) -> list[HookSpec]:
+        if self.is_identity():
+            return []
+        adapter, model = session.adapter, session.model
+        last = adapter.num_layers(model) - 1
+        norm_in, norm_post, mlp = (adapter.resolve(model, f"layers.{last}.{part}")
+                                   for part in ("input_norm", "post_attn_norm", "mlp"))
+        lens = LogitLens.of(adapter, model)
+        state = session.state.setdefault(self.name, _State())
+
+        def keep_input(module, args, kwargs):  # layers.{L-1}, before it runs
+            if aux_owner(session) is None:
+                state.last_input = (args[0] if args else kwargs["hidden_states"])[:, -1]
+
+        def combine(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
+            if aux_owner(session) is not None:
+                return None
+            # the side branch through the last layer's FFN; modules called without their hooks
+            u = (norm_in.forward(state.side) if self.side_norm else state.side) + RESIDUAL * state.last_input
+            u = u + mlp.forward(norm_post.forward(u))
+            final = output[:, -1].float()
+            side_logits = lens(u) + MIX * final  # (B, V)
+            rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
+            original = session.original_rows(final.shape[0], final.device)[:, None]
+            mixed = output.clone()
+            mixed[:, -1] = torch.where(original, rewritten, final).to(output.dtype)
+            return mixed
+
+        return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre", with_kwargs=True),
+                HookSpec("lm_head", combine)]
+
+
+def text_region(image: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool over the prompt: real non-image tokens except each row's first (the attention sink)."""
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(image)
+    text = real & ~image
+    first = text.long().argmax(-1)  # the first real text token of each row (BOS)
+    return text.scatter(-1, first[:, None], False)
