@@ -13,6 +13,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            opera,
                                            pai,
                                            ritual,
+                                           sid,
                                            vaf,
                                            var,
                                            vcd,
