@@ -7,6 +7,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            cca,
                                            damro,
                                            deco,
+                                           icd,
                                            memvr,
                                            none,  # noqa: F401  (registers "none")
                                            only,
