@@ -22,8 +22,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from halluc.kernels.dispatch import attention
-from halluc.kernels.edits import AttentionEdit
+from halluc.kernels.edits import AttentionEdit, AttentionResult
 from halluc.kernels.masks import MaskChecks
+from halluc.kernels.reference import side_output
 
 BACKEND = "halluc"
 
@@ -62,8 +63,14 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
         # transformers' convention (see sdpa_attention_forward): a causal call without a mask and with
         # more keys than queries is a prefill into an empty static cache; the extra keys are empty slots.
         key, value = key[:, :, :tq], value[:, :, :tq]
-    result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
-                       mask_checks=scope.mask_checks)
+    if edit.reads_only:  # the attention is unchanged: SDPA, and the one row the side output reads
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        **kwargs)
+        side = side_output(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+        result = AttentionResult(out, None, None, "sdpa", side)
+    else:
+        result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
+                           mask_checks=scope.mask_checks)
     edit.record.update(result)
     if edit.on_output is not None:
         edit.on_output(module, edit.record)

@@ -40,8 +40,21 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     mass = _column_mass(a, columns) if edit.return_column_mass else None
     row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
     out = (a.to(v.dtype) @ v).transpose(1, 2).contiguous()  # (B, Tq, H, D)
-    side = edit.side_output(a, v, where) if edit.side_output is not None else None
+    side = edit.side_output(a[:, :, -1], v) if edit.side_output is not None else None
     return AttentionResult(out, mass, row, "torch", side)
+
+
+def side_output(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit,
+                is_causal: bool = True):
+    """`edit.side_output` of a call whose attention runs elsewhere (an edit that only reads): the last
+    query's final row, softmax(q_last·kᵀ·scaling + its mask row), computed by itself. Shapes as in
+    `attention_reference`; returns what the function returns."""
+    h = query.shape[1]
+    k, v = expand_kv_heads(key, h), expand_kv_heads(value, h)  # (B, H, Tk, D)
+    s = (query[:, :, -1:].float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, 1, Tk) fp32
+    if attention_mask is not None:  # the last query row of the mask; causality hides nothing from it
+        s = _mask(s, attention_mask[..., -1:, :], False)
+    return edit.side_output(s.softmax(-1).nan_to_num(0.0)[:, :, 0], v)  # the row (B, H, Tk)
 
 
 def expand_kv_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -78,7 +91,7 @@ def _mask(s, attention_mask, is_causal: bool):
         if attention_mask.dtype == torch.bool:
             return s.masked_fill(~attention_mask, float("-inf"))
         return s + attention_mask.float()
-    if is_causal:
+    if is_causal and tq > 1:  # a single query sits at the last key position and sees every key
         return s.masked_fill(~causal_mask(tq, tk, s.device), float("-inf"))
     return s
 

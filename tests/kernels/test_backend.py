@@ -173,3 +173,19 @@ def test_causal_call_without_mask_and_extra_keys_is_a_static_cache_prefill():
         out, _ = halluc_attention(mod, q, k, v, None, scaling=0.3)
     expected = sdpa_attention_forward(mod, q, k, v, None, scaling=0.3)[0]
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_an_edit_that_only_reads_keeps_sdpa_and_gets_the_last_row(models, batch):
+    halluc_model, sdpa_model = models
+    rows = {}
+    edits = {m: AttentionEdit(side_output=lambda row, v, i=i: rows.setdefault(i, []).append((row, v)))
+             for i, m in enumerate(lm_attention(halluc_model))}
+    with torch.no_grad(), active_edits(edits):
+        logits = halluc_model(**batch).logits
+    with torch.no_grad():
+        assert torch.equal(logits, sdpa_model(**batch).logits)  # bit for bit: the attention ran on SDPA
+    assert all(e.record.impl == "sdpa" and e.record.calls == 1 for e in edits.values())
+    row, values = rows[0][0]
+    assert row.shape == (2, 4, batch["input_ids"].shape[1]) and values.shape[1] == 4
+    torch.testing.assert_close(row.sum(-1), torch.ones(2, 4))
+    assert (row[1, :, :3] == 0).all()  # the padding of row 1 gets no attention
