@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from halluc.errors import HallucError
 from halluc.modeling.cache import cache_of
 
@@ -36,6 +38,19 @@ def check_layers(method: str, layers: tuple[int, ...], num_layers: int) -> tuple
 def bind_layer(fn: Callable, layer: int) -> Callable:
     """`fn(layer, *hook_args)` as a hook taking only the hook's own arguments."""
     return lambda *args: fn(layer, *args)
+
+
+def replace_last(output: torch.Tensor, last: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """An LM head's output (B, T, V) with its last position replaced by `last` (B, V) on `rows` ((B,) bool;
+    None = every row); the output itself is left alone (a new tensor, no copy when T == 1 and all rows)."""
+    last = last.to(output.dtype)
+    if rows is not None:
+        last = torch.where(rows[:, None], last, output[:, -1])
+    if output.shape[1] == 1:
+        return last[:, None]
+    out = output.clone()
+    out[:, -1] = last
+    return out
 
 
 def depth_band(first: int, last: int, num_layers: int, of: int = 32, highest: int | None = None) -> tuple[int, ...]:

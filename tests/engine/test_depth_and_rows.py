@@ -19,4 +19,6 @@ def test_original_rows_follow_views_and_beams(tiny_llava):
     session = Session(Request(tiny_llava, [], ["a", "b"], Decoding()), {}, ViewLayout((ORIGINAL, "x:y"), 2))
     assert session.original_rows(4).tolist() == [True, True, False, False]
     assert session.original_rows(8).tolist() == [True] * 4 + [False] * 4  # 2 beams per input row, in place
-    assert session.original_rows(4).dtype == torch.bool
+    assert session.original_rows(4).dtype == torch.bool and session.original_rows(4) is session.original_rows(4)
+    alone = Session(Request(tiny_llava, [], ["a", "b"], Decoding()), {}, ViewLayout((ORIGINAL,), 2))
+    assert alone.original_rows(2) is None  # no branches: every row
