@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.early_exit import LogitLens, last_position
-from halluc.engine.steps import bind_layer, check_layers, depth_band, layer_indices
+from halluc.engine.steps import bind_layer, check_layers, depth_band, layer_indices, replace_last
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
@@ -119,10 +119,7 @@ class DeCo(Method):
                 return None
             early = lens(torch.stack([exits[i] for i in band]))  # (L, B, V)
             final = output[:, -1]
-            original = session.original_rows(final.shape[0], final.device)[:, None]
-            mixed = output.clone()
             calibrated = calibrate(final, early, self.alpha, self.candidate_p, self.candidate_k)
-            mixed[:, -1] = torch.where(original, calibrated.to(output.dtype), final)
-            return mixed
+            return replace_last(output, calibrated, session.original_rows(final.shape[0], final.device))
 
         return [*(HookSpec(f"layers.{i}", bind_layer(record, i)) for i in band), HookSpec("lm_head", correct)]

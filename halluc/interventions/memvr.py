@@ -54,13 +54,18 @@ def top_entropy(logits: torch.Tensor, top: int = TOP) -> torch.Tensor:
     return -(p * p.log()).sum(-1) / math.log(k)
 
 
-def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, alpha: float) -> torch.Tensor:
-    """FFN output f and input x (N, T, d), memory V (N, M, d) (zero rows = none), valid (N, T) bool ->
-    (1 − α)·f + α·(mean|f| / mean|a|)·a with a = (x·Vᵀ)·V, means per row over its valid positions."""
+def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor | None,
+            alpha: float) -> torch.Tensor:
+    """FFN output f and input x (N, T, d), memory V (N, M, d) (zero rows = none), valid (N, T) bool or
+    None (all) -> (1 − α)·f + α·(mean|f| / mean|a|)·a with a = (x·Vᵀ)·V, means per row over its valid
+    positions."""
     a = (x.float() @ memory.transpose(-1, -2)) @ memory  # (N, T, d) fp32
-    weight = valid[..., None].float()
     f32 = f.float()
-    ratio = (f32.abs() * weight).sum((1, 2)) / (a.abs() * weight).sum((1, 2))  # (N,) mean|f| / mean|a|
+    if valid is None:
+        ratio = f32.abs().sum((1, 2)) / a.abs().sum((1, 2))  # (N,) mean|f| / mean|a|
+    else:
+        weight = valid[..., None].float()
+        ratio = (f32.abs() * weight).sum((1, 2)) / (a.abs() * weight).sum((1, 2))
     return ((1 - alpha) * f32 + alpha * ratio[:, None, None] * a).to(f.dtype)
 
 
@@ -70,6 +75,7 @@ class _State:
     has_image: torch.Tensor | None = None  # (B_in,) bool
     prompt_valid: torch.Tensor | None = None  # (B_in, T) bool: the prompt's non-padding positions
     prefill: bool = False  # whether the running forward is the prefill
+    per_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # running rows -> their memory (B, M, d)
     fired: torch.Tensor | None = None  # (B,) bool: rows whose trigger fired in this forward
     armed: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B,) rows to inject there
 
@@ -135,9 +141,10 @@ class MemVR(Method):
             state.has_image = image.any(-1)
             mask = session.inputs.get("attention_mask")
             state.prompt_valid = mask.bool() if mask is not None else torch.ones_like(image)
+            state.per_rows.clear()
 
         def check(layer: int, module, args, output):
-            if aux_owner(session) is not None:
+            if aux_owner(session) is not None or state.fired.all():  # once per forward and row
                 return
             rows = session.input_index(state.fired.shape[0], state.fired.device)
             entropy = top_entropy(lens(last_position(output)))  # (B,)
@@ -152,12 +159,16 @@ class MemVR(Method):
                 return None
             x = args[0]  # (B, T, d) the FFN input
             rows = session.input_index(x.shape[0], x.device)
-            valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-            if state.prefill:  # padding positions stay out of the means
-                valid = state.prompt_valid.to(x.device)[rows]
+            if x.shape[0] not in state.per_rows:
+                state.per_rows[x.shape[0]] = state.memory[rows]
+            memory = state.per_rows[x.shape[0]]
+            valid = state.prompt_valid.to(x.device)[rows] if state.prefill else None  # padding stays out of the means
+            if fire.all():
+                return retrace(output, x, memory, valid, self.alpha)
             chosen = fire.nonzero().flatten()
             mixed = output.clone()
-            mixed[chosen] = retrace(output[chosen], x[chosen], state.memory[rows[chosen]], valid[chosen], self.alpha)
+            mixed[chosen] = retrace(output[chosen], x[chosen], memory[chosen],
+                                    None if valid is None else valid[chosen], self.alpha)
             return mixed
 
         specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]

@@ -12,10 +12,11 @@ side branch reuses layer ℓ̃'s probabilities and values and joins at the last 
 last position only, at every step. Regions per row: image = the image tokens; text = every other
 real token (generated ones included) except the row's first text token (BOS on Llama LMs: the
 attention sink), which keeps its attention and belongs to neither.
-Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (torch reference), `layers.{L−1}`
-(forward pre: x_{L−1} at the last position), `lm_head` (forward: the combination on the last position).
-Cost: no extra pass or cache: one attention row times V and an `o_proj` at layer ℓ̃, one norm + MLP of
-the last layer and one lm_head row per sample and step; layer ℓ̃'s attention runs as edited attention.
+Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (it only reads: the attention stays
+on SDPA and the last row is computed alone), `layers.{L−1}` (forward pre: x_{L−1} at the last
+position), `lm_head` (forward: the combination on the last position).
+Cost: no extra pass or cache: one attention row, times V, and an `o_proj` at layer ℓ̃, one norm + MLP
+of the last layer and one lm_head row per sample and step.
 Families: every family.
 
 Paper / code discrepancies and our choices (spec Part A §1):
@@ -45,43 +46,45 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.early_exit import LogitLens
-from halluc.engine.steps import check_layers
+from halluc.engine.steps import check_layers, replace_last
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-from halluc.kernels.edits import AttentionEdit, pad_columns
+from halluc.kernels.edits import AttentionEdit
 
 RESIDUAL = 0.2  # the code's weight of x_{L-1} in the side branch
 MIX = 0.5  # the code's weight of the regular logits in the side logits
 
 
-def region_outliers(row: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """row (B, H, Tk) attention, region (B, Tk) bool -> (B, H, Tk) bool: entries above the region's
-    mean + (unbiased) standard deviation, per head."""
-    inside = region[:, None, :]
+def region_outliers(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """row (B, H, Tk) attention, regions (B, R, Tk) bool -> (B, H, Tk) bool: the entries above their
+    region's mean + (unbiased) standard deviation, per head and region (the regions are disjoint)."""
+    inside = regions[:, None].to(row.dtype)  # (B, 1, R, Tk): one conversion, no promotion in the products
+    x = row[:, :, None]  # (B, H, 1, Tk)
     count = inside.sum(-1, keepdim=True)
-    mean = (row * inside).sum(-1, keepdim=True) / count
-    std = (((row - mean) ** 2) * inside).sum(-1, keepdim=True).div(count - 1).sqrt()
-    return inside & (row > mean + std)
+    mean = (x * inside).sum(-1, keepdim=True) / count
+    std = ((x - mean).square() * inside).sum(-1, keepdim=True).div_(count - 1).sqrt_()
+    return ((x > mean + std) & regions[:, None]).any(2)
 
 
-def region_entropy(row: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """(B, H, Tk), (B, Tk) -> (B, H): entropy of each head's attention renormalised within the region,
-    −Σ p·log(p + 1e−6) as in the code (NaN when the region holds no mass)."""
-    mass = row * region[:, None, :]
+def region_entropy(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(B, H, Tk), (B, R, Tk) -> (B, H, R): entropy of each head's attention renormalised within each
+    region, −Σ p·log(p + 1e−6) as in the code (NaN when the region holds no mass)."""
+    mass = row[:, :, None] * regions[:, None].to(row.dtype)
     p = mass / mass.sum(-1, keepdim=True)
-    return -(p * (p + 1e-6).log()).sum(-1)
+    return -(p * (p + 1e-6).log_()).sum(-1)
 
 
-def enhanced_attention(row: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def enhanced_attention(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """The side branch's attention row: outliers of each region zeroed, then the heads whose text / image
-    entropy ratio is below the mean over heads zeroed. (B, H, Tk) -> (B, H, Tk), not renormalised."""
-    cleaned = row.masked_fill(region_outliers(row, image) | region_outliers(row, text), 0.0)
-    e_text = region_entropy(cleaned, text)
-    e_image = region_entropy(cleaned, image)
-    ratio = torch.where(e_text.isnan(), 0.0, e_text) / torch.where(e_image.isnan(), math.inf, e_image)  # (B, H)
-    kept = ~(ratio < ratio.mean(-1, keepdim=True))
-    return cleaned * kept[..., None]
+    entropy ratio is below the mean over heads zeroed. row (B, H, Tk), regions (B, 2, Tk) bool (text,
+    image) -> (B, H, Tk), not renormalised."""
+    cleaned = row.masked_fill(region_outliers(row, regions), 0.0)
+    entropy = region_entropy(cleaned, regions)  # (B, H, 2)
+    e_text = entropy[..., 0].nan_to_num(nan=0.0, posinf=math.inf)  # no mass: 0 for text, +inf for the image
+    e_image = entropy[..., 1].nan_to_num(nan=math.inf, posinf=math.inf)
+    ratio = e_text / e_image  # (B, H)
+    return cleaned * ~(ratio < ratio.mean(-1, keepdim=True))[..., None]  # ties (and a NaN mean) keep the head
 
 
 def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, alpha_neg: float, gamma: float,
@@ -89,12 +92,13 @@ def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, a
     """final ℓ and side ℓ_cd (N, V) -> (N, V): collaborate (ℓ + α⁺ℓ_cd) when the L1 distance of their
     distributions is below γ, else contrast ((1+α⁻)ℓ − α⁻ℓ_cd); tokens with ℓ < log β + max ℓ dropped."""
     final, side = final.float(), side.float()
-    distance = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True)  # (N, 1)
-    mixed = torch.where(distance < gamma, final + alpha_pos * side, (1 + alpha_neg) * final - alpha_neg * side)
-    dropped = final == -math.inf  # removed by another edit of the logits: stays removed
-    if beta > 0:
-        dropped |= final < final.max(-1, keepdim=True).values + math.log(beta)
-    return mixed.masked_fill(dropped, -math.inf)
+    close = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True) < gamma  # (N, 1) L1 distance
+    on_final = torch.where(close, 1.0, 1.0 + alpha_neg)  # (N, 1) the two rules as one weighted sum
+    on_side = torch.where(close, alpha_pos, -alpha_neg)
+    mixed = on_final * final + on_side * side
+    if beta > 0:  # (also drops tokens another edit of the logits removed: −inf < any cutoff)
+        return mixed.masked_fill(final < final.max(-1, keepdim=True).values + math.log(beta), -math.inf)
+    return mixed.masked_fill(final == -math.inf, -math.inf)  # removed by another edit: stays removed
 
 
 @dataclass
@@ -141,14 +145,21 @@ class ONLY(Method):
         check_layers(self.name, (self.layer,), adapter.num_layers(model))
         o_proj = adapter.resolve(model, f"layers.{self.layer}.attn.o_proj")
         image = session.image_mask  # (B_in, T)
-        text = text_region(image, session.inputs.get("attention_mask"))
+        prompt = torch.stack([text_region(image, session.inputs.get("attention_mask")), image], 1)  # (B_in, 2, T)
+        # the regions of every key the call can reach: generated tokens are text; sliced per step, built once
+        longest = prompt.shape[-1] + session.decoding.max_new_tokens
+        every = torch.cat([prompt, torch.tensor([[True], [False]], device=image.device).expand(
+            prompt.shape[0], 2, session.decoding.max_new_tokens)], -1)  # (B_in, 2, longest)
+        per_rows: dict[int, torch.Tensor] = {}
         state = session.state.setdefault(self.name, _State())
 
-        def side(probs, values, where):  # (B, H, Tq, Tk) fp32 final probabilities, (B, H, Tk, D) values
-            per = probs.shape[0] // image.shape[0]  # beams: each input row repeated in place
-            tk = probs.shape[-1]
-            text_cols = pad_columns(text.repeat_interleave(per, 0), tk, True)  # generated tokens are text
-            row = enhanced_attention(probs[:, :, -1], where.columns[:, 0, 0], text_cols)  # (B, H, Tk)
+        def side(row, values):  # (B, H, Tk) fp32 last query's final attention, (B, H, Tk, D) values
+            rows, tk = row.shape[0], row.shape[-1]
+            if rows not in per_rows:  # beams: each input row repeated in place
+                per_rows[rows] = every.repeat_interleave(rows // every.shape[0], 0)
+            regions = per_rows[rows][..., :tk] if tk <= longest else torch.cat(
+                [per_rows[rows], every[:1, :, -1:].expand(rows, 2, tk - longest)], -1)
+            row = enhanced_attention(row, regions)  # (B, H, Tk)
             heads = (row[:, :, None, :] @ values.float()).flatten(1)  # (B, H*D): heads side by side, as o_proj reads
             state.side = o_proj.forward(heads.to(o_proj.weight.dtype))
 
@@ -177,10 +188,7 @@ class ONLY(Method):
             final = output[:, -1].float()
             side_logits = lens(u) + MIX * final  # (B, V)
             rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
-            original = session.original_rows(final.shape[0], final.device)[:, None]
-            mixed = output.clone()
-            mixed[:, -1] = torch.where(original, rewritten, final).to(output.dtype)
-            return mixed
+            return replace_last(output, rewritten, session.original_rows(final.shape[0], final.device))
 
         return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre", with_kwargs=True),
                 HookSpec("lm_head", combine)]

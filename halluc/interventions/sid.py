@@ -7,12 +7,13 @@ sample whose layers after `select_layer` (i; the code's K − 1 = 1) see only th
 newest token attended to *least* in layer i (head mean, last query row), chosen again at every step,
 prefill and decode, from that view's own attention. Hidden tokens are still computed and cached
 (the code's mask mode) and keep their positions.
-Hook points: none. Attention edits: layer i reads the view's last attention row (`side_output`) and
-sets a −inf `column_bias` on the view's other image columns in every later layer before it runs (0
-on all other rows; the view's rows come from `session.view_rows`, as DAMRO's).
+Hook points: none. Attention edits: layer i reads the view's last attention row (a `side_output`:
+that layer stays on SDPA) and sets a −inf `column_bias` on the view's other image columns in every
+later layer before it runs (0 on all other rows; the view's rows come from `session.view_rows`, as
+DAMRO's).
 Cost: 1 extra batch row per sample with its own KV cache (about 2x decode compute and KV memory);
-edited attention in layers i..L−1 for the whole batch (the torch reference for layer i; later layers
-are a column bias, which the Triton kernel runs on GPU and the reference on CPU).
+one extra attention row in layer i; layers i+1..L−1 run a column bias for the whole batch (the
+Triton kernel on GPU, the torch reference on CPU).
 Families: every family.
 
 Paper / code discrepancies and our choices (spec Part B §2):
@@ -119,9 +120,9 @@ class SID(Method):
         in_view[rows] = True
         hiding = {i: AttentionEdit(columns=image) for i in range(self.select_layer + 1, n)}  # bias set per step
 
-        def select(probs, values, where):  # layer i: (B, H, Tq, Tk) final probabilities of this call
-            per = probs.shape[0] // image.shape[0]  # beams: each input row repeated in place
-            newest = probs[:, :, -1, :image.shape[1]].mean(1)  # (B, T) head mean, newest token, prompt columns
+        def select(row, values):  # layer i: (B, H, Tk) the newest token's final attention
+            per = row.shape[0] // image.shape[0]  # beams: each input row repeated in place
+            newest = row[:, :, :image.shape[1]].mean(1)  # (B, T) head mean over the prompt's columns
             visible = image.repeat_interleave(per, 0)
             hidden = visible & ~least_attended(newest, visible, self.keep) & in_view.repeat_interleave(per)[:, None]
             bias = torch.zeros(hidden.shape, device=hidden.device).masked_fill(hidden, float("-inf"))

@@ -38,17 +38,18 @@ def test_outliers_entropy_and_head_selection_on_hand_made_rows():
     row = torch.tensor([[[0.1, 0.05, 0.05, 0.6, 0.05, 0.15]]])  # (B=1, H=1, Tk=6)
     image = torch.tensor([[False, False, False, True, True, True]])
     text = torch.tensor([[False, True, True, False, False, False]])  # column 0 is the sink: in neither
+    regions = torch.stack([text, image], 1)  # (B, 2, Tk)
     # image region: mean 0.2667, std (unbiased) 0.2930 -> only 0.6 is an outlier; text: 0.05, 0.05, none
-    assert region_outliers(row, image)[0, 0].tolist() == [False, False, False, True, False, False]
-    assert not region_outliers(row, text).any()
-    cleaned = enhanced_attention(row, image, text)
+    assert region_outliers(row, regions)[0, 0].tolist() == [False, False, False, True, False, False]
+    assert not region_outliers(row, text[:, None]).any()
+    cleaned = enhanced_attention(row, regions)
     torch.testing.assert_close(cleaned, torch.tensor([[[0.1, 0.05, 0.05, 0.0, 0.05, 0.15]]]))  # not renormalised
     p = torch.tensor([0.25, 0.75])
-    torch.testing.assert_close(region_entropy(cleaned, image)[0, 0], -(p * (p + 1e-6).log()).sum())
+    torch.testing.assert_close(region_entropy(cleaned, regions)[0, 0, 1], -(p * (p + 1e-6).log()).sum())
     # a second head: text entropy of (0.9375, 0.0625) = 0.234 over image entropy of (.345, .345, .310) = 1.097
     # is 0.21, head 0's is ln 2 / 0.562 = 1.23: the second is below the mean (0.72) and zeroed entirely
     two = torch.stack([row[0, 0], torch.tensor([0.1, 0.3, 0.02, 0.2, 0.2, 0.18])])[None]
-    kept = enhanced_attention(two, image, text)
+    kept = enhanced_attention(two, regions)
     torch.testing.assert_close(kept[0, 0], cleaned[0, 0])
     assert kept[0, 1].abs().sum() == 0
 
