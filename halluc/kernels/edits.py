@@ -239,6 +239,13 @@ class AttentionEdit:
         return self.score_mod is not None or self.prob_mod is not None or self.side_output is not None
 
     @property
+    def bias_only(self) -> bool:
+        """A column bias and nothing else: plain attention with an additive mask (SDPA takes it on CPU)."""
+        return (self.column_bias is not None and self.side_output is None and self.score_mod is None
+                and self.prob_mod is None and self.head_bias is None and not self.has_boost
+                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+
+    @property
     def reads_only(self) -> bool:
         """A side output and nothing else: the attention is unchanged and can run on SDPA."""
         return (self.side_output is not None and self.score_mod is None and self.prob_mod is None
