@@ -8,8 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from halluc.benchmarks.build import build_task
-from halluc.benchmarks.run import (Runner, RunOptions, RunSpec, Shard, check_run_dir, default_out, parse_entries,
-                                  prepare_run_dir, run_lock)
+from halluc.benchmarks.run import (
+    Runner,
+    RunOptions,
+    RunSpec,
+    Shard,
+    check_run_dir,
+    default_out,
+    parse_entries,
+    prepare_run_dir,
+    run_lock,
+)
 from halluc.benchmarks.store import OutputCache
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError

@@ -1,4 +1,5 @@
-"""Per-token decode time of the in-model methods (VHR, VISTA, DAMRO, CCA) relative to vanilla, same model.
+"""Per-token decode time of the in-model and one-pass methods (VHR, VISTA, DAMRO, CCA, ONLY, VAF, MemVR, DeCo)
+relative to vanilla, same model.
 
 For each model and each method it supports, `halluc.generate` runs on the same inputs with N new
 tokens while a pre-hook on decoder layer 0 timestamps every call. A decode step is a call with one
@@ -56,7 +57,7 @@ from speed.common import (  # noqa: E402,F401
 
 COLUMNS = ["method", "model", "device", "batch", "tokens", "ms_per_token", "ratio", "prefill_ms", "prefill_ratio",
            "extra_passes", "rows_per_sample", "torch", "transformers", "halluc", "git_commit", "date"]
-METHODS = ("vhr", "vista", "damro", "cca")
+METHODS = ("vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco")
 
 
 def run_once(lvlm, method: str, images, prompts, tokens: int, device) -> tuple[float, list[float], Counter]:

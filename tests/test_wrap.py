@@ -19,9 +19,14 @@ METHODS = {"vcd": {}, "pai": {"layers": (0, 1)}, "vhr": {}}
 def by_hand(name: str, seed: int = 0):
     """(model, processor) built the way a user would: the family's transformers config and classes, the
     model's own attention (SDPA everywhere), weights drawn from `seed`."""
-    config, processor, model_class = family(name).build_tiny()
+    record = family(name)
+    config, processor, model_class = record.build_tiny()
     torch.manual_seed(seed)
-    return model_class(config).eval(), processor
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for param in record.tiny_random:  # as the tiny builder draws them (Gemma 3's zero-initialised projection)
+            model.get_parameter(param).normal_(std=0.2)
+    return model, processor
 
 
 @pytest.mark.parametrize("name", ["llava", "qwen2_vl", "gemma3"])
@@ -52,14 +57,15 @@ def test_wrap_needs_the_processor():
 # ---- the generic adapter -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aya():
-    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: opera, pai, ritual, var, vcd, vhr, "
-                                         r"vista, ritual-vcd; refused: agla, cca, damro"):
+    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, icd, memvr, opera, pai, "
+                                         r"ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; refused: agla, cca, damro, only"):
         return halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
 
 
 def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
-    assert halluc.available_methods(aya) == ["opera", "pai", "ritual", "var", "vcd", "vhr", "vista", "ritual-vcd"]
+    assert halluc.available_methods(aya) == ["deco", "icd", "memvr", "opera", "pai", "ritual", "sid", "vaf",
+                                                "var", "vcd", "vhr", "vista", "ritual-vcd"]
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 
 
@@ -77,7 +83,8 @@ def test_unknown_class_refuses_what_needs_a_record(aya, images, method, needs):
 def test_unknown_class_runs_the_position_only_methods(aya, images):
     vanilla = halluc.generate(aya, images, PROMPTS, max_new_tokens=4, return_scores=True)
     runs = [("vcd", {}), ("pai", {"layers": (0, 1)}), ("vhr", {}), ("var", {"layers": (0, 1), "tau": 2.0}),
-            ("vista", {}), ("ritual", {})]
+            ("vista", {}), ("ritual", {}), ("deco", {}), ("memvr", {"threshold": 0.0}),
+            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {})]
     for method, params in runs:
         edited = halluc.generate(aya, images, PROMPTS, method, max_new_tokens=4, return_scores=True, **params)
         assert len(edited.texts) == 2 and edited.scores.shape == vanilla.scores.shape

@@ -57,9 +57,24 @@ class Entry:
         return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.label)}-{digest}"
 
 
+ALL_METHODS = "all"  # `--method all`: every registered method, each as one configuration
+
+
+def expand_all(methods: Sequence[str]) -> list[str]:
+    """`all` replaced by every registered method except `none` (aliases, which are stacks, left out), in
+    registry order; a method also named on its own is kept once (without `all`, a repeat stays, to be refused)."""
+    from halluc.interventions import method_names
+
+    if ALL_METHODS not in methods:
+        return list(methods)
+    every = [n for n in method_names() if n != "none"]
+    return list(dict.fromkeys(n for m in methods for n in (every if m == ALL_METHODS else [m])))
+
+
 def parse_entries(methods: Sequence[str], params: Mapping[str, Any], baseline: bool = True) -> list[Entry]:
-    """`["vcd", "vhr+vcd"]` -> entries; parameters go to every entry that has them; vanilla first."""
-    stacks = [tuple(m.split("+")) for m in methods] or [("none",)]
+    """`["vcd", "vhr+vcd"]` -> entries (`all` = every registered method); parameters go to every entry
+    that has them; vanilla first."""
+    stacks = [tuple(m.split("+")) for m in expand_all(methods)] or [("none",)]
     if baseline and ("none",) not in stacks:
         stacks.insert(0, ("none",))
     repeated = sorted({"+".join(s) for s in stacks if stacks.count(s) > 1})

@@ -13,7 +13,6 @@ import typer.core
 
 from halluc.errors import HallucError
 
-
 # storage failures a user fixes (space, permissions, read-only media): one line, not a traceback
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 

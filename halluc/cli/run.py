@@ -35,8 +35,8 @@ def run(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help=f"Alias, tiny-* model, local dir or hub id [default: {TOY_MODEL} "
                               "on the toy world]."),
-    method: list[str] = typer.Option([], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks; vanilla is "
-                                     "always included."),
+    method: list[str] = typer.Option([], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks; 'all' runs "
+                                     "every registered method; vanilla is always included."),
     benchmark: list[str] = typer.Option([], "--benchmark", "-b", help="pope, chair, mme, amber or hallusionbench "
                                         "(repeat) [default: pope]."),
     dataset: str = typer.Option(None, help="coco (your files) or world (the toy world) [default: coco, or world "

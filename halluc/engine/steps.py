@@ -52,3 +52,25 @@ def check_layers(method: str, layers: tuple[int, ...], num_layers: int) -> tuple
 def bind_layer(fn: Callable, layer: int) -> Callable:
     """`fn(layer, *hook_args)` as a hook taking only the hook's own arguments."""
     return lambda *args: fn(layer, *args)
+
+
+def replace_last(output: torch.Tensor, last: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """An LM head's output (B, T, V) with its last position replaced by `last` (B, V) on `rows` ((B,) bool;
+    None = every row); the output itself is left alone (a new tensor, no copy when T == 1 and all rows)."""
+    last = last.to(output.dtype)
+    if rows is not None:
+        last = torch.where(rows[:, None], last, output[:, -1])
+    if output.shape[1] == 1:
+        return last[:, None]
+    out = output.clone()
+    out[:, -1] = last
+    return out
+
+
+def depth_band(first: int, last: int, num_layers: int, of: int = 32, highest: int | None = None) -> tuple[int, ...]:
+    """Layers `first..last` (inclusive) of an `of`-layer model, scaled to `num_layers` by floor(i * n / of)
+    and capped at `highest` (default the last layer); never empty. E.g. 9..14 of 32 -> 7..12 of 28, 0..1 of 3."""
+    top = num_layers - 1 if highest is None else highest
+    start, end = (first * num_layers) // of, (last * num_layers) // of
+    end = max(0, min(end, top))
+    return tuple(range(min(start, end), end + 1))

@@ -54,7 +54,8 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
             handle.remove()
 
 
-NEEDS = {"grid": "2-D image grids", "vision_cls": "a vision CLS token's attention"}
+NEEDS = {"grid": "2-D image grids", "vision_cls": "a vision CLS token's attention",
+         "pre_norm_block": "pre-norm decoder layers (a norm, then the FFN, after the attention's residual)"}
 
 
 def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:

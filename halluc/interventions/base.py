@@ -7,6 +7,7 @@ A method never touches the model directly. It declares, each optional:
     branches(request) -> list[Branch]              extra views decoded as rows of the same batch, with
     combine(views) -> (N, V)                       their per-step combination and
     plausibility_cutoff() -> β | None              its cutoff on the original view
+                                                   (`plausibility_cutoff_for(decoding)` per mode)
     logits_processors(session) -> list             per-step logit transforms
     search(session) -> Search | None               a search that replaces transformers' loop
                                                    (set `replaces_search = True` on the class)
@@ -27,6 +28,7 @@ import torch
 from halluc.errors import HallucError
 
 if TYPE_CHECKING:
+    from halluc.engine.decoding import Decoding
     from halluc.engine.search import Search
     from halluc.engine.views import Branch
     from halluc.interventions.session import Request, Session
@@ -71,7 +73,8 @@ class Method:
         kind      "in-model" or "decoding";  families  supported model families (None = all);
         cost      the extra passes it makes, in words;
         modes     the decodings it defines (greedy, sample, beam); others are refused;
-        needs     what it needs of a family's adapter beyond image positions ("grid", "vision_cls");
+        needs     what it needs of a family's adapter beyond image positions ("grid", "vision_cls",
+                  "pre_norm_block");
         example_params   parameters under which it acts on the tiny offline models (contract tests);
         zero_params      parameters under which it is the identity (bit-identical to vanilla).
     """
@@ -118,6 +121,11 @@ class Method:
     def plausibility_cutoff(self) -> float | None:
         """Adaptive plausibility cutoff β on the original view for `combine` (None = no cutoff)."""
         return None
+
+    def plausibility_cutoff_for(self, decoding: Decoding) -> float | None:
+        """The cutoff under this call's decoding (greedy, sample, beam); by default
+        `plausibility_cutoff()` in every mode (SID's official greedy rule has none, its sampling one has)."""
+        return self.plausibility_cutoff()
 
     def logits_processors(self, session: Session) -> list[Any]:
         return []

@@ -24,7 +24,7 @@ Families: LLaVA-1.5 (`llava`) only (one square grid per image, 1-D RoPE); others
 Which weights: the published numbers (POPE 86.86 / 85.54, CHAIR 43.0 / 11.5, MME-hal 641.66) are
 for the CCA-*trained* checkpoint `xing0047/cca-llava-1.5-7b` (full LLaVA-1.5 recipe with CCA on).
 That checkpoint is in the LLaVA codebase's format; convert it once with
-`halluc.interventions.cca_checkpoint.convert(cca_dir, base_dir, out_dir)` (base: a local copy of
+`halluc.modeling.cca_checkpoint.convert(cca_dir, base_dir, out_dir)` (base: a local copy of
 `llava-hf/llava-1.5-7b-hf`, same CLIP, projector shape and tokenizer), then
 `halluc.load(out_dir)` and method `cca`. Applied to a vanilla LLaVA-1.5 checkpoint, CCA is
 training-free but out of distribution (the paper reports no such numbers): an ablation only.
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.errors import HallucError
 from halluc.engine.steps import call_positions, is_prefill
+from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register

@@ -50,6 +50,8 @@ class Session:
     inputs: dict  # the batch as given to generate(), on the model's device
     layout: ViewLayout = field(default_factory=ViewLayout)
     state: dict[str, Any] = field(default_factory=dict)  # per-call scratch space, keyed by method name
+    # row indices per (running rows, device): the layout is fixed for the call, and hooks ask at every step
+    _rows: dict = field(default_factory=dict, repr=False)
 
     # ---- what was asked ----------------------------------------------------------------------
     lvlm = property(lambda self: self.request.lvlm)
@@ -76,7 +78,23 @@ class Session:
 
     def input_index(self, running_rows: int, device=None) -> torch.Tensor:
         """(running_rows,) the row of `inputs` each row of the running batch came from."""
-        return self.layout.input_index(running_rows, device)
+        key = ("input", running_rows, str(device))
+        if key not in self._rows:
+            self._rows[key] = self.layout.input_index(running_rows, device)
+        return self._rows[key]
+
+    def original_rows(self, running_rows: int, device=None) -> torch.Tensor | None:
+        """(running_rows,) bool: which rows of the running batch decode the original view; None when every
+        row does (no branches). A method that rewrites the next-token logits (ONLY, DeCo) rewrites only
+        these, so stacked contrast methods still contrast against their views' plain predictions."""
+        if len(self.layout.views) == 1:
+            return None
+        key = ("original", running_rows, str(device))
+        if key not in self._rows:
+            view = self.layout.rows(ORIGINAL)
+            index = self.input_index(running_rows, device)
+            self._rows[key] = (index >= view.start) & (index < view.stop)
+        return self._rows[key]
 
     @cached_property
     def image_mask(self) -> torch.Tensor:

@@ -8,6 +8,9 @@ afterwards. The same block owns the cache of mask-pattern checks of its calls
 (`halluc.kernels.masks.MaskChecks`), so no verdict outlives it. An edited call goes through
 `halluc.kernels.dispatch.attention` (Triton on CUDA, the torch reference elsewhere, HALLUC_KERNEL to
 force one); its optional outputs land in `edit.record` and, if set, `edit.on_output(module, edit.record)`.
+Two edits keep plain SDPA: one that only reads (`reads_only`: SDPA, and the one attention row its side
+output needs), and, where the reference would run, one made of a column bias alone (`bias_only`:
+SDPA with the bias as a float mask; the same attention without materialising the scores).
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from halluc.kernels.dispatch import attention
-from halluc.kernels.edits import AttentionEdit
+from halluc.kernels.dispatch import attention, resolve_impl
+from halluc.kernels.edits import AttentionEdit, AttentionResult, pad_columns
 from halluc.kernels.masks import MaskChecks, causal_mask
+from halluc.kernels.reference import side_output
 
 BACKEND = "halluc"
 
@@ -66,8 +70,20 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     evicted = edit.cached_positions + tq - tk if edit.cached_positions is not None else 0
     if evicted > 0:
         key, value, attention_mask = restore_evicted_keys(key, value, attention_mask, evicted, tq, is_causal)
-    result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
-                       mask_checks=scope.mask_checks)
+    if edit.reads_only:  # the attention is unchanged: SDPA, and the one row the side output reads
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        **kwargs)
+        side = side_output(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
+        result = AttentionResult(out, None, None, "sdpa", side)
+    elif edit.bias_only and resolve_impl(query.device) == "torch":  # SDPA adds the bias to its mask
+        bias = edit.column_tensors(query.shape[0], query.shape[1], query.device).bias  # (B, Tc) fp32
+        bias = pad_columns(bias, key.shape[2], 0.0)[:, None, None, :].to(query.dtype)  # (B, 1, 1, Tk): all heads, rows
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        position_bias=bias, **kwargs)
+        result = AttentionResult(out, None, None, "sdpa")
+    else:
+        result = attention(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal,
+                           mask_checks=scope.mask_checks)
     edit.record.update(result)
     if edit.on_output is not None:
         edit.on_output(module, edit.record)

@@ -6,7 +6,9 @@ from one column set to another, and two outputs (the mass on the column set, the
 PAI, VAR, DAMRO and OPERA are each a choice of primitives. Anything else can be written as a plain
 function on the scores or the probabilities (`score_mod`, `prob_mod`, after FlexAttention's
 `score_mod`); such an edit runs on the torch reference, and the Triton kernel stays an optimisation
-of the primitives.
+of the primitives. A side computation from the last query's final attention row and the values
+(`side_output`, e.g. ONLY's one-layer side branch) changes nothing: alone it leaves the attention on
+SDPA and computes that one row on the side.
 
 Shapes: B = batch rows as the model sees them, H = query heads, Tq = query rows of this call,
 Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk).
@@ -29,7 +31,8 @@ scores s = scaling * q_i . k_j (computed in fp32):
                      moves to the column set's other columns in proportion to their attention
                      (`Redistribution`)
     8. prob_mod      a = prob_mod(a, where)      any function of the probabilities (reference only)
-    9. output        o = a @ v; the optional outputs are computed from this final `a`.
+    9. output        o = a @ v; the optional outputs are computed from this final `a`, and
+                     `side_output(a[:, :, -1], v)` from its last row and the values.
 """
 from __future__ import annotations
 
@@ -59,6 +62,8 @@ class Where(NamedTuple):
 
 
 Mod = Callable[[torch.Tensor, Where], torch.Tensor]
+# side_output(last row (B, H, Tk) fp32, values (B, H, Tk, D)) -> anything (kept in the record)
+Side = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
 class AttentionResult(NamedTuple):
@@ -67,13 +72,15 @@ class AttentionResult(NamedTuple):
     out            (B, Tq, H, D) in the query dtype (transformers' layout: heads after the query axis)
     column_mass    (B, H, Tq) fp32 share of each row's final attention on the column set, or None
     attention_row  (B, H, Tk) fp32 the final attention row when Tq == 1, or None
-    impl           "triton" or "torch": which implementation produced it
+    impl           "triton", "torch", or "sdpa" (an edit that only reads): which implementation produced it
+    side_output    what the edit's `side_output` function returned, or None
     """
 
     out: torch.Tensor
     column_mass: torch.Tensor | None
     attention_row: torch.Tensor | None
     impl: str
+    side_output: Any = None
 
 
 @dataclass(eq=False)
@@ -88,15 +95,17 @@ class AttentionRecord:
     attention_row: torch.Tensor | None = None  # (B, H, Tk) fp32, when `return_attention_row` and Tq == 1
     calls: int = 0  # attention calls made with this edit so far
     impl: str | None = None  # implementation of the latest call
+    side_output: Any = None  # what `AttentionEdit.side_output` returned in the latest call
 
     def update(self, result: AttentionResult) -> None:
         self.column_mass = result.column_mass
         self.attention_row = result.attention_row
         self.impl = result.impl
+        self.side_output = result.side_output
         self.calls += 1
 
     def clear(self) -> None:
-        self.column_mass = self.attention_row = self.impl = None
+        self.column_mass = self.attention_row = self.impl = self.side_output = None
         self.calls = 0
 
 
@@ -182,8 +191,16 @@ class AttentionEdit:
                          score_mod=lambda s, w: s + torch.where(w.columns & (w.head == 3), math.log(1.5), 0.0)
     prob_mod         escape hatch on the probabilities: fn(a, where) -> a, after the redistribution
                      (rows are not renormalised afterwards; the outputs are computed from its result).
-                     Both must return a tensor of the shape they were given. An edit with either mod
-                     runs on the torch reference whatever HALLUC_KERNEL says.
+                     Both must return a tensor of the shape they were given.
+    side_output      a side computation: fn(row, v) -> anything, called once per call with the
+                     final attention row of the call's last query, row (B, H, Tk) fp32, and the values
+                     v (B, H, Tk, D) (KV heads repeated for their query heads, in the value dtype); what
+                     it returns lands in `record.side_output`. It changes nothing in the attention (e.g.
+                     ONLY's side branch: its own reweighting of the row, times v; SID: which image
+                     tokens the newest token attends to least). Alone, the attention runs on SDPA and
+                     the row is computed by itself (`reads_only`).
+                     An edit with a mod, or a side output next to other fields, runs on the torch
+                     reference whatever HALLUC_KERNEL says.
     return_column_mass    fill `record.column_mass` (B, H, Tq): final attention mass on the column set
                           (0 without one).
     return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the final
@@ -204,6 +221,7 @@ class AttentionEdit:
     redistribute: Redistribution | None = None
     score_mod: Mod | None = None
     prob_mod: Mod | None = None
+    side_output: Side | None = None
     return_column_mass: bool = False
     return_attention_row: bool = False
     cached_positions: int | None = None
@@ -223,8 +241,22 @@ class AttentionEdit:
 
     @property
     def has_mods(self) -> bool:
-        """Plain-function edits, which only the torch reference runs."""
-        return self.score_mod is not None or self.prob_mod is not None
+        """Plain-function edits and side outputs, which only the torch reference runs."""
+        return self.score_mod is not None or self.prob_mod is not None or self.side_output is not None
+
+    @property
+    def bias_only(self) -> bool:
+        """A column bias and nothing else: plain attention with an additive mask (SDPA takes it on CPU)."""
+        return (self.column_bias is not None and self.side_output is None and self.score_mod is None
+                and self.prob_mod is None and self.head_bias is None and not self.has_boost
+                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+
+    @property
+    def reads_only(self) -> bool:
+        """A side output and nothing else: the attention is unchanged and can run on SDPA."""
+        return (self.side_output is not None and self.score_mod is None and self.prob_mod is None
+                and self.column_bias is None and self.head_bias is None and not self.has_boost
+                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
 
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""

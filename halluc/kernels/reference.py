@@ -18,15 +18,13 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     attention_mask None, or (B, 1, Tq, Tk) bool (True = attend) or float (added to the scores).
     With no mask and `is_causal`, query i sits at key position Tk - Tq + i.
 
-    Returns AttentionResult(out (B, Tq, H, D), column_mass, attention_row, "torch").
+    Returns AttentionResult(out (B, Tq, H, D), column_mass, attention_row, "torch", side_output).
     """
     b, h, tq, _ = query.shape
     tk = key.shape[-2]
     edit = edit if edit is not None else AttentionEdit()
     cols = edit.column_tensors(b, h, query.device)
-    groups = h // key.shape[1]
-    k = key.repeat_interleave(groups, dim=1)  # (B, H, Tk, D)
-    v = value.repeat_interleave(groups, dim=1)
+    k, v = expand_kv_heads(key, h), expand_kv_heads(value, h)  # (B, H, Tk, D)
     s = (query.float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, Tq, Tk) fp32
 
     columns = pad_columns(cols.columns, tk, False)  # (B, Tk) bool or None
@@ -42,7 +40,33 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     mass = _column_mass(a, columns) if edit.return_column_mass else None
     row = a[:, :, 0, :].clone() if edit.return_attention_row and tq == 1 else None
     out = (a.to(v.dtype) @ v).transpose(1, 2).contiguous()  # (B, Tq, H, D)
-    return AttentionResult(out, mass, row, "torch")
+    side = edit.side_output(a[:, :, -1], v) if edit.side_output is not None else None
+    return AttentionResult(out, mass, row, "torch", side)
+
+
+def side_output(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit,
+                is_causal: bool = True):
+    """`edit.side_output` of a call whose attention runs elsewhere (an edit that only reads): the last
+    query's final row, softmax(q_last·kᵀ·scaling + its mask row), computed by itself. Shapes as in
+    `attention_reference`; returns what the function returns."""
+    h = query.shape[1]
+    k, v = expand_kv_heads(key, h), expand_kv_heads(value, h)  # (B, H, Tk, D)
+    s = (query[:, :, -1:].float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, 1, Tk) fp32
+    if attention_mask is not None:  # the last query row of the mask; causality hides nothing from it
+        s = _mask(s, attention_mask[..., -1:, :], False)
+    return edit.side_output(s.softmax(-1).nan_to_num(0.0)[:, :, 0], v)  # the row (B, H, Tk)
+
+
+def expand_kv_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, Hkv, Tk, D) -> (B, H, Tk, D): query head h reads KV head h // (H / Hkv) (grouped-query attention).
+
+    The same values as `t.repeat_interleave(H // Hkv, dim=1)`, without its cost (on CPU it copies
+    through an index kernel, ~10x the attention itself at decode) and without a copy when H == Hkv."""
+    groups = heads // t.shape[1]
+    if groups == 1:
+        return t
+    b, hkv, tk, d = t.shape
+    return t[:, :, None].expand(b, hkv, groups, tk, d).reshape(b, heads, tk, d)
 
 
 def _edit_scores(s, edit: AttentionEdit, cols: EditColumns, columns):
@@ -67,7 +91,7 @@ def _mask(s, attention_mask, is_causal: bool):
         if attention_mask.dtype == torch.bool:
             return s.masked_fill(~attention_mask, float("-inf"))
         return s + attention_mask.float()
-    if is_causal:
+    if is_causal and tq > 1:  # a single query sits at the last key position and sees every key
         return s.masked_fill(~causal_mask(tq, tk, s.device), float("-inf"))
     return s
 

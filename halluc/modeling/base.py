@@ -9,6 +9,8 @@ Canonical hook points, resolved by `Adapter.resolve`:
     "layers.{i}.attn"        its self-attention module
     "layers.{i}.attn.o_proj" the output projection (input: concatenated head outputs (B, T, H*D))
     "layers.{i}.mlp"         its MLP
+    "layers.{i}.input_norm"  the norm before its attention (its output is the attention's input)
+    "layers.{i}.post_attn_norm"  the norm before its MLP
     "norm"                   the final norm before the LM head
     "lm_head"                the LM head
     "vision"                 the vision tower
@@ -49,8 +51,8 @@ class ModulePaths:
     """Where one family keeps its parts: dotted attribute paths from the HF model (plain data).
 
     The first four differ between families and have no default. Inside a decoder layer, every HF
-    decoder names its attention `self_attn`, its output projection `o_proj` and its MLP `mlp`;
-    a family that differs overrides them.
+    decoder names its attention `self_attn`, its output projection `o_proj`, its MLP `mlp` and its two
+    norms `input_layernorm` / `post_attention_layernorm`; a family that differs overrides them.
     """
 
     layers: str  # the decoder layer list of the language model
@@ -61,6 +63,8 @@ class ModulePaths:
     attn: str = "self_attn"
     o_proj: str = "o_proj"
     mlp: str = "mlp"
+    input_norm: str = "input_layernorm"
+    post_attn_norm: str = "post_attention_layernorm"
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,10 @@ class Adapter:
     family: str
     paths: ModulePaths
     text_config_key: str = "text_config"  # the sub-config whose attention is the LM's
-    # what the geometry gives beyond image positions: "grid" (2-D image grids), "vision_cls"
-    provides: frozenset[str] = frozenset({"grid"})
+    # what the geometry gives beyond image positions: "grid" (2-D image grids), "vision_cls"; and
+    # "pre_norm_block": every decoder layer is x + attn(norm(x)), then + mlp(post_attn_norm(x)) (not Gemma's
+    # sandwich norms, not Cohere's parallel block)
+    provides: frozenset[str] = frozenset({"grid", "pre_norm_block"})
     # the processor pairs images with prompts only when given one list of images per prompt (Gemma 3, SmolVLM2)
     nested_images: bool = False
 
@@ -123,20 +129,20 @@ class Adapter:
             if named[point] is None:
                 raise HallucError(f"hook point '{point}': {self.family} declares no such module")
             return self._get(model, named[point], point)
-        m = re.fullmatch(r"layers\.(-?\d+)(?:\.(attn|mlp)(?:\.(o_proj))?)?", point)
+        m = re.fullmatch(r"layers\.(-?\d+)(?:\.(attn\.o_proj|attn|mlp|input_norm|post_attn_norm))?", point)
         if not m:
             raise HallucError(f"unknown hook point '{point}' for {self.family}")
         layers = self.decoder_layers(model)
         index = int(m.group(1))
         if not -len(layers) <= index < len(layers):
             raise HallucError(f"hook point '{point}': {self.family} has {len(layers)} layers")
-        module = layers[index]
-        if m.group(2) == "mlp":
-            return self._get(module, self.paths.mlp, point)
-        if m.group(2) == "attn":
+        module, part = layers[index], m.group(2)
+        if part is None:
+            return module
+        if part.startswith("attn"):
             module = self._get(module, self.paths.attn, point)
-            return self._get(module, self.paths.o_proj, point) if m.group(3) else module
-        return module
+            return self._get(module, self.paths.o_proj, point) if part == "attn.o_proj" else module
+        return self._get(module, getattr(self.paths, part), point)
 
     def _get(self, root: nn.Module, path: str, point: str) -> Any:
         """The module at dotted `path` under `root`; a missing part names the point and the family."""
@@ -174,6 +180,20 @@ class Adapter:
     def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: which prompt positions carry image tokens."""
         return input_ids == self.image_token_id(model)
+
+    def system_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """(B, T) bool: the prompt's system part, where the chat template puts it: every token before the
+        row's first image token (BOS, the system turn if any, the user turn's header), padding excluded;
+        all False in a row without an image. With LLaVA-1.5's vicuna system prompt these are positions
+        0..34, the span ClearSight's code hard-codes. A family whose template puts the image first
+        (InstructBLIP's query tokens) has none. The image's opening markers that a processor writes before
+        the first image token (Qwen2-VL's vision start, InternVL's <img>, Gemma 3's <start_of_image>,
+        Idefics3's <fake_token_around_image><row_1_col_1>) count as part of this span."""
+        image = self.image_mask(model, inputs["input_ids"])
+        mask = (image.cumsum(-1) == 0) & image.any(-1, keepdim=True)
+        if inputs.get("attention_mask") is not None:
+            mask &= inputs["attention_mask"].bool()
+        return mask
 
     def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
         """Per row, per image: positions and 2-D grid. Default: one square grid per image."""

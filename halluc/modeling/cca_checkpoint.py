@@ -11,7 +11,7 @@ So: load a local copy of `llava-hf/llava-1.5-7b-hf` (the base), overwrite its LM
 vision tower if the checkpoint has one) with the CCA weights, keeping the base's embedding and
 lm_head rows >= 32000, and save it with the base's processor:
 
-    from halluc.interventions.cca_checkpoint import convert
+    from halluc.modeling.cca_checkpoint import convert
     convert("cca-llava-1.5-7b", "llava-1.5-7b-hf", "cca-llava-hf")   # local folders (hf download ...)
     # then: halluc generate --model cca-llava-hf --method cca ...   or   halluc.load("cca-llava-hf")
 

@@ -77,7 +77,8 @@ GEMMA3 = register_family(Family(
     adapter=Gemma3Adapter("gemma3", ModulePaths(layers="model.language_model.layers",
                                                 final_norm="model.language_model.norm", lm_head="lm_head",
                                                 vision_tower="model.vision_tower"),
-                          nested_images=True),
+                          nested_images=True, provides=frozenset({"grid"})),  # sandwich norms: no pre-norm block
+    tiny_random=("model.multi_modal_projector.mm_input_projection_weight",),
     tiny_name="tiny-gemma3", build_tiny=tiny_gemma3,
     checkpoints=(Checkpoint("gemma3", "google/gemma-3-4b-it", "Gemma 3 4B instruct (gated on the hub)"),
                  Checkpoint("gemma3-12b", "google/gemma-3-12b-it", "Gemma 3 12B instruct (gated on the hub)")),

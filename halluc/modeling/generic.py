@@ -49,7 +49,9 @@ class GenericAdapter(Adapter):
         tower = next((path for path in VISION_TOWERS if _has(model, path)), None)
         paths = ModulePaths(layers=f"{decoder_path}.layers", final_norm=f"{decoder_path}.norm", lm_head=head_path,
                             vision_tower=tower)
-        adapter = cls(family, paths)
+        layer = decoder.layers[0]
+        sequential = hasattr(layer, "post_attention_layernorm") and not hasattr(layer, "pre_feedforward_layernorm")
+        adapter = cls(family, paths, provides=frozenset({"pre_norm_block"} if sequential else ()))
         adapter.check(model)
         return adapter
 

@@ -103,7 +103,7 @@ INSTRUCTBLIP = register_family(Family(
                                                             final_norm="language_model.model.norm",
                                                             lm_head="language_model.lm_head",
                                                             vision_tower="vision_model"),
-                                provides=frozenset()),
+                                provides=frozenset({"pre_norm_block"})),
     tiny_name="tiny-instructblip", build_tiny=tiny_instructblip,
     checkpoints=(Checkpoint("instructblip", "Salesforce/instructblip-vicuna-7b", "InstructBLIP Vicuna-7B"),),
     notes="32 Q-Former query tokens, no 2-D grid", refuse=_refuse_encoder_decoder))

@@ -132,7 +132,7 @@ def tiny_llava() -> tuple[Any, Any, type]:
 LLAVA = register_family(Family(
     name="llava", title="LLaVA-1.5", model_types=("llava",), model_class="LlavaForConditionalGeneration",
     processor_class="LlavaProcessor",
-    adapter=LlavaAdapter("llava", LLAVA_PATHS, provides=frozenset({"grid", "vision_cls"})),
+    adapter=LlavaAdapter("llava", LLAVA_PATHS, provides=frozenset({"grid", "vision_cls", "pre_norm_block"})),
     tiny_name="tiny-llava", build_tiny=tiny_llava,
     checkpoints=(Checkpoint("llava", "llava-hf/llava-1.5-7b-hf", "LLaVA-1.5-7B, the field's reference model"),
                  Checkpoint("llava-13b", "llava-hf/llava-1.5-13b-hf", "LLaVA-1.5-13B")),

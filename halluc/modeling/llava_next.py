@@ -91,7 +91,7 @@ def tiny_llava_next() -> tuple[Any, Any, type]:
 LLAVA_NEXT = register_family(Family(
     name="llava_next", title="LLaVA-NeXT", model_types=("llava_next",),
     model_class="LlavaNextForConditionalGeneration", processor_class="LlavaNextProcessor",
-    adapter=LlavaNextAdapter("llava_next", LLAVA_PATHS, provides=frozenset({"grid", "vision_cls"})),
+    adapter=LlavaNextAdapter("llava_next", LLAVA_PATHS, provides=frozenset({"grid", "vision_cls", "pre_norm_block"})),
     tiny_name="tiny-llava-next", build_tiny=tiny_llava_next,
     checkpoints=(Checkpoint("llava-next", "llava-hf/llava-v1.6-vicuna-7b-hf", "LLaVA-NeXT (1.6) Vicuna-7B"),),
     notes="two spans per image: base grid and tiles grid (with the newline column)"))

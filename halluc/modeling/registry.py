@@ -44,6 +44,9 @@ class Family:
     checkpoints: tuple[Checkpoint, ...] = ()
     notes: str = ""
     refuse: Callable[[Any], str | None] = field(default=lambda config: None)  # config -> reason it cannot load
+    # parameters the model class initialises to zero that would cut the image off in a random tiny model
+    # (Gemma 3's multimodal projection): the tiny builder draws them at random instead
+    tiny_random: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

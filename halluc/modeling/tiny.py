@@ -120,11 +120,15 @@ def build_tiny(family: str, seed: int = 0, attn_implementation: str | Mapping[st
     `attn_implementation` is a string for every sub-model or a {sub_config: impl} dict; the
     default runs the LM on the "halluc" backend and everything else on SDPA.
     """
-    config, processor, model_class = registry.family(family).build_tiny()
+    record = registry.family(family)
+    config, processor, model_class = record.build_tiny()
     attn = _attn_implementation(config, attn_implementation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class._from_config(config, attn_implementation=attn)
+        with torch.no_grad():
+            for name in record.tiny_random:
+                model.get_parameter(name).normal_(std=0.2)
     return model.eval(), processor
 
 

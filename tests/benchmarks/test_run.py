@@ -118,6 +118,7 @@ def _lines(out: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in out.glob("samples/*/*.jsonl"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(pope_world, tmp_path):
     env = {**os.environ, "HALLUC_PROGRESS": "0"}
     reference = tmp_path / "reference"
@@ -140,6 +141,7 @@ def test_kill_and_resume_equals_uninterrupted(pope_world, tmp_path):
     assert 3 <= finished < KILL_SAMPLES
 
 
+@pytest.mark.slow
 def test_two_shards_merge_into_the_single_process_result(pope_world, tmp_path):
     env = {**os.environ, "HALLUC_PROGRESS": "0", "WORLD_SIZE": "2"}
     single = tmp_path / "single"
@@ -157,12 +159,28 @@ def test_two_shards_merge_into_the_single_process_result(pope_world, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["vhr", "var", "pai", "damro", "cca", "vista", "vcd", "ritual", "ritual-vcd",
-                                    "agla", "opera"])
+                                    "agla", "opera", "only", "vaf", "memvr", "deco", "sid", "icd"])
 def test_every_method_runs_through_halluc_run(pope_world, tmp_path, method):
     params = {"var.layers": (0, 1), "var.tau": 2.0} if method == "var" else {}
     params = {"pai.layers": (0, 1)} if method == "pai" else params
+    params = {"sid.select_layer": 0} if method == "sid" else params  # the 2-layer model hides tokens in layer 1
     _, rows = halluc.run("tiny-llava", [method], "pope",
                          options(pope_world, tmp_path / method, max_new_tokens=2, splits=("random",), limit=2),
                          **params)
     label = "ritual+vcd" if method == "ritual-vcd" else method  # an alias runs as the stack it stands for
     assert [r["method"] for r in rows] == ["none", label] and all(r["n"] == 2 for r in rows)
+
+
+def test_method_all_runs_every_registered_method_once(pope_world, tmp_path):
+    from halluc.benchmarks.run import expand_all, parse_entries
+    from halluc.interventions import aliases, method_names
+
+    every = [n for n in method_names() if n != "none"]
+    assert expand_all(["all"]) == every and not set(aliases()) & set(every)
+    others = [n for n in every if n != "vcd"]
+    assert expand_all(["vcd", "all", "vhr+vcd"]) == ["vcd", *others, "vhr+vcd"]  # vcd once, the stack kept
+    assert [e.label for e in parse_entries(["all"], {})] == ["none", *every]
+    _, rows = halluc.run("tiny-llava", ["all"], "pope",
+                         options(pope_world, tmp_path / "all", max_new_tokens=1, splits=("random",), limit=1),
+                         **{"sid.select_layer": 0})
+    assert [r["method"] for r in rows] == ["none", *every]

@@ -3,7 +3,6 @@ refused before it starts, two processes on one run, read-only storage, a full di
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from pathlib import Path
@@ -11,8 +10,7 @@ from pathlib import Path
 import pytest
 
 import halluc
-from halluc.benchmarks.run import RunOptions, SampleLog, read_outputs, run_lock
-from halluc.benchmarks.run import Shard
+from halluc.benchmarks.run import RunOptions, SampleLog, Shard, read_outputs, run_lock
 from halluc.benchmarks.store import CorruptLog
 from halluc.errors import HallucError
 from tests.benchmarks.test_run import options, pope_world  # noqa: F401  (fixture)

@@ -216,3 +216,21 @@ def test_two_branch_methods_stack_and_ritual_vcd_is_their_alias(tiny_llava, imag
     assert halluc.generate(tiny_llava, images, prompts, "ritual-vcd", max_new_tokens=5) == stacked
     with pytest.raises(HallucError, match="listed twice"):
         halluc.generate(tiny_llava, images, prompts, ["ritual-vcd", "vcd"], max_new_tokens=2)
+
+
+def test_a_method_may_choose_its_cutoff_per_decoding_mode(tiny_llava):
+    from halluc.generation.generate import _combiner
+
+    @dataclass(frozen=True)
+    class GreedyWithoutCutoff(TextContrast):
+        def plausibility_cutoff_for(self, decoding):
+            return None if decoding.mode == "greedy" else self.beta
+
+    method = GreedyWithoutCutoff(beta=0.3)
+    layout = ViewLayout((ORIGINAL, "test-textcontrast:text"), 1)
+    declared = [(method, [Branch("text", with_image=False)])]
+    cutoffs = {mode: _combiner(declared, layout, decoding, tiny_llava)[0].combinations[0].cutoff
+               for mode, decoding in [("greedy", Decoding()), ("sample", Decoding(do_sample=True)),
+                                      ("beam", Decoding(num_beams=2))]}
+    assert cutoffs == {"greedy": None, "sample": 0.3, "beam": 0.3}
+    assert TextContrast(beta=0.3).plausibility_cutoff_for(Decoding()) == 0.3  # default: the same in every mode

@@ -2,7 +2,9 @@
 
 `python -m tests.golden.record_scores` writes `tests/golden/scores.pt`; `tests/test_golden_scores.py`
 recomputes the same runs and compares. A change may move these numbers only as a deliberate fidelity
-fix, re-recorded in the same commit with the reason in its message.
+fix, re-recorded in the same commit with the reason in its message. A new method is added with
+`python -m tests.golden.record_scores --append METHOD ...`, which records only its cases and leaves
+every recorded case as it is.
 
 Each case: two left-padded prompts with two images, greedy per-step scores (B, steps, V), plus the
 tokens of seeded sampling and of a 2-beam search (OPERA: its own beam search, tokens only).
@@ -35,6 +37,12 @@ CASES = {
     "vista": {},
     "cca": {},
     "opera": {"preset": "fast"},
+    "only": {},
+    "vaf": {},
+    "memvr": {"threshold": 0.0},  # fires at the first checked layer of every forward
+    "deco": {},
+    "sid": {"select_layer": 0},  # the 2-layer tiny models hide tokens in layer 1
+    "icd": {},
 }
 DECODING_ONLY_TOKENS = {"opera"}
 UNSUPPORTED = {("instructblip", "agla")}  # its image tokens have no 2-D grid for the attention matcher
@@ -82,22 +90,36 @@ def params_for(lvlm, method: str) -> dict:
     return {**CASES[method], **FAMILY_PARAMS.get((lvlm.family, method), {})}
 
 
-def record(models=MODELS, methods=tuple(CASES)) -> dict:
+def record(models=MODELS, methods=None) -> dict:
     torch.set_num_threads(2)
     golden = {}
     for name in models:
         lvlm = halluc.load(name, device="cpu")
-        for method in methods:
-            if supported(lvlm, method):
+        for method in CASES:
+            if (methods is None or method in methods) and supported(lvlm, method):
                 golden[f"{name}/{method}"] = run_case(lvlm, method, params_for(lvlm, method))
     return golden
 
 
+def append(methods: list[str]) -> dict:
+    """The recorded cases plus those of `methods` on every model; a method already recorded is refused."""
+    golden = torch.load(GOLDEN)
+    recorded = sorted({case.split("/")[1] for case in golden} & set(methods))
+    if recorded:
+        raise SystemExit(f"already recorded: {', '.join(recorded)} (re-record everything deliberately instead)")
+    return {**golden, **record(MODELS, set(methods))}
+
+
 if __name__ == "__main__":
     # `python -m tests.golden.record_scores [METHOD ...]`: re-record only those methods' cases (a deliberate
-    # fidelity fix, named in the commit); no argument: every case
-    chosen = sys.argv[1:] or list(CASES)
-    data = torch.load(GOLDEN) if GOLDEN.exists() and sys.argv[1:] else {}
-    data.update(record(MODELS, chosen))
+    # fidelity fix, named in the commit); `--append METHOD ...`: record new methods, the rest untouched;
+    # no argument: every case
+    args = sys.argv[1:]
+    if args[:1] == ["--append"]:
+        chosen, data = args[1:], append(args[1:])
+    else:
+        chosen = args or list(CASES)
+        data = torch.load(GOLDEN) if GOLDEN.exists() and args else {}
+        data.update(record(MODELS, set(chosen)))
     torch.save(data, GOLDEN)
     print(f"recorded {', '.join(chosen)}; {len(data)} cases in {GOLDEN}")

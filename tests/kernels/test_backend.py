@@ -231,3 +231,36 @@ def test_evicted_keys_without_a_mask():
     expected = attention_reference(q, padded_k, padded_v, columns[:, None, None, :], scaling=module.scaling,
                                    edit=AttentionEdit(columns=image, boost=ScoreBoost(0.5))).out
     torch.testing.assert_close(out, expected)
+
+
+def test_an_edit_that_only_reads_keeps_sdpa_and_gets_the_last_row(models, batch):
+    halluc_model, sdpa_model = models
+    rows = {}
+    edits = {m: AttentionEdit(side_output=lambda row, v, i=i: rows.setdefault(i, []).append((row, v)))
+             for i, m in enumerate(lm_attention(halluc_model))}
+    with torch.no_grad(), active_edits(edits):
+        logits = halluc_model(**batch).logits
+    with torch.no_grad():
+        assert torch.equal(logits, sdpa_model(**batch).logits)  # bit for bit: the attention ran on SDPA
+    assert all(e.record.impl == "sdpa" and e.record.calls == 1 for e in edits.values())
+    row, values = rows[0][0]
+    assert row.shape == (2, 4, batch["input_ids"].shape[1]) and values.shape[1] == 4
+    torch.testing.assert_close(row.sum(-1), torch.ones(2, 4))
+    assert (row[1, :, :3] == 0).all()  # the padding of row 1 gets no attention
+
+
+def test_a_column_bias_alone_runs_as_sdpa_with_a_float_mask_on_cpu(models, batch):
+    halluc_model, _ = models
+    image = batch["input_ids"] == IMAGE_ID
+    bias = torch.zeros(image.shape).masked_fill(image & (torch.arange(image.shape[1]) % 3 == 0), float("-inf"))
+    bias[:, -2] = 0.7  # a finite bias too
+    outputs = {}
+    for impl in ("auto", "torch-reference"):
+        extra = {"score_mod": lambda s, w: s} if impl == "torch-reference" else {}  # a mod forces the reference
+        edits = {m: AttentionEdit(columns=image, column_bias=bias, **extra) for m in lm_attention(halluc_model)}
+        assert all(e.bias_only == (impl == "auto") for e in edits.values())
+        with torch.no_grad(), active_edits(edits):
+            outputs[impl] = halluc_model(**batch).logits
+        assert all(e.record.impl == ("sdpa" if impl == "auto" else "torch") for e in edits.values())
+    real = batch["attention_mask"].bool()  # padded query rows differ (SDPA attends somewhere, the reference to none)
+    torch.testing.assert_close(outputs["auto"][real], outputs["torch-reference"][real], atol=1e-5, rtol=1e-5)

@@ -301,3 +301,51 @@ def test_mods_are_checked_and_switch_the_edit_on():
     assert not AttentionEdit(score_mod=lambda s, w: s).is_noop() and AttentionEdit(prob_mod=lambda a, w: a).has_mods
     with pytest.raises(ValueError, match="must return a"):
         attention_reference(q, k, v, None, scaling=1.0, edit=AttentionEdit(score_mod=lambda s, w: s[..., :2]))
+
+
+def test_side_output_sees_the_last_final_row_and_the_grouped_values():
+    q, k, v = qkv(2, 4, 2, 3, 7, 8, seed=12)  # GQA: query heads 0, 1 read KV head 0; 2, 3 read KV head 1
+    seen = {}
+
+    def side(row, values):  # (B, H, Tk) last query's probabilities, (B, H, Tk, D) values
+        seen.update(row=row, values=values)
+        return (row[:, :, None] @ values[..., :1])[:, :, 0]  # (B, H, 1)
+
+    plain = attention_reference(q, k, v, None, scaling=0.3)
+    got = attention_reference(q, k, v, None, scaling=0.3, edit=AttentionEdit(side_output=side))
+    assert torch.equal(got.out, plain.out)  # a side output changes nothing in the attention
+    assert torch.equal(seen["values"], v.repeat_interleave(2, dim=1))
+    # the last output row of each head is its attention row times its values: the row is the final one
+    torch.testing.assert_close((seen["row"][:, :, None] @ seen["values"])[:, :, 0], plain.out[:, -1])
+    assert got.side_output.shape == (2, 4, 1)
+    edit = AttentionEdit(side_output=lambda a, values: None)
+    assert edit.has_mods and not edit.is_noop() and edit.reads_only
+    assert not AttentionEdit(side_output=side, column_bias=torch.zeros(1, 7)).reads_only
+
+
+@pytest.mark.parametrize("tq,tk,padded", [(3, 7, False), (1, 9, True), (5, 5, True)],
+                         ids=["chunk", "decode-padded", "prefill-padded"])
+def test_side_output_computed_alone_equals_the_references_last_row(tq, tk, padded):
+    from halluc.kernels.reference import side_output
+
+    q, k, v = qkv(2, 4, 2, tq, tk, 8, seed=14)
+    mask = None
+    if padded:
+        keep = torch.ones(2, tk, dtype=torch.bool)
+        keep[1, :2] = False
+        mask = (causal_mask(tq, tk, "cpu")[None] & keep[:, None, :])[:, None]
+    rows = []
+    edit = AttentionEdit(side_output=lambda row, values: rows.append(row))
+    attention_reference(q, k, v, mask, scaling=0.4, edit=edit)
+    side_output(q, k, v, mask, scaling=0.4, edit=edit)
+    torch.testing.assert_close(rows[1], rows[0], atol=1e-6, rtol=1e-6)
+    if padded:
+        assert (rows[1][1, :, :2] == 0).all()
+
+
+@pytest.mark.parametrize("h,hkv", [(4, 4), (6, 2), (4, 1)])
+def test_kv_heads_are_expanded_like_repeat_interleave(h, hkv):
+    from halluc.kernels.reference import expand_kv_heads
+
+    _, k, _ = qkv(2, h, hkv, 1, 5, 3, seed=13)
+    assert torch.equal(expand_kv_heads(k, h), k.repeat_interleave(h // hkv, dim=1))

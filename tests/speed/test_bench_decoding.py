@@ -42,3 +42,13 @@ def test_smoke_writes_well_formed_rows(tmp_path):
 def test_rejects_unknown_methods(tmp_path):
     with pytest.raises(SystemExit):
         load_bench().main(["--smoke", "--methods", "vdc", "--out", str(tmp_path / "d.csv")])
+
+
+def test_sid_and_icd_run_as_two_row_methods(tmp_path):
+    bench = load_bench()
+    out = bench.main(["--smoke", "--threads", "1", "--methods", "icd,sid", "--out", str(tmp_path / "d.csv")])
+    with out.open() as f:
+        rows = {(r["method"], r["mode"]): r for r in csv.DictReader(f)}
+    # SID's default selection layer leaves tiny-llava's 2 layers nothing to hide: skipped there, with the reason
+    assert set(rows) == {("none", "greedy"), ("none", "sample"), ("icd", "greedy"), ("icd", "sample")}
+    assert rows[("icd", "greedy")]["rows_per_sample"] == rows[("icd", "sample")]["rows_per_sample"] == "2"

@@ -20,16 +20,17 @@ def test_smoke_writes_one_row_per_method_with_counted_passes(bench, tmp_path):
         reader = csv.DictReader(f)
         assert reader.fieldnames == bench.COLUMNS
         rows = {r["method"]: r for r in reader}
-    assert list(rows) == ["none", "vhr", "vista", "damro", "cca"]
+    assert list(rows) == ["none", "vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco"]
     assert float(rows["none"]["ratio"]) == 1.0 and float(rows["none"]["prefill_ratio"]) == 1.0
     passes = {m: (int(r["extra_passes"]), int(r["rows_per_sample"])) for m, r in rows.items()}
-    assert passes == {"none": (0, 1), "vhr": (1, 1), "vista": (2, 1), "damro": (0, 2), "cca": (0, 1)}
+    assert passes == {"none": (0, 1), "vhr": (1, 1), "vista": (2, 1), "damro": (0, 2), "cca": (0, 1),
+                      "only": (0, 1), "vaf": (0, 1), "memvr": (0, 1), "deco": (0, 1)}  # one pass, one row
     for r in rows.values():
         assert r["model"] == "tiny-llava" and float(r["ms_per_token"]) > 0 and float(r["prefill_ms"]) > 0
         assert all(r[c] for c in ("device", "torch", "transformers", "halluc", "git_commit", "date", "tokens"))
     bench.main(["--smoke", "--device", "cpu", "--methods", "cca", "--out", str(out)])  # appends, one header
     lines = out.read_text().splitlines()
-    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 5 + 2
+    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 9 + 2
 
 
 def test_bad_requests_fail_before_any_work(bench, tmp_path):

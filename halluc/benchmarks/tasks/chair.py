@@ -12,7 +12,6 @@ from halluc.benchmarks.spec import BenchmarkSpec, Metric, register_benchmark
 from halluc.benchmarks.tasks.base import Protocol, Sample, Task
 from halluc.errors import HallucError, unknown_choice
 
-
 CHAIR_PROMPT = "Please describe this image in detail."
 
 

@@ -1,0 +1,179 @@
+"""MemVR (Zou et al., ICML 2025, arXiv 2410.03577): memory-space visual retracing.
+
+    trigger after layer l:  H_l = entropy(softmax(top10(lm_head(norm(h_l[t]))))) / ln 10 > τ   (first such l)
+    then layer l+1's FFN:   f' = (1 − α)·f + α·(mean|f| / mean|a|)·a,   a = (x·Vᵀ)·V
+
+V (N_v × d) are the row's visual tokens as the LM receives them (LLaVA: the projector's output, read
+at the prefill as the image positions of decoder layer 0's input), x the FFN input. Every forward
+(the prefill and each decode step) checks layers l in the band in order and fires at most once per
+row; the injection covers every position of that forward (so at the prefill the prompt's cached
+keys and values change from layer l+2 on). Only the last position goes through the logit lens.
+Hook points: `layers.0` (forward pre: keeps V at the prefill, resets the trigger every forward),
+`layers.{l}` for l in the band (forward: early exit and trigger), `layers.{l+1}.mlp` (forward: the
+injection). Cost: per step at most |band| early exits of one row per sample (lm_head on the last
+position), one (x·Vᵀ)·V on the trigger's next layer; no extra pass or row.
+Families: every family (V is whatever the LM reads at the image positions).
+
+Paper / code discrepancies and our choices (spec Part A §3):
+  - the LLaVA code's FFN memory is linear, (x·Vᵀ)·V with no activation over the keys, rescaled to
+    the FFN output's mean magnitude (the paper's "key-value memory"); the Qwen / GLM variants apply a
+    SiLU. Ours is the LLaVA code's for every family. The code's scales c1 = mean|W_up|/mean|V| and
+    c2 = mean|W_down|/mean|V| cancel in the rescaling and are left out.
+  - band: the code checks 5 < l < 16 (layers 6..15 of LLaVA-1.5's 32, injecting into 7..16); other
+    depths get floor(6n/32)..floor(15n/32), capped so that l + 1 exists (the 3-layer toy-llava: 0..1).
+    The Qwen-VL-Chat scripts use 9 < l < 16 with α = 0.28 (`layers=[10, ..., 15], alpha=0.28`).
+  - α = 0.12: LLaVA's POPE / MME / MM-Vet value (its CHAIR script says 0.31 but the loader hard-codes
+    0.12; LLaVA-Bench 0.32); the README's "percentage of visual tokens" reading is the mixing weight.
+  - per row (the code is batch-1: its entropy sums over the batch, its means run over the whole call);
+    means over the row's real positions (padding excluded), so a batch equals each sample alone.
+  - V per row from its own image (the code keeps the last image's features); a row without image
+    tokens (a text-only view) never injects. (x·Vᵀ)·V in fp32.
+  - greedy everywhere in the scripts; sampling and beam search work the same way here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from halluc.engine.early_exit import LogitLens, last_position
+from halluc.engine.steps import bind_layer, check_layers, depth_band, is_prefill, layer_indices
+from halluc.errors import HallucError
+from halluc.interventions.aux import aux_owner
+from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.registry import register
+
+TOP = 10  # the code's top-10 logits
+
+
+def top_entropy(logits: torch.Tensor, top: int = TOP) -> torch.Tensor:
+    """(N, V) -> (N,) entropy of the softmax over each row's `top` largest logits, divided by ln(top)."""
+    k = min(top, logits.shape[-1])
+    p = logits.float().topk(k, dim=-1).values.softmax(-1)
+    return -(p * p.log()).sum(-1) / math.log(k)
+
+
+def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor | None,
+            alpha: float) -> torch.Tensor:
+    """FFN output f and input x (N, T, d), memory V (N, M, d) (zero rows = none), valid (N, T) bool or
+    None (all) -> (1 − α)·f + α·(mean|f| / mean|a|)·a with a = (x·Vᵀ)·V, means per row over its valid
+    positions."""
+    a = (x.float() @ memory.transpose(-1, -2)) @ memory  # (N, T, d) fp32
+    f32 = f.float()
+    if valid is None:
+        ratio = f32.abs().sum((1, 2)) / a.abs().sum((1, 2))  # (N,) mean|f| / mean|a|
+    else:
+        weight = valid[..., None].float()
+        ratio = (f32.abs() * weight).sum((1, 2)) / (a.abs() * weight).sum((1, 2))
+    mixed = (1 - alpha) * f32 + alpha * ratio[:, None, None] * a
+    empty = ~ratio.isfinite()  # (N,) a zero memory retraces nothing (the code would give NaN): f unchanged
+    return torch.where(empty[:, None, None], f32, mixed).to(f.dtype)
+
+
+@dataclass
+class _State:
+    memory: torch.Tensor | None = None  # (B_in, M, d) fp32 visual tokens per input row, zero-padded
+    has_image: torch.Tensor | None = None  # (B_in,) bool
+    prompt_valid: torch.Tensor | None = None  # (B_in, T) bool: the prompt's non-padding positions
+    prefill: bool = False  # whether the running forward is the prefill
+    per_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # running rows -> their memory (B, M, d)
+    fired: torch.Tensor | None = None  # (B,) bool: rows whose trigger fired in this forward
+    armed: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B,) rows to inject there
+
+
+@register
+@dataclass(frozen=True)
+class MemVR(Method):
+    """Memory-space visual retracing.
+
+    Args:
+        alpha: mixing weight α of the retraced visual memory (LLaVA scripts: 0.12; 0 = off).
+        threshold: τ on the normalised top-10 entropy of an early exit (0.75).
+        layers: layers whose early exit is checked; () = 6..15 of 32 scaled by depth.
+    """
+
+    name = "memvr"
+    paper = "Zou et al., ICML 2025 (arXiv 2410.03577)"
+    formula = "first l with H_top10(exit_l) > τ: FFN_{l+1} ← (1−α)·f + α·(|f|/|a|)·(x·Vᵀ)·V"
+    cost = "≤ |band| early exits of the last position per step, one (x·Vᵀ)·V after the trigger; no extra pass"
+
+    alpha: float = param(0.12, low=0.0, high=1.0, doc="mixing weight of the retraced visual memory (0 = off)")
+    threshold: float = param(0.75, low=0.0, high=1.0, doc="τ on the normalised top-10 entropy of the early exit")
+    layers: tuple = param((), doc="early-exit layers checked; () = 6..15 of 32 scaled by depth")
+
+    zero_params = {"alpha": 0.0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "layers", layer_indices(self.name, "layers", self.layers))
+
+    def is_identity(self) -> bool:
+        return self.alpha == 0
+
+    def band(self, num_layers: int) -> tuple[int, ...]:
+        band = check_layers(self.name, self.layers or depth_band(6, 15, num_layers, highest=num_layers - 2),
+                            num_layers)
+        if band[-1] == num_layers - 1:
+            raise HallucError(f"memvr: layer {band[-1]} is the last one; the injection needs a next layer")
+        return band
+
+    def hooks(self, session) -> list[HookSpec]:
+        if self.is_identity():
+            return []
+        band = self.band(session.adapter.num_layers(session.model))
+        lens = LogitLens.of(session.adapter, session.model)
+        image = session.image_mask  # (B_in, T)
+        state = session.state[self.name] = _State()
+
+        def start(module, args, kwargs):  # layers.0, before every forward
+            if aux_owner(session) is not None:
+                return
+            hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d): the LM's input embeddings
+            state.prefill = is_prefill(kwargs)
+            if state.prefill:
+                keep_memory(hidden)
+            state.fired = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+            state.armed.clear()
+
+        def keep_memory(hidden):
+            per = hidden.shape[0] // image.shape[0]  # beams: each input row repeated in place
+            rows = [hidden[i * per][image[i]].float() for i in range(image.shape[0])]  # (M_i, d) each
+            state.memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B_in, M, d)
+            state.has_image = image.any(-1)
+            mask = session.inputs.get("attention_mask")
+            state.prompt_valid = mask.bool() if mask is not None else torch.ones_like(image)
+            state.per_rows.clear()
+
+        def check(layer: int, module, args, output):
+            if aux_owner(session) is not None or state.fired.all():  # once per forward and row
+                return
+            rows = session.input_index(state.fired.shape[0], state.fired.device)
+            entropy = top_entropy(lens(last_position(output)))  # (B,)
+            fire = (entropy > self.threshold) & ~state.fired & state.has_image[rows]
+            if fire.any():
+                state.fired |= fire
+                state.armed[layer + 1] = fire
+
+        def inject(layer: int, module, args, output):
+            fire = None if aux_owner(session) is not None else state.armed.pop(layer, None)
+            if fire is None:
+                return None
+            x = args[0]  # (B, T, d) the FFN input
+            rows = session.input_index(x.shape[0], x.device)
+            if x.shape[0] not in state.per_rows:
+                state.per_rows[x.shape[0]] = state.memory[rows]
+            memory = state.per_rows[x.shape[0]]
+            valid = state.prompt_valid.to(x.device)[rows] if state.prefill else None  # padding stays out of the means
+            if fire.all():
+                return retrace(output, x, memory, valid, self.alpha)
+            chosen = fire.nonzero().flatten()
+            mixed = output.clone()
+            mixed[chosen] = retrace(output[chosen], x[chosen], memory[chosen],
+                                    None if valid is None else valid[chosen], self.alpha)
+            return mixed
+
+        specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]
+        specs += [HookSpec(f"layers.{i}", bind_layer(check, i)) for i in band]
+        specs += [HookSpec(f"layers.{i + 1}.mlp", bind_layer(inject, i + 1)) for i in band]
+        return specs

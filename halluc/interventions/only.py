@@ -1,0 +1,204 @@
+"""ONLY (Wan et al., ICCV 2025, arXiv 2507.00898): one-layer intervention.
+
+    side:  P̃ = P of layer ℓ̃ at the last query, entries > μ+σ of their region (text / image) zeroed,
+           heads with E_text/E_image < its mean over heads zeroed;  a = o_proj(P̃·V)
+           u = norm_in(a) + 0.2·x_{L−1};  u = u + MLP_{L−1}(norm_post(u));  ℓ_cd = lm_head(norm(u)) + 0.5·ℓ
+    logits: D = Σ|softmax(ℓ) − softmax(ℓ_cd)|;  ℓ' = ℓ + α⁺·ℓ_cd if D < γ else (1+α⁻)·ℓ − α⁻·ℓ_cd;
+            tokens with ℓ < log β + max ℓ dropped
+
+P are the layer's attention probabilities, V its values, x_{L−1} the last layer's residual input, E
+the entropy of a head's (renormalised) attention within a region. The main path is untouched: the
+side branch reuses layer ℓ̃'s probabilities and values and joins at the last layer's FFN, for the
+last position only, at every step. Regions per row: image = the image tokens; text = every other
+real token (generated ones included) except the row's first text token (BOS on Llama LMs: the
+attention sink), which keeps its attention and belongs to neither.
+Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (it only reads: the attention stays
+on SDPA and the last row is computed alone), `layers.{L−1}` (forward pre: x_{L−1} at the last
+position), `lm_head` (forward: the combination on the last position).
+Cost: no extra pass or cache: one attention row, times V, and an `o_proj` at layer ℓ̃, one norm + MLP
+of the last layer and one lm_head row per sample and step.
+Families: every family whose decoder layers are pre-norm blocks (refused on Gemma 3's sandwich norms
+and on parallel blocks such as Cohere's, where the code's join point does not exist).
+
+Paper / code discrepancies and our choices (spec Part A §1):
+  - the paper's "textual enhancement" has no amplification factor in the code: it zeroes the outlier
+    entries (> μ + σ, unbiased σ, per region) and the low-ratio heads and does not renormalise; so do
+    we. Heads whose ratio ties the mean are kept (the code's `≥ mean`); a region whose cleaned mass is
+    0 gets entropy 0 (text) or +inf (image), as in the code.
+  - the constants 0.2 (residual) and 0.5 (final mix) are hard-coded in the code, not parameters.
+  - the distance the code calls `tvd` / `js_gamma` is the L1 distance (2x total variation); ours is
+    the same L1, per row (the code's sum also runs over the batch: batch 1 only).
+  - the last layer is hard-coded as 31 in the code; ours is L − 1 of any depth. The code's InstructBLIP
+    path skips norm_in on the side output (`side_norm=False`); its Qwen-VL-Chat path adds the last
+    layer's attention output instead of its input, which is not offered (Qwen2-VL is another model).
+  - defaults: α⁺ = 3, α⁻ = 1, β = 0.1, ℓ̃ = 0 and γ = 0.2 (POPE script; CHAIR and MME use 0.25, MME
+    β = 0.4). The scripts sample (T = 1, top-p 1); a method cannot choose the decoding, so that is the
+    run's setting; greedy and beam search use the same logits.
+  - the code runs the side branch over every prompt position; only the last one is used, and only it
+    is computed here. P̃·V in fp32 (the code: fp16).
+  - stacked with a contrast method, only the original view's logits are rewritten; contrast views keep
+    their plain prediction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from halluc.engine.early_exit import LogitLens
+from halluc.engine.steps import check_layers, replace_last
+from halluc.interventions.aux import aux_owner
+from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.registry import register
+from halluc.kernels.edits import AttentionEdit
+
+RESIDUAL = 0.2  # the code's weight of x_{L-1} in the side branch
+MIX = 0.5  # the code's weight of the regular logits in the side logits
+
+
+def region_outliers(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """row (B, H, Tk) attention, regions (B, R, Tk) bool -> (B, H, Tk) bool: the entries above their
+    region's mean + (unbiased) standard deviation, per head and region (the regions are disjoint)."""
+    inside = regions[:, None].to(row.dtype)  # (B, 1, R, Tk): one conversion, no promotion in the products
+    x = row[:, :, None]  # (B, H, 1, Tk)
+    count = inside.sum(-1, keepdim=True)
+    mean = (x * inside).sum(-1, keepdim=True) / count
+    std = ((x - mean).square() * inside).sum(-1, keepdim=True).div_(count - 1).sqrt_()
+    return ((x > mean + std) & regions[:, None]).any(2)
+
+
+def region_entropy(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(B, H, Tk), (B, R, Tk) -> (B, H, R): entropy of each head's attention renormalised within each
+    region, −Σ p·log(p + 1e−6) as in the code (NaN when the region holds no mass)."""
+    mass = row[:, :, None] * regions[:, None].to(row.dtype)
+    p = mass / mass.sum(-1, keepdim=True)
+    return -(p * (p + 1e-6).log_()).sum(-1)
+
+
+def enhanced_attention(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """The side branch's attention row: outliers of each region zeroed, then the heads whose text / image
+    entropy ratio is below the mean over heads zeroed. row (B, H, Tk), regions (B, 2, Tk) bool (text,
+    image) -> (B, H, Tk), not renormalised."""
+    cleaned = row.masked_fill(region_outliers(row, regions), 0.0)
+    entropy = region_entropy(cleaned, regions)  # (B, H, 2)
+    e_text = entropy[..., 0].nan_to_num(nan=0.0, posinf=math.inf)  # no mass: 0 for text, +inf for the image
+    e_image = entropy[..., 1].nan_to_num(nan=math.inf, posinf=math.inf)
+    ratio = e_text / e_image  # (B, H)
+    return cleaned * ~(ratio < ratio.mean(-1, keepdim=True))[..., None]  # ties (and a NaN mean) keep the head
+
+
+def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, alpha_neg: float, gamma: float,
+                    beta: float) -> torch.Tensor:
+    """final ℓ and side ℓ_cd (N, V) -> (N, V): collaborate (ℓ + α⁺ℓ_cd) when the L1 distance of their
+    distributions is below γ, else contrast ((1+α⁻)ℓ − α⁻ℓ_cd); tokens with ℓ < log β + max ℓ dropped."""
+    final, side = final.float(), side.float()
+    close = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True) < gamma  # (N, 1) L1 distance
+    on_final = torch.where(close, 1.0, 1.0 + alpha_neg)  # (N, 1) the two rules as one weighted sum
+    on_side = torch.where(close, alpha_pos, -alpha_neg)
+    mixed = on_final * final + on_side * side
+    if beta > 0:  # (also drops tokens another edit of the logits removed: −inf < any cutoff)
+        return mixed.masked_fill(final < final.max(-1, keepdim=True).values + math.log(beta), -math.inf)
+    return mixed.masked_fill(final == -math.inf, -math.inf)  # removed by another edit: stays removed
+
+
+@dataclass
+class _State:
+    side: torch.Tensor | None = None  # (B, d) o_proj(P̃·V) at the last position, this forward
+    last_input: torch.Tensor | None = None  # (B, d) x_{L-1} at the last position, this forward
+
+
+@register
+@dataclass(frozen=True)
+class ONLY(Method):
+    """One-layer intervention.
+
+    Args:
+        alpha_pos: α⁺, weight of the side logits when the two agree (scripts: 3).
+        alpha_neg: α⁻, contrast strength when they differ (scripts: 1).
+        beta: plausibility cutoff on the regular logits (POPE / CHAIR 0.1, MME 0.4; 0 = none).
+        gamma: γ, threshold on the L1 distance (POPE 0.2; CHAIR / MME 0.25).
+        layer: ℓ̃, the layer whose attention the side branch reuses (0).
+        side_norm: the last layer's input norm on the side output (LLaVA code: yes; InstructBLIP code: no).
+    """
+
+    name = "only"
+    paper = "Wan et al., ICCV 2025 (arXiv 2507.00898)"
+    formula = "ℓ_cd = layer ℓ̃'s text-enhanced attention via the last FFN; ℓ + α⁺ℓ_cd if D < γ, else (1+α⁻)ℓ − α⁻ℓ_cd"
+    cost = "no extra pass: one attention row x V, the last layer's MLP and one lm_head row per sample and step"
+    needs = frozenset({"pre_norm_block"})  # the side output joins the last layer between its two norms
+
+    alpha_pos: float = param(3.0, low=0.0, doc="α⁺: weight of the side logits when the distributions agree")
+    alpha_neg: float = param(1.0, low=0.0, doc="α⁻: contrast strength when they differ")
+    beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the regular logits; 0 = none")
+    gamma: float = param(0.2, low=0.0, high=2.0, doc="γ on the L1 distance (POPE 0.2, CHAIR/MME 0.25)")
+    layer: int = param(0, low=0, doc="ℓ̃: layer whose attention the side branch reuses")
+    side_norm: bool = param(True, doc="the last layer's input norm on the side output (InstructBLIP code: off)")
+
+    zero_params = {"alpha_pos": 0.0, "alpha_neg": 0.0, "beta": 0.0}
+
+    def is_identity(self) -> bool:
+        return self.alpha_pos == 0 and self.alpha_neg == 0 and self.beta == 0
+
+    def attention_edits(self, session) -> dict[int, AttentionEdit]:
+        if self.is_identity():
+            return {}
+        adapter, model = session.adapter, session.model
+        check_layers(self.name, (self.layer,), adapter.num_layers(model))
+        o_proj = adapter.resolve(model, f"layers.{self.layer}.attn.o_proj")
+        image = session.image_mask  # (B_in, T)
+        prompt = torch.stack([text_region(image, session.inputs.get("attention_mask")), image], 1)  # (B_in, 2, T)
+        # the regions of every key the call can reach: generated tokens are text; sliced per step, built once
+        longest = prompt.shape[-1] + session.decoding.max_new_tokens
+        every = torch.cat([prompt, torch.tensor([[True], [False]], device=image.device).expand(
+            prompt.shape[0], 2, session.decoding.max_new_tokens)], -1)  # (B_in, 2, longest)
+        per_rows: dict[int, torch.Tensor] = {}
+        state = session.state.setdefault(self.name, _State())
+
+        def side(row, values):  # (B, H, Tk) fp32 last query's final attention, (B, H, Tk, D) values
+            rows, tk = row.shape[0], row.shape[-1]
+            if rows not in per_rows:  # beams: each input row repeated in place
+                per_rows[rows] = every.repeat_interleave(rows // every.shape[0], 0)
+            regions = per_rows[rows][..., :tk] if tk <= longest else torch.cat(
+                [per_rows[rows], every[:1, :, -1:].expand(rows, 2, tk - longest)], -1)
+            row = enhanced_attention(row, regions)  # (B, H, Tk)
+            heads = (row[:, :, None, :] @ values.float()).flatten(1)  # (B, H*D): heads side by side, as o_proj reads
+            state.side = o_proj.forward(heads.to(o_proj.weight.dtype))
+
+        return {self.layer: AttentionEdit(columns=image, side_output=side)}
+
+    def hooks(self, session) -> list[HookSpec]:
+        if self.is_identity():
+            return []
+        adapter, model = session.adapter, session.model
+        last = adapter.num_layers(model) - 1
+        norm_in, norm_post, mlp = (adapter.resolve(model, f"layers.{last}.{part}")
+                                   for part in ("input_norm", "post_attn_norm", "mlp"))
+        lens = LogitLens.of(adapter, model)
+        state = session.state.setdefault(self.name, _State())
+
+        def keep_input(module, args, kwargs):  # layers.{L-1}, before it runs
+            if aux_owner(session) is None:
+                state.last_input = (args[0] if args else kwargs["hidden_states"])[:, -1]
+
+        def combine(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
+            if aux_owner(session) is not None:
+                return None
+            # the side branch through the last layer's FFN; modules called without their hooks
+            u = (norm_in.forward(state.side) if self.side_norm else state.side) + RESIDUAL * state.last_input
+            u = u + mlp.forward(norm_post.forward(u))
+            final = output[:, -1].float()
+            side_logits = lens(u) + MIX * final  # (B, V)
+            rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
+            return replace_last(output, rewritten, session.original_rows(final.shape[0], final.device))
+
+        return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre", with_kwargs=True),
+                HookSpec("lm_head", combine)]
+
+
+def text_region(image: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool over the prompt: real non-image tokens except each row's first (the attention sink)."""
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(image)
+    text = real & ~image
+    first = text.long().argmax(-1)  # the first real text token of each row (BOS)
+    return text.scatter(-1, first[:, None], False)
