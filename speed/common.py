@@ -177,7 +177,8 @@ def shaped_llava(size: str, device: torch.device) -> halluc.LVLM:
         model = LlavaForConditionalGeneration._from_config(
             config, dtype=dtype, attn_implementation={"text_config": BACKEND, "vision_config": "sdpa"})
     name = "llava-1.5-7b-shaped (random)" if big else "llava-1.5-small-shaped (random)"
-    return halluc.LVLM(model=model.eval(), processor=processor, adapter=LLAVA.adapter, name=name, revision="random-init seed=0")
+    return halluc.LVLM(model=model.eval(), processor=processor, adapter=LLAVA.adapter, name=name,
+                       revision="random-init seed=0")
 
 
 # ---- measuring decode steps -------------------------------------------------------------------

@@ -9,7 +9,8 @@ from halluc.benchmarks.fetch import IMAGES, SOURCES, fetch
 from halluc.benchmarks.paths import data_home
 from halluc.cli.common import friendly_errors, stderr
 
-data_app = typer.Typer(rich_markup_mode=None, help="Benchmark files: fetch from pinned official sources, or see where they go.",
+data_app = typer.Typer(rich_markup_mode=None,
+                       help="Benchmark files: fetch from pinned official sources, or see where they go.",
                        no_args_is_help=True)
 
 

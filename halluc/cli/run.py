@@ -33,7 +33,8 @@ MAIN_JOB_BATCH = 32
 @friendly_errors
 def run(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help=f"Alias, tiny-* model, local dir or hub id [default: {TOY_MODEL} "
+    model: str = typer.Option(None, "--model", "-m",
+                              help=f"Alias, tiny-* model, local dir or hub id [default: {TOY_MODEL} "
                               "on the toy world]."),
     method: list[str] = typer.Option([], "--method", help="Method to compare (repeat); 'vhr+vcd' stacks; 'all' runs "
                                      "every registered method; vanilla is always included."),

@@ -18,7 +18,8 @@ from halluc.benchmarks import amber, chair, hallusionbench, mme, pope
 from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError
 
-score_app = typer.Typer(rich_markup_mode=None, help="Score saved answers, captions or MME result files with the official rules.",
+score_app = typer.Typer(rich_markup_mode=None,
+                        help="Score saved answers, captions or MME result files with the official rules.",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 _JSON = typer.Option(False, "--json", help="Print one JSON object instead of a table.")

@@ -56,7 +56,8 @@ class Decoding:
             top_p=self.top_p if self.do_sample else None,
             top_k=self.top_k if self.do_sample else None,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=base.eos_token_id if base is not None and base.eos_token_id is not None else tokenizer.eos_token_id,
+            eos_token_id=(base.eos_token_id if base is not None and base.eos_token_id is not None
+                          else tokenizer.eos_token_id),
             bos_token_id=tokenizer.bos_token_id,
         )
         return cfg

@@ -96,6 +96,7 @@ def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, 
             continue
         owners = [n for n, c in classes.items() if pname in {f.name for f in dataclasses.fields(c)}]
         if len(owners) > 1:
-            raise HallucError(f"parameter '{key}' is ambiguous between {', '.join(owners)}; write e.g. '{owners[0]}.{key}'")
+            raise HallucError(f"parameter '{key}' is ambiguous between {', '.join(owners)}; "
+                              f"write e.g. '{owners[0]}.{key}'")
         per_method[owners[0] if owners else names[0]][pname] = value
     return [make_method(n, per_method[n]) for n in names]

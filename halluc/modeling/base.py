@@ -219,6 +219,38 @@ def _starts_with_bos(processor: Any, texts: Sequence[str]) -> bool:
     return bool(bos) and all(text.startswith(bos) for text in texts)
 
 
+def spans_by_image_size(adapter: Adapter, model: nn.Module, inputs: dict, image_spans) -> list[list[ImageSpan]]:
+    """Per row, the spans of its images in reading order, for processors that describe each image by
+    `inputs["image_sizes"]` (numbered across the batch). `image_spans(row, positions, size)` gives the
+    spans of one image whose tokens start at `positions[0]` (row: the batch row; positions: the row's
+    image positions from there on); each image consumes the positions its spans hold, plus any row breaks
+    between them that are not image tokens."""
+    sizes = iter(inputs["image_sizes"].tolist())
+    spans = []
+    for index, row in enumerate(adapter.image_mask(model, inputs["input_ids"])):
+        positions, row_spans, start = row.nonzero().flatten(), [], 0
+        while start < len(positions):
+            size = next(sizes, None)
+            if size is None:
+                raise HallucError(f"{adapter.family}: more image tokens than image_sizes describes")
+            image = image_spans(index, positions[start:], size)
+            row_spans += image
+            start += sum(len(span.positions) for span in image)
+        if start != len(positions):
+            raise HallucError(f"{adapter.family}: {len(positions)} image tokens do not match image_sizes")
+        spans.append(row_spans)
+    return spans
+
+
+def grid_spans(positions: torch.Tensor, grids) -> list[ImageSpan]:
+    """Consecutive spans from the front of `positions`, one per (kind, (rows, cols)) in `grids`."""
+    spans, start = [], 0
+    for kind, grid in grids:
+        spans.append(ImageSpan(positions[start:start + grid[0] * grid[1]], grid, kind))
+        start += grid[0] * grid[1]
+    return spans
+
+
 def contiguous_runs(positions: torch.Tensor) -> list[torch.Tensor]:
     """Split sorted positions (n,) into runs of consecutive indices (an image between text tokens)."""
     if not len(positions):

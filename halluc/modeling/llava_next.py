@@ -18,8 +18,7 @@ import torch
 from torch import nn
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
-from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan
+from halluc.modeling.base import Adapter, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS, clip_cls_attention, per_row
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenizer
@@ -29,21 +28,8 @@ from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenize
 class LlavaNextAdapter(Adapter):
     def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
         """Per image a "base" span (side, side), then a "tiles" span (rows, cols + 1) with newlines."""
-        sizes = iter(inputs["image_sizes"].tolist())
-        spans = []
-        for row in self.image_mask(model, inputs["input_ids"]):
-            positions, row_spans, start = row.nonzero().flatten(), [], 0
-            while start < len(positions):
-                size = next(sizes, None)  # images are numbered across the batch in reading order
-                if size is None:
-                    raise HallucError(f"{self.family}: more image tokens than image_sizes describes")
-                for kind, grid in zip(("base", "tiles"), image_grids(model.config, size)):
-                    row_spans.append(ImageSpan(positions[start:start + grid[0] * grid[1]], grid, kind))
-                    start += grid[0] * grid[1]
-            if start != len(positions):
-                raise HallucError(f"{self.family}: {len(positions)} image tokens do not match image_sizes")
-            spans.append(row_spans)
-        return spans
+        return spans_by_image_size(self, model, inputs, lambda row, positions, size: grid_spans(
+            positions, zip(("base", "tiles"), image_grids(model.config, size))))
 
     def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_base_tokens): CLS attention over the base crop's patches, aligned with the

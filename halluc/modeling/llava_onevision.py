@@ -23,8 +23,7 @@ from torch import nn
 from transformers import AutoProcessor, LlavaOnevisionProcessor
 from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape, unpad_image
 
-from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan
+from halluc.modeling.base import Adapter, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import ONEVISION_TEMPLATE, QWEN_SPECIALS, TEXT, VIT, byte_tokenizer
@@ -51,25 +50,16 @@ class LlavaOnevisionAdapter(Adapter):
     def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
         """Per image a "base" span (side, side), then a "tiles" span (rows, cols + 1) with newlines
         (or, in a row with several images, a (1, 1) "newline" span)."""
-        sizes = iter(inputs["image_sizes"].tolist())
         per_row = inputs.get("batch_num_images")
         per_row = [int(n) for n in per_row] if per_row is not None else None
-        spans = []
-        for index, row in enumerate(self.image_mask(model, inputs["input_ids"])):
-            positions, row_spans, start = row.nonzero().flatten(), [], 0
-            tiled = per_row is None or per_row[index] == 1  # the model tiles only single-image rows
-            while start < len(positions):
-                size = next(sizes, None)  # images are numbered across the batch in reading order
-                if size is None:
-                    raise HallucError(f"{self.family}: more image tokens than image_sizes describes")
-                base, tiles = image_grids(model.config, size)
-                for kind, grid in zip(("base", "tiles" if tiled else "newline"), (base, tiles if tiled else (1, 1))):
-                    row_spans.append(ImageSpan(positions[start:start + grid[0] * grid[1]], grid, kind))
-                    start += grid[0] * grid[1]
-            if start != len(positions):
-                raise HallucError(f"{self.family}: {len(positions)} image tokens do not match image_sizes")
-            spans.append(row_spans)
-        return spans
+
+        def spans(row: int, positions, size) -> list[ImageSpan]:
+            base, tiles = image_grids(model.config, size)
+            if per_row is None or per_row[row] == 1:  # the model tiles only single-image rows
+                return grid_spans(positions, (("base", base), ("tiles", tiles)))
+            return grid_spans(positions, (("base", base), ("newline", (1, 1))))
+
+        return spans_by_image_size(self, model, inputs, spans)
 
 
 def image_grids(config, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:

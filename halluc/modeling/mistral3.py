@@ -24,7 +24,7 @@ from transformers import AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
+from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, spans_by_image_size
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import MISTRAL3_TEMPLATE, TEXT, VIT, byte_tokenizer
 
@@ -85,24 +85,17 @@ class Mistral3Adapter(Adapter):
     def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
         """One (rows, cols) span per image, from `image_sizes`; the positions skip the row-break tokens."""
         step = model.config.vision_config.patch_size * model.config.spatial_merge_size
-        sizes = iter(inputs["image_sizes"].tolist())
-        spans = []
-        for row in self.image_mask(model, inputs["input_ids"]):
-            positions, row_spans, start = row.nonzero().flatten(), [], 0
-            while start < len(positions):
-                size = next(sizes, None)  # images are numbered across the batch in reading order
-                if size is None:
-                    raise HallucError(f"{self.family}: more image tokens than image_sizes describes")
-                rows, cols = size[0] // step, size[1] // step
-                span = positions[start:start + rows * cols]
-                gaps = (span.view(rows, cols)[1:, 0] - span.view(rows, cols)[:-1, -1]).tolist() if rows > 1 else []
-                if len(span) != rows * cols or any(gap != 2 for gap in gaps):  # one break token after each row
-                    raise HallucError(f"{self.family}: image tokens do not form the {rows}x{cols} grid of "
-                                      f"image_sizes {size}")
-                row_spans.append(ImageSpan(span, (rows, cols)))
-                start += rows * cols
-            spans.append(row_spans)
-        return spans
+
+        def spans(row: int, positions, size) -> list[ImageSpan]:
+            rows, cols = size[0] // step, size[1] // step
+            span = positions[:rows * cols]
+            gaps = (span.view(rows, cols)[1:, 0] - span.view(rows, cols)[:-1, -1]).tolist() if rows > 1 else []
+            if len(span) != rows * cols or any(gap != 2 for gap in gaps):  # one break token after each row
+                raise HallucError(f"{self.family}: image tokens do not form the {rows}x{cols} grid of "
+                                  f"image_sizes {size}")
+            return [ImageSpan(span, (rows, cols))]
+
+        return spans_by_image_size(self, model, inputs, spans)
 
 
 def tiny_mistral3() -> tuple[Any, Any, type]:

@@ -9,7 +9,8 @@ import typer
 from halluc.cli.common import check_out_dir, friendly_errors, stderr
 from halluc.errors import HallucError
 
-world_app = typer.Typer(rich_markup_mode=None, help="The toy world: its data and the toy-llava model trained on it.", no_args_is_help=True)
+world_app = typer.Typer(rich_markup_mode=None, help="The toy world: its data and the toy-llava model trained on it.",
+                        no_args_is_help=True)
 
 
 @world_app.command("train")

@@ -201,5 +201,5 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["CAPTION_PROMPTS", "QUESTION_SUFFIXES", "SHIPPED", "check_shipped", "TRAIN_WORLD", "ToyModelConfig", "build_toy_llava",
-           "load_toy_llava", "parameter_count", "toy_processor", "vocabulary", "word_tokenizer"]
+__all__ = ["CAPTION_PROMPTS", "QUESTION_SUFFIXES", "SHIPPED", "check_shipped", "TRAIN_WORLD", "ToyModelConfig",
+           "build_toy_llava", "load_toy_llava", "parameter_count", "toy_processor", "vocabulary", "word_tokenizer"]

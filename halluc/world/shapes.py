@@ -24,7 +24,8 @@ Points = Sequence[tuple[float, float]]
 
 @dataclass(frozen=True)
 class Tex:
-    """A two-colour fill: `kind` in hstripes, vstripes, dots, checker, grid; `period` is a fraction of the short side."""
+    """A two-colour fill: `kind` in hstripes, vstripes, dots, checker, grid; `period` is a fraction of the
+    short side."""
     base: RGB
     accent: RGB
     kind: str
@@ -359,7 +360,8 @@ def dining_table(p: Pen) -> None:
     p.rect((0.0, 0.4, 1.0, 0.58), cloth)
 
 
-_TV_BARS = ((235, 235, 235), (240, 220, 40), (40, 210, 225), (50, 200, 60), (220, 50, 210), (225, 40, 40), (40, 60, 220))
+_TV_BARS = ((235, 235, 235), (240, 220, 40), (40, 210, 225), (50, 200, 60), (220, 50, 210), (225, 40, 40),
+            (40, 60, 220))
 
 
 def tv(p: Pen) -> None:
@@ -372,7 +374,8 @@ def tv(p: Pen) -> None:
 
 
 def laptop(p: Pen) -> None:
-    p.poly([(0.13, 0.66), (0.87, 0.66), (1.0, 0.98), (0.0, 0.98)], Tex(p.c((165, 165, 175)), (95, 95, 105), "grid", 0.12))
+    p.poly([(0.13, 0.66), (0.87, 0.66), (1.0, 0.98), (0.0, 0.98)],
+           Tex(p.c((165, 165, 175)), (95, 95, 105), "grid", 0.12))
     p.rect((0.13, 0.0, 0.87, 0.68), p.c((210, 210, 218), 8), radius=0.05)
     p.rect((0.2, 0.08, 0.8, 0.6), p.c((40, 80, 175)))
     for y in (0.2, 0.32, 0.44):
@@ -416,7 +419,8 @@ def clock(p: Pen) -> None:
         p.ellipse((x - 0.025, y - 0.025, x + 0.025, y + 0.025), (40, 40, 45), outline=False)
     for length, width in ((0.22, 0.08), (0.33, 0.05)):   # random time: hands are a free detail per instance
         a = p.rng.uniform(0, 2 * math.pi)
-        p.line([(0.5, 0.5), (0.5 + length * math.cos(a), 0.5 + length * math.sin(a))], (25, 25, 30), width, outline=False)
+        p.line([(0.5, 0.5), (0.5 + length * math.cos(a), 0.5 + length * math.sin(a))], (25, 25, 30), width,
+               outline=False)
     p.ellipse((0.45, 0.45, 0.55, 0.55), (220, 30, 30), outline=False)
 
 

@@ -15,11 +15,6 @@ SAME_LAYER = {("only", "vaf"): 0, ("vaf", "sid"): 1}
 
 
 @pytest.fixture(scope="module")
-def toy():
-    return halluc.load("toy-llava", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def scene():
     return render_scene(scene_at(TRAIN_WORLD, "val", 4))
 

@@ -15,11 +15,6 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def toy():
-    return halluc.load("toy-llava", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def scene():
     return render_scene(scene_at(TRAIN_WORLD, "val", 3))
 

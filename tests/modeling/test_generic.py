@@ -18,7 +18,8 @@ def test_generic_adapter_finds_the_same_modules_and_image_tokens(name, tiny_vlm,
     model, _ = tiny_vlm(name)
     generic, record = GenericAdapter.for_model(model), adapter_for(model)
     assert generic.family == f"generic:{model.config.model_type}"
-    assert generic.provides == ({"pre_norm_block"} if name != "gemma3" else set())  # no grid, no CLS; Gemma: sandwich norms
+    # no grid and no CLS; pre-norm blocks everywhere but Gemma 3 (sandwich norms)
+    assert generic.provides == ({"pre_norm_block"} if name != "gemma3" else set())
     for point in ("layers.0", "layers.1.attn", "layers.1.attn.o_proj", "layers.0.mlp", "norm", "lm_head", "vision"):
         assert generic.resolve(model, point) is record.resolve(model, point), point
     inputs = batch(name)
