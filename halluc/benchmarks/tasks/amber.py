@@ -118,7 +118,7 @@ _DIMENSION_METRICS = tuple(
 
 SPEC = register_benchmark(BenchmarkSpec(
     name="amber", title="AMBER", headline="amber_score", build=build, summary_rows=overall_rows,
-    summary_split="overall",
+    summary_split="overall", compact=("chair", "hal", "f1"), tradeoff=("cover", "chair"),
     metrics=(Metric("amber_score", "AMBER Score", "higher", description="(100 - CHAIR + F1) / 2"),
              Metric("chair", "AMBER CHAIR", "lower", description="hallucinated nouns / nouns in descriptions"),
              Metric("cover", "AMBER Cover", "higher", description="annotated objects mentioned"),

@@ -90,11 +90,12 @@ def complete_mean_row(rows: list[dict]) -> list[dict]:
 
 SPEC = register_benchmark(BenchmarkSpec(
     name="repope", title="RePOPE", headline="f1", build=build, summary_rows=complete_mean_row,
-    summary_split="mean", corrects="pope",
+    summary_split="mean", corrects="pope", compact=("yes_ratio",),
     metrics=(Metric("f1", "RePOPE F1", "higher"), Metric("accuracy", "RePOPE accuracy", "higher"),
              Metric("precision", "RePOPE precision", "higher"),
              Metric("recall", "RePOPE recall", "higher", description="share of present objects answered yes"),
-             Metric("yes_ratio", "RePOPE yes ratio", None, description="share of yes answers"),
+             Metric("yes_ratio", "RePOPE yes ratio", None, description="share of yes answers (50 = balanced)",
+                    reference=50.0),
              Metric("unparsed", "RePOPE unparsed", "lower", unit=""),
              Metric("removed", "removed", None, unit="", description="POPE questions RePOPE dropped as ambiguous"),
              Metric("n", "n", None, unit=""))))
