@@ -95,12 +95,14 @@ class Layout:
 
 @dataclass
 class Entry:
-    """One leaderboard row's data: a model × method, its rows by split, and vanilla's."""
+    """One leaderboard row's data: a model × method, its rows by split, vanilla's, and the vanilla rows
+    of its own run (what its timings compare with)."""
 
     model: str
     method: str
     rows: dict[str, dict]
     vanilla: dict[str, dict]
+    timed_vanilla: dict[str, dict]
 
     def value(self, key: str, split: str):
         value = self.rows.get(split, {}).get(key)
@@ -132,9 +134,10 @@ def _entries(report: Report, rows: Sequence[dict]) -> list[Entry]:
     for row in rows:
         key = (row["model"], row["method"])
         if key not in entries:
-            entries[key] = Entry(row["model"], row["method"], {}, {})
+            entries[key] = Entry(row["model"], row["method"], {}, {}, {})
         entries[key].rows[row["split"]] = row
         entries[key].vanilla[row["split"]] = report.vanilla(row) or {}
+        entries[key].timed_vanilla[row["split"]] = report.cost_vanilla(row) or {}
     return list(entries.values())
 
 
@@ -207,7 +210,7 @@ def _cost_column(metric: Metric, layout: Layout):
                     compact=metric.key == "seconds_per_sample")
 
     def cell(entry: Entry) -> Cell:
-        value, base = _cost(entry.rows, metric.key, layout), _cost(entry.vanilla, metric.key, layout)
+        value, base = _cost(entry.rows, metric.key, layout), _cost(entry.timed_vanilla, metric.key, layout)
         if value is None:
             return Cell(DASH)
         relative = f"({value / base:.2f}×)" if base else ""

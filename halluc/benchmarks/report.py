@@ -11,7 +11,8 @@ intervals of its differences to it (`halluc.benchmarks.intervals`). The formats:
 
 Repeated input: a directory given twice is read once. Two runs may hold the same row (each run has its
 vanilla): it is kept once when its metrics agree, and the report is refused when they differ, since one
-leaderboard cannot hold two different results under one name. Methods run under one label with different
+leaderboard cannot hold two different results under one name. Costs are timings of one machine at one
+time, so a method's cost is relative to the vanilla of its own run whenever that run has one. Methods run under one label with different
 parameters in different runs are told apart by those parameters (`vcd[alpha=2]`).
 """
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Report:
     runs: list[Run]
     rows: list[dict]
     bootstrap: int = 0  # resamples behind the intervals (0: none)
+    run_vanilla: dict = field(default_factory=dict)  # (group, run path) -> that run's vanilla row (timings)
     _vanilla: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -135,6 +137,10 @@ class Report:
     def vanilla(self, row: Mapping) -> dict | None:
         return self._vanilla.get(_group(row))
 
+    def cost_vanilla(self, row: Mapping) -> dict | None:
+        """The vanilla row to time `row` against: its own run's, else the joined one."""
+        return self.run_vanilla.get((_group(row), row.get("run"))) or self.vanilla(row)
+
     def delta(self, row: Mapping, key: str) -> float | None:
         base = self.vanilla(row)
         if row["method"] == BASELINE or base is None or not number(row.get(key)) or not number(base.get(key)):
@@ -147,6 +153,7 @@ def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
     methods = _method_names(runs)
     models = _model_names(runs)
     kept: dict[tuple, dict] = {}
+    run_vanilla: dict[tuple, dict] = {}
     for index, run in enumerate(runs):
         for row in run.rows:
             label = row["method"]
@@ -156,11 +163,13 @@ def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
                       "method": methods[(index, label)], "run": str(run.path) if run.path else None,
                       "intervals": intervals}
             key = _identity(joined)
+            if label == BASELINE:
+                run_vanilla[(_group(joined), joined["run"])] = joined
             if key in kept:
                 _check_same(kept[key], joined)
             else:
                 kept[key] = joined
-    return Report(list(runs), list(kept.values()), bootstrap)
+    return Report(list(runs), list(kept.values()), bootstrap, run_vanilla)
 
 
 def report_from_rows(rows: Sequence[dict]) -> Report:
@@ -237,14 +246,14 @@ def long_rows(report: Report) -> list[dict]:
     """One row per model × method × benchmark × split × metric (and cost measure), with delta and interval."""
     out = []
     for row in report.rows:
-        base = report.vanilla(row) or {}
+        base, timed = report.vanilla(row) or {}, report.cost_vanilla(row) or {}
         for metric in (*benchmark_spec(row["benchmark"]).metrics, *COST):
             value = row.get(metric.key)
             if not number(value):
                 continue
-            reference = base.get(metric.key)
-            ci = row["intervals"].get(metric.key)
             cost = metric in COST
+            reference = (timed if cost else base).get(metric.key)
+            ci = row["intervals"].get(metric.key)
             out.append({
                 **{k: row.get(k) for k in ("model", "revision", "benchmark", "protocol", "split", "method")},
                 "metric": metric.key, "label": metric.label, "unit": metric.unit, "better": metric.better,

@@ -19,9 +19,12 @@ from halluc.benchmarks.report import BASELINE, COST, Report, number
 from halluc.benchmarks.spec import BenchmarkSpec, Metric, benchmark_spec
 
 VANILLA_COLOUR = "#6e6e6e"
-# Okabe & Ito (2008), yellow last: it is the hardest to see on white; then Paul Tol's muted scheme
+# Okabe & Ito (2008), yellow last: it is the hardest to see on white; then Paul Tol's muted scheme, then
+# four more of Tol's (rose, sand, brown, magenta): one distinct colour for each of 18 methods (every
+# registered method in one report, `halluc run --method all`)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#0072b2", "#d55e00", "#cc79a7", "#f0e442",
-           "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#88ccee")
+           "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#88ccee",
+           "#cc6677", "#ddcc77", "#661100", "#ee3377")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per model
 WIDTH, HEIGHT = 6.4, 3.5  # inches: two figures side by side at 1280 px
 STYLE = {
@@ -169,10 +172,11 @@ class _Plotter:
         points = []
         for model in self.models:
             base = self.row(model, BASELINE, self.layout.main)
-            base_cost = _mean_cost(self.rows, model, BASELINE, seconds.key, self.layout)
             for method in self.methods:
                 row = self.row(model, method, self.layout.main)
-                cost = _mean_cost(self.rows, model, method, seconds.key, self.layout)
+                own = [r for r in self.rows if (r["model"], r["method"]) == (model, method)]
+                cost = _mean_cost(own, seconds.key, self.layout)
+                base_cost = _mean_cost([self.report.cost_vanilla(r) or {} for r in own], seconds.key, self.layout)
                 if row is None or base is None or not cost or not base_cost:
                     continue
                 delta = 0.0 if method == BASELINE else self.report.delta(row, self.headline.key)
@@ -185,7 +189,14 @@ class _Plotter:
         ax.axhline(0, color="#222222", linewidth=0.8)
         ax.axvline(1, color="#999999", linewidth=0.8, linestyle=":")
         self._scatter(ax, points)
-        ax.set_xlabel("time per sample relative to vanilla (×)")
+        ratios = [p[2] for p in points]
+        wide = max(ratios) / min(ratios) > 10  # e.g. OPERA's search beside one-pass methods: a log axis
+        if wide:
+            from matplotlib.ticker import FuncFormatter  # matplotlib loads only when a report draws
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}×"))
+        ax.set_xlabel("time per sample relative to vanilla" + (" (log scale)" if wide else " (×)"))
         ax.set_ylabel(f"Δ {self.headline.label} vs vanilla ({_delta_unit(self.headline)})")
         order = "up" if self.spec.higher_is_better else "down"
         return _figure_out(fig, self.key("cost"), f"Δ {self.headline.label} against cost",
@@ -320,9 +331,10 @@ def _error_array(errors: list):
     return [[e[0] if e else 0.0 for e in errors], [e[1] if e else 0.0 for e in errors]]
 
 
-def _mean_cost(rows, model: str, method: str, key: str, layout: Layout) -> float | None:
+def _mean_cost(rows, key: str, layout: Layout) -> float | None:
+    """The sample-weighted mean of a cost over the rows of the per-sample splits."""
     pairs = [(r[key], r.get("n") if number(r.get("n")) else 1) for r in rows
-             if (r["model"], r["method"]) == (model, method) and r["split"] in layout.splits and number(r.get(key))]
+             if r.get("split") in layout.splits and number(r.get(key))]
     weight = sum(w for _, w in pairs)
     return sum(v * w for v, w in pairs) / weight if pairs and weight else None
 

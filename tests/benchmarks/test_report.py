@@ -249,3 +249,27 @@ def test_spec_compact_and_tradeoff_name_its_own_metrics(monkeypatch):
     with pytest.raises(ValueError, match="compact and tradeoff"):
         spec_module.register_benchmark(BenchmarkSpec(name="test-bad", title="bad", headline="f1",
                                                      metrics=pope.metrics, build=pope.build, compact=("chair_s",)))
+
+
+def test_costs_are_relative_to_the_vanilla_of_the_same_run(tmp_path):
+    """Two runs share vanilla's metrics but were timed apart (here the second machine is 3x slower): each
+    method's cost is against its own run's vanilla, in the long rows, the leaderboard and the cost plot."""
+    first = fake_run(tmp_path / "fast", "toy-llava", "pope", ("none", "vcd"))
+    slow = [dict(r, seconds_per_sample=3 * r["seconds_per_sample"]) for r in fake_rows("toy-llava", "pope",
+                                                                                          ("none", "vhr"))]
+    report = build_report([first, Run(tmp_path / "slow", {}, slow)])
+    ratios = {r["method"]: r["ratio"] for r in long_rows(report)
+              if r["metric"] == "seconds_per_sample" and r["split"] == "random"}
+    assert ratios == pytest.approx({"none": 1.0, "vcd": 2.0, "vhr": 2.0})  # against the joined vanilla: vhr 6.0
+    board = next(b for b in leaderboards(report) if b.benchmark == "pope")
+    column = next(i for i, c in enumerate(board.columns) if c.key == "cost:seconds_per_sample")
+    details = {method: row[column].detail for method, row in zip(board.methods, board.rows)}
+    assert details["vhr"] == details["vcd"] == "(2.00×)"
+
+
+def test_every_registered_method_gets_its_own_colour():
+    from halluc.benchmarks.report_plots import method_colours
+    from halluc.interventions import method_names
+
+    colours = method_colours(["none", *method_names()])
+    assert len(set(colours.values())) == len(colours)
