@@ -76,13 +76,13 @@ def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, a
     """final ℓ and side ℓ_cd (N, V) -> (N, V): collaborate (ℓ + α⁺ℓ_cd) when the L1 distance of their
     distributions is below γ, else contrast ((1+α⁻)ℓ − α⁻ℓ_cd); tokens with ℓ < log β + max ℓ dropped."""
     final, side = final.float(), side.float()
-    close = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True) < gamma  # (N, 1) L1 distance
+    close = torch.linalg.vector_norm(final.softmax(-1) - side.softmax(-1), 1, -1, keepdim=True) < gamma  # (N, 1) L1
     on_final = torch.where(close, 1.0, 1.0 + alpha_neg)  # (N, 1) the two rules as one weighted sum
     on_side = torch.where(close, alpha_pos, -alpha_neg)
-    mixed = on_final * final + on_side * side
+    mixed = torch.addcmul(on_final * final, on_side, side)
     if beta > 0:  # (also drops tokens another edit of the logits removed: −inf < any cutoff)
-        return mixed.masked_fill(final < final.max(-1, keepdim=True).values + math.log(beta), -math.inf)
-    return mixed.masked_fill(final == -math.inf, -math.inf)  # removed by another edit: stays removed
+        return mixed.masked_fill_(final < final.amax(-1, keepdim=True) + math.log(beta), -math.inf)
+    return mixed.masked_fill_(final == -math.inf, -math.inf)  # removed by another edit: stays removed
 
 
 @dataclass
@@ -167,10 +167,11 @@ class ONLY(Method):
             if aux_owner(session) is not None:
                 return None
             # the side branch through the last layer's FFN; modules called without their hooks
-            u = (norm_in.forward(state.side) if self.side_norm else state.side) + RESIDUAL * state.last_input
-            u = u + mlp.forward(norm_post.forward(u))
+            side = norm_in.forward(state.side) if self.side_norm else state.side
+            u = torch.add(side, state.last_input, alpha=RESIDUAL)  # (B, d)
+            u = u.add_(mlp.forward(norm_post.forward(u)))  # (B, d) a fresh tensor: in place
             final = output[:, -1].float()
-            side_logits = lens(u) + MIX * final  # (B, V)
+            side_logits = torch.add(lens(u), final, alpha=MIX)  # (B, V)
             rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
             return replace_last(output, rewritten, session.original_rows(final.shape[0], final.device))
 
