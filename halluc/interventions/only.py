@@ -13,7 +13,8 @@ last position only, at every step. Regions per row: image = the image tokens; te
 real token (generated ones included) except the row's first text token (BOS on Llama LMs: the
 attention sink), which keeps its attention and belongs to neither.
 Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (it only reads: the attention stays
-on SDPA and the last row is computed alone), `layers.{L−1}` (forward pre: x_{L−1} at the last
+on SDPA and the last row is computed alone; a CPU decode step computes that row once and takes the
+output from it too), `layers.{L−1}` (forward pre: x_{L−1} at the last
 position), `lm_head` (forward: the combination on the last position).
 Cost: no extra pass or cache: one attention row, times V, and an `o_proj` at layer ℓ̃, one norm + MLP
 of the last layer and one lm_head row per sample and step.

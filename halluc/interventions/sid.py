@@ -8,12 +8,12 @@ newest token attended to *least* in layer i (head mean, last query row), chosen 
 prefill and decode, from that view's own attention. Hidden tokens are still computed and cached
 (the code's mask mode) and keep their positions.
 Hook points: none. Attention edits: layer i reads the view's last attention row (a `side_output`:
-that layer stays on SDPA) and sets a −inf `column_bias` on the view's other image columns in every
-later layer before it runs (0 on all other rows; the view's rows come from `session.view_rows`, as
-DAMRO's).
+that layer stays on SDPA; a CPU decode step computes the row once and takes the output from it) and
+sets a −inf `column_bias` on the view's other image columns in every later layer before it runs (0 on
+all other rows; the view's rows come from `session.view_rows`, as DAMRO's).
 Cost: 1 extra batch row per sample with its own KV cache (about 2x decode compute and KV memory);
 one extra attention row in layer i; layers i+1..L−1 run a column bias for the whole batch (the
-Triton kernel on GPU, the torch reference on CPU).
+Triton kernel on GPU, SDPA with the bias as a float mask on CPU), the bias built once per step.
 Families: every family.
 
 Paper / code discrepancies and our choices (spec Part B §2):
