@@ -48,8 +48,8 @@ def candidates(final: torch.Tensor, mass: float, most: int) -> tuple[torch.Tenso
     smallest prefix whose probability reaches `mass` (the code's searchsorted(cumsum, τ) + 1, at most K)."""
     probs = final.float().softmax(-1)
     top, ids = probs.topk(min(most, probs.shape[-1]) if most else probs.shape[-1], dim=-1)
-    size = (top.cumsum(-1) < mass).sum(-1, keepdim=True) + 1  # (N, 1)
-    return ids, torch.arange(ids.shape[-1], device=ids.device) < size
+    below = (top.cumsum(-1) < mass).sum(-1, keepdim=True)  # (N, 1) the set's size − 1
+    return ids, torch.arange(ids.shape[-1], device=ids.device) <= below
 
 
 def calibrate(final: torch.Tensor, early: torch.Tensor, alpha: float, mass: float, most: int) -> torch.Tensor:
@@ -60,11 +60,12 @@ def calibrate(final: torch.Tensor, early: torch.Tensor, alpha: float, mass: floa
     ids, in_set = candidates(final, mass, most)  # (N, K)
     layers, rows, k = early.shape[0], final.shape[0], ids.shape[-1]
     seen = early.float().softmax(-1).gather(-1, ids.expand(layers, -1, -1))  # (L, N, K) p_l(c)
-    seen = seen.masked_fill(~in_set, -1.0).transpose(0, 1).reshape(rows, layers * k)  # (N, L*K)
+    out = ~in_set  # (N, K) top-K tokens outside the set
+    seen = seen.masked_fill(out, -1.0).transpose(0, 1).reshape(rows, layers * k)  # (N, L*K)
     weight, best = seen.max(-1)  # first maximum: lowest layer, then highest-ranked candidate
     anchor = early[best // k, torch.arange(rows, device=final.device)].float()  # (N, V) ℓ_{l*}
-    keep = torch.zeros_like(final, dtype=torch.bool).scatter_(-1, ids, in_set)
-    return (final.float() + alpha * weight[:, None] * anchor).masked_fill(~keep, float("-inf"))
+    drop = torch.ones_like(final, dtype=torch.bool).scatter_(-1, ids, out)  # (N, V) every token but the set
+    return (final.float() + alpha * weight[:, None] * anchor).masked_fill(drop, float("-inf"))
 
 
 @register
@@ -117,7 +118,8 @@ class DeCo(Method):
         def correct(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
             if aux_owner(session) is not None:
                 return None
-            early = lens(torch.stack([exits[i] for i in band]))  # (L, B, V)
+            states = torch.stack([exits[i] for i in band]) if len(band) > 1 else exits[band[0]][None]  # (L, B, d)
+            early = lens(states)  # (L, B, V): one lm_head call
             final = output[:, -1]
             calibrated = calibrate(final, early, self.alpha, self.candidate_p, self.candidate_k)
             return replace_last(output, calibrated, session.original_rows(final.shape[0], final.device))

@@ -11,7 +11,8 @@ keys and values change from layer l+2 on). Only the last position goes through t
 Hook points: `layers.0` (forward pre: keeps V at the prefill, resets the trigger every forward),
 `layers.{l}` for l in the band (forward: early exit and trigger), `layers.{l+1}.mlp` (forward: the
 injection). Cost: per step at most |band| early exits of one row per sample (lm_head on the last
-position), one (x·Vᵀ)·V on the trigger's next layer; no extra pass or row.
+position), one (x·Vᵀ)·V on the trigger's next layer (as x·(Vᵀ·V) when d < 2·N_v, with the d x d Vᵀ·V
+kept per sample from the prefill); no extra pass or row.
 Families: every family (V is whatever the LM reads at the image positions).
 
 Paper / code discrepancies and our choices (spec Part A §3):
@@ -51,15 +52,15 @@ def top_entropy(logits: torch.Tensor, top: int = TOP) -> torch.Tensor:
     """(N, V) -> (N,) entropy of the softmax over each row's `top` largest logits, divided by ln(top)."""
     k = min(top, logits.shape[-1])
     p = logits.float().topk(k, dim=-1).values.softmax(-1)
-    return -(p * p.log()).sum(-1) / math.log(k)
+    return torch.special.entr(p).sum(-1) / math.log(k)  # entr = −p·log p
 
 
 def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor | None,
-            alpha: float) -> torch.Tensor:
+            alpha: float, gram: torch.Tensor | None = None) -> torch.Tensor:
     """FFN output f and input x (N, T, d), memory V (N, M, d) (zero rows = none), valid (N, T) bool or
     None (all) -> (1 − α)·f + α·(mean|f| / mean|a|)·a with a = (x·Vᵀ)·V, means per row over its valid
-    positions."""
-    a = (x.float() @ memory.transpose(-1, -2)) @ memory  # (N, T, d) fp32
+    positions. With `gram` = Vᵀ·V (N, d, d), a = x·(Vᵀ·V): the same product, fewer multiply-adds when d < 2M."""
+    a = x.float() @ gram if gram is not None else (x.float() @ memory.transpose(-1, -2)) @ memory  # (N, T, d) fp32
     f32 = f.float()
     if valid is None:
         ratio = f32.abs().sum((1, 2)) / a.abs().sum((1, 2))  # (N,) mean|f| / mean|a|
@@ -67,18 +68,20 @@ def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch
         weight = valid[..., None].float()
         ratio = (f32.abs() * weight).sum((1, 2)) / (a.abs() * weight).sum((1, 2))
     mixed = (1 - alpha) * f32 + alpha * ratio[:, None, None] * a
-    empty = ~ratio.isfinite()  # (N,) a zero memory retraces nothing (the code would give NaN): f unchanged
-    return torch.where(empty[:, None, None], f32, mixed).to(f.dtype)
+    kept = ratio.isfinite()  # (N,) a zero memory retraces nothing (the code would give NaN): f unchanged
+    return torch.where(kept[:, None, None], mixed, f32).to(f.dtype)
 
 
 @dataclass
 class _State:
     memory: torch.Tensor | None = None  # (B_in, M, d) fp32 visual tokens per input row, zero-padded
+    gram: torch.Tensor | None = None  # (B_in, d, d) Vᵀ·V when that is the cheaper way to retrace (d < 2M)
     has_image: torch.Tensor | None = None  # (B_in,) bool
     prompt_valid: torch.Tensor | None = None  # (B_in, T) bool: the prompt's non-padding positions
     prefill: bool = False  # whether the running forward is the prefill
-    per_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # running rows -> their memory (B, M, d)
-    fired: torch.Tensor | None = None  # (B,) bool: rows whose trigger fired in this forward
+    # running rows -> their memory (B, M, d), gram (B, d, d) or None and has_image (B,): fixed for the call
+    per_rows: dict[int, tuple] = field(default_factory=dict)
+    pending: torch.Tensor | None = None  # (B,) bool: rows with an image whose trigger has not fired in this forward
     armed: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B,) rows to inject there
 
 
@@ -133,26 +136,33 @@ class MemVR(Method):
             state.prefill = is_prefill(kwargs)
             if state.prefill:
                 keep_memory(hidden)
-            state.fired = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+            state.pending = running(hidden.shape[0], hidden.device)[2].clone()
             state.armed.clear()
+
+        def running(rows: int, device):  # (memory, gram, has_image) of the running rows, indexed once per call
+            if rows not in state.per_rows:
+                index = session.input_index(rows, device)
+                state.per_rows[rows] = tuple(None if t is None else t[index]
+                                             for t in (state.memory, state.gram, state.has_image))
+            return state.per_rows[rows]
 
         def keep_memory(hidden):
             per = hidden.shape[0] // image.shape[0]  # beams: each input row repeated in place
             rows = [hidden[i * per][image[i]].float() for i in range(image.shape[0])]  # (M_i, d) each
             state.memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B_in, M, d)
+            cheaper = state.memory.shape[-1] < 2 * state.memory.shape[1]  # d·d < 2·M·d multiply-adds per position
+            state.gram = state.memory.mT @ state.memory if cheaper else None
             state.has_image = image.any(-1)
             mask = session.inputs.get("attention_mask")
             state.prompt_valid = mask.bool() if mask is not None else torch.ones_like(image)
             state.per_rows.clear()
 
         def check(layer: int, module, args, output):
-            if aux_owner(session) is not None or state.fired.all():  # once per forward and row
+            if aux_owner(session) is not None or not state.pending.any():  # once per forward and row
                 return
-            rows = session.input_index(state.fired.shape[0], state.fired.device)
-            entropy = top_entropy(lens(last_position(output)))  # (B,)
-            fire = (entropy > self.threshold) & ~state.fired & state.has_image[rows]
+            fire = (top_entropy(lens(last_position(output))) > self.threshold) & state.pending  # (B,)
             if fire.any():
-                state.fired |= fire
+                state.pending ^= fire  # fire ⊆ pending
                 state.armed[layer + 1] = fire
 
         def inject(layer: int, module, args, output):
@@ -160,17 +170,15 @@ class MemVR(Method):
             if fire is None:
                 return None
             x = args[0]  # (B, T, d) the FFN input
-            rows = session.input_index(x.shape[0], x.device)
-            if x.shape[0] not in state.per_rows:
-                state.per_rows[x.shape[0]] = state.memory[rows]
-            memory = state.per_rows[x.shape[0]]
-            valid = state.prompt_valid.to(x.device)[rows] if state.prefill else None  # padding stays out of the means
+            memory, gram, _ = running(x.shape[0], x.device)
+            valid = state.prompt_valid.to(x.device)[session.input_index(x.shape[0], x.device)] if state.prefill \
+                else None  # padding stays out of the means
             if fire.all():
-                return retrace(output, x, memory, valid, self.alpha)
+                return retrace(output, x, memory, valid, self.alpha, gram)
             chosen = fire.nonzero().flatten()
             mixed = output.clone()
-            mixed[chosen] = retrace(output[chosen], x[chosen], memory[chosen],
-                                    None if valid is None else valid[chosen], self.alpha)
+            mixed[chosen] = retrace(output[chosen], x[chosen], memory[chosen], None if valid is None else valid[chosen],
+                                    self.alpha, None if gram is None else gram[chosen])
             return mixed
 
         specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]

@@ -13,7 +13,8 @@ last position only, at every step. Regions per row: image = the image tokens; te
 real token (generated ones included) except the row's first text token (BOS on Llama LMs: the
 attention sink), which keeps its attention and belongs to neither.
 Hook points: an `AttentionEdit` with a `side_output` at layer ℓ̃ (it only reads: the attention stays
-on SDPA and the last row is computed alone), `layers.{L−1}` (forward pre: x_{L−1} at the last
+on SDPA and the last row is computed alone; a CPU decode step computes that row once and takes the
+output from it too), `layers.{L−1}` (forward pre: x_{L−1} at the last
 position), `lm_head` (forward: the combination on the last position).
 Cost: no extra pass or cache: one attention row, times V, and an `o_proj` at layer ℓ̃, one norm + MLP
 of the last layer and one lm_head row per sample and step.
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.early_exit import LogitLens
+from halluc.engine.regions import Regions
 from halluc.engine.steps import check_layers, replace_last
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
@@ -57,35 +59,17 @@ RESIDUAL = 0.2  # the code's weight of x_{L-1} in the side branch
 MIX = 0.5  # the code's weight of the regular logits in the side logits
 
 
-def region_outliers(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """row (B, H, Tk) attention, regions (B, R, Tk) bool -> (B, H, Tk) bool: the entries above their
-    region's mean + (unbiased) standard deviation, per head and region (the regions are disjoint)."""
-    inside = regions[:, None].to(row.dtype)  # (B, 1, R, Tk): one conversion, no promotion in the products
-    x = row[:, :, None]  # (B, H, 1, Tk)
-    count = inside.sum(-1, keepdim=True)
-    mean = (x * inside).sum(-1, keepdim=True) / count
-    std = ((x - mean).square() * inside).sum(-1, keepdim=True).div_(count - 1).sqrt_()
-    return ((x > mean + std) & regions[:, None]).any(2)
-
-
-def region_entropy(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """(B, H, Tk), (B, R, Tk) -> (B, H, R): entropy of each head's attention renormalised within each
-    region, −Σ p·log(p + 1e−6) as in the code (NaN when the region holds no mass)."""
-    mass = row[:, :, None] * regions[:, None].to(row.dtype)
-    p = mass / mass.sum(-1, keepdim=True)
-    return -(p * (p + 1e-6).log_()).sum(-1)
-
-
-def enhanced_attention(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+def enhanced_attention(row: torch.Tensor, regions: Regions | torch.Tensor) -> torch.Tensor:
     """The side branch's attention row: outliers of each region zeroed, then the heads whose text / image
-    entropy ratio is below the mean over heads zeroed. row (B, H, Tk), regions (B, 2, Tk) bool (text,
-    image) -> (B, H, Tk), not renormalised."""
-    cleaned = row.masked_fill(region_outliers(row, regions), 0.0)
-    entropy = region_entropy(cleaned, regions)  # (B, H, 2)
+    entropy ratio is below the mean over heads zeroed. row (B, H, Tk), regions (text, image) over its keys,
+    a `Regions` or (B, 2, Tk) bool -> (B, H, Tk), not renormalised."""
+    regions = regions if isinstance(regions, Regions) else Regions.of(regions)
+    cleaned = row.masked_fill(regions.outliers(row), 0.0)
+    entropy = regions.entropy(cleaned)  # (B, H, 2)
     e_text = entropy[..., 0].nan_to_num(nan=0.0, posinf=math.inf)  # no mass: 0 for text, +inf for the image
     e_image = entropy[..., 1].nan_to_num(nan=math.inf, posinf=math.inf)
     ratio = e_text / e_image  # (B, H)
-    return cleaned * ~(ratio < ratio.mean(-1, keepdim=True))[..., None]  # ties (and a NaN mean) keep the head
+    return cleaned.masked_fill_((ratio < ratio.mean(-1, keepdim=True))[..., None], 0.0)  # ties (a NaN mean) keep
 
 
 def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, alpha_neg: float, gamma: float,
@@ -93,13 +77,13 @@ def adaptive_logits(final: torch.Tensor, side: torch.Tensor, alpha_pos: float, a
     """final ℓ and side ℓ_cd (N, V) -> (N, V): collaborate (ℓ + α⁺ℓ_cd) when the L1 distance of their
     distributions is below γ, else contrast ((1+α⁻)ℓ − α⁻ℓ_cd); tokens with ℓ < log β + max ℓ dropped."""
     final, side = final.float(), side.float()
-    close = (final.softmax(-1) - side.softmax(-1)).abs().sum(-1, keepdim=True) < gamma  # (N, 1) L1 distance
+    close = torch.linalg.vector_norm(final.softmax(-1) - side.softmax(-1), 1, -1, keepdim=True) < gamma  # (N, 1) L1
     on_final = torch.where(close, 1.0, 1.0 + alpha_neg)  # (N, 1) the two rules as one weighted sum
     on_side = torch.where(close, alpha_pos, -alpha_neg)
-    mixed = on_final * final + on_side * side
+    mixed = torch.addcmul(on_final * final, on_side, side)
     if beta > 0:  # (also drops tokens another edit of the logits removed: −inf < any cutoff)
-        return mixed.masked_fill(final < final.max(-1, keepdim=True).values + math.log(beta), -math.inf)
-    return mixed.masked_fill(final == -math.inf, -math.inf)  # removed by another edit: stays removed
+        return mixed.masked_fill_(final < final.amax(-1, keepdim=True) + math.log(beta), -math.inf)
+    return mixed.masked_fill_(final == -math.inf, -math.inf)  # removed by another edit: stays removed
 
 
 @dataclass
@@ -148,20 +132,19 @@ class ONLY(Method):
         o_proj = adapter.resolve(model, f"layers.{self.layer}.attn.o_proj")
         image = session.image_mask  # (B_in, T)
         prompt = torch.stack([text_region(image, session.inputs.get("attention_mask")), image], 1)  # (B_in, 2, T)
-        # the regions of every key the call can reach: generated tokens are text; sliced per step, built once
-        longest = prompt.shape[-1] + session.decoding.max_new_tokens
-        every = torch.cat([prompt, torch.tensor([[True], [False]], device=image.device).expand(
-            prompt.shape[0], 2, session.decoding.max_new_tokens)], -1)  # (B_in, 2, longest)
-        per_rows: dict[int, torch.Tensor] = {}
+        # the regions of every key the call can reach (generated tokens are text): built once, sliced per step
+        every = Regions.of(extend_regions(prompt, prompt.shape[-1] + session.decoding.max_new_tokens))
+        per_rows: dict[int, Regions] = {}  # running rows -> regions (beams: each input row repeated in place)
         state = session.state.setdefault(self.name, _State())
 
         def side(row, values):  # (B, H, Tk) fp32 last query's final attention, (B, H, Tk, D) values
             rows, tk = row.shape[0], row.shape[-1]
-            if rows not in per_rows:  # beams: each input row repeated in place
-                per_rows[rows] = every.repeat_interleave(rows // every.shape[0], 0)
-            regions = per_rows[rows][..., :tk] if tk <= longest else torch.cat(
-                [per_rows[rows], every[:1, :, -1:].expand(rows, 2, tk - longest)], -1)
-            row = enhanced_attention(row, regions)  # (B, H, Tk)
+            if rows not in per_rows:
+                per_rows[rows] = every.rows(rows // prompt.shape[0])
+            regions = per_rows[rows]
+            if tk > regions.inside.shape[-1]:  # a call that runs past max_new_tokens: rebuilt once, longer
+                regions = per_rows[rows] = Regions.of(extend_regions(prompt, 2 * tk)).rows(rows // prompt.shape[0])
+            row = enhanced_attention(row, regions.upto(tk))  # (B, H, Tk)
             heads = (row[:, :, None, :] @ values.float()).flatten(1)  # (B, H*D): heads side by side, as o_proj reads
             state.side = o_proj.forward(heads.to(o_proj.weight.dtype))
 
@@ -185,10 +168,11 @@ class ONLY(Method):
             if aux_owner(session) is not None:
                 return None
             # the side branch through the last layer's FFN; modules called without their hooks
-            u = (norm_in.forward(state.side) if self.side_norm else state.side) + RESIDUAL * state.last_input
-            u = u + mlp.forward(norm_post.forward(u))
+            side = norm_in.forward(state.side) if self.side_norm else state.side
+            u = torch.add(side, state.last_input, alpha=RESIDUAL)  # (B, d)
+            u = u.add_(mlp.forward(norm_post.forward(u)))  # (B, d) a fresh tensor: in place
             final = output[:, -1].float()
-            side_logits = lens(u) + MIX * final  # (B, V)
+            side_logits = torch.add(lens(u), final, alpha=MIX)  # (B, V)
             rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
             return replace_last(output, rewritten, session.original_rows(final.shape[0], final.device))
 
@@ -202,3 +186,9 @@ def text_region(image: torch.Tensor, attention_mask: torch.Tensor | None) -> tor
     text = real & ~image
     first = text.long().argmax(-1)  # the first real text token of each row (BOS)
     return text.scatter(-1, first[:, None], False)
+
+
+def extend_regions(prompt: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, 2, T) text / image regions over the prompt -> (B, 2, length): the keys after it are text."""
+    after = torch.tensor([[True], [False]], device=prompt.device).expand(prompt.shape[0], 2, length - prompt.shape[-1])
+    return torch.cat([prompt, after], -1)

@@ -8,12 +8,12 @@ newest token attended to *least* in layer i (head mean, last query row), chosen 
 prefill and decode, from that view's own attention. Hidden tokens are still computed and cached
 (the code's mask mode) and keep their positions.
 Hook points: none. Attention edits: layer i reads the view's last attention row (a `side_output`:
-that layer stays on SDPA) and sets a −inf `column_bias` on the view's other image columns in every
-later layer before it runs (0 on all other rows; the view's rows come from `session.view_rows`, as
-DAMRO's).
+that layer stays on SDPA; a CPU decode step computes the row once and takes the output from it) and
+sets a −inf `column_bias` on the view's other image columns in every later layer before it runs (0 on
+all other rows; the view's rows come from `session.view_rows`, as DAMRO's).
 Cost: 1 extra batch row per sample with its own KV cache (about 2x decode compute and KV memory);
 one extra attention row in layer i; layers i+1..L−1 run a column bias for the whole batch (the
-Triton kernel on GPU, the torch reference on CPU).
+Triton kernel on GPU, SDPA with the bias as a float mask on CPU), the bias built once per step.
 Families: every family.
 
 Paper / code discrepancies and our choices (spec Part B §2):
@@ -55,11 +55,10 @@ def least_attended(attention: torch.Tensor, image: torch.Tensor, share: float) -
     attention (B, T) head-mean attention of the newest token over the prompt's columns;
     image (B, T) bool. Ties go to the earlier column.
     """
-    count = (image.sum(-1) * share).round().clamp_min(1)  # (B,)
+    count = (image.sum(-1, keepdim=True) * share).round_().clamp_min_(1)  # (B, 1)
     order = attention.masked_fill(~image, float("inf")).argsort(dim=-1, stable=True)  # image columns first, least first
-    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(-1, order, positions)  # (B, T) each column's place in that order
-    return image & (rank < count[:, None])
+    first = torch.arange(order.shape[-1], device=order.device) < count  # (B, T) the first `count` places
+    return image & torch.zeros_like(image).scatter_(-1, order, first)  # each column takes its place's verdict
 
 
 @register
@@ -116,17 +115,24 @@ class SID(Method):
             raise HallucError(f"sid: select_layer {self.select_layer} leaves no later layer to hide tokens in "
                               f"(the model has {n} layers)")
         image = session.image_mask  # (B_in, T) over the prompt
-        in_view = torch.zeros(image.shape[0], dtype=torch.bool, device=image.device)
+        in_view = torch.zeros(image.shape[0], 1, dtype=torch.bool, device=image.device)
         in_view[rows] = True
         hiding = {i: AttentionEdit(columns=image) for i in range(self.select_layer + 1, n)}  # bias set per step
+        per_rows: dict[int, tuple] = {}  # running rows -> (image, hideable) (B, T): fixed for the call
 
         def select(row, values):  # layer i: (B, H, Tk) the newest token's final attention
-            per = row.shape[0] // image.shape[0]  # beams: each input row repeated in place
+            if row.shape[0] not in per_rows:  # beams: each input row repeated in place
+                per = row.shape[0] // image.shape[0]
+                visible = image.repeat_interleave(per, 0)
+                per_rows[row.shape[0]] = visible, visible & in_view.repeat_interleave(per, 0)
+            visible, hideable = per_rows[row.shape[0]]
             newest = row[:, :, :image.shape[1]].mean(1)  # (B, T) head mean over the prompt's columns
-            visible = image.repeat_interleave(per, 0)
-            hidden = visible & ~least_attended(newest, visible, self.keep) & in_view.repeat_interleave(per)[:, None]
-            bias = torch.zeros(hidden.shape, device=hidden.device).masked_fill(hidden, float("-inf"))
-            for edit in hiding.values():  # a new tensor each step: the edits' column cache sees it
+            hidden = hideable & ~least_attended(newest, visible, self.keep)
+            # over every key so far (the later layers see the same ones): no padding per layer; a new tensor
+            # each step, so the edits' column cache sees it
+            bias = row.new_zeros(row.shape[0], row.shape[-1])  # (B, Tk)
+            bias[:, :image.shape[1]].masked_fill_(hidden, float("-inf"))
+            for edit in hiding.values():
                 edit.column_bias = bias
 
         return {self.select_layer: AttentionEdit(columns=image, side_output=select), **hiding}

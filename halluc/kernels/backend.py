@@ -9,7 +9,8 @@ afterwards. The same block owns the cache of mask-pattern checks of its calls
 `halluc.kernels.dispatch.attention` (Triton on CUDA, the torch reference elsewhere, HALLUC_KERNEL to
 force one); its optional outputs land in `edit.record` and, if set, `edit.on_output(module, edit.record)`.
 Two edits keep plain SDPA: one that only reads (`reads_only`: SDPA, and the one attention row its side
-output needs), and, where the reference would run, one made of a column bias alone (`bias_only`:
+output needs; where the reference would run, a decode call computes that row once and takes its output
+from it too, `attention_reading`), and, where the reference would run, one made of a column bias alone (`bias_only`:
 SDPA with the bias as a float mask; the same attention without materialising the scores).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from halluc.kernels.dispatch import attention, resolve_impl
 from halluc.kernels.edits import AttentionEdit, AttentionResult, pad_columns
 from halluc.kernels.masks import MaskChecks, causal_mask
-from halluc.kernels.reference import side_output
+from halluc.kernels.reference import attention_reading, side_output
 
 BACKEND = "halluc"
 
@@ -70,13 +71,18 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     evicted = edit.cached_positions + tq - tk if edit.cached_positions is not None else 0
     if evicted > 0:
         key, value, attention_mask = restore_evicted_keys(key, value, attention_mask, evicted, tq, is_causal)
-    if edit.reads_only:  # the attention is unchanged: SDPA, and the one row the side output reads
+    if edit.reads_only and tq == 1 and resolve_impl(query.device) == "torch":  # decode on CPU: one row for both
+        result = attention_reading(query, key, value, attention_mask, scaling=scaling, edit=edit)
+    elif edit.reads_only:  # the attention is unchanged: SDPA, and the one row the side output reads
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                         **kwargs)
         side = side_output(query, key, value, attention_mask, scaling=scaling, edit=edit, is_causal=is_causal)
         result = AttentionResult(out, None, None, "sdpa", side)
     elif edit.bias_only and resolve_impl(query.device) == "torch":  # SDPA adds the bias to its mask
-        bias = edit.column_tensors(query.shape[0], query.shape[1], query.device).bias  # (B, Tc) fp32
+        bias = edit.column_bias
+        if not (bias.dim() == 2 and bias.shape[0] == query.shape[0] and bias.shape[1] <= key.shape[2]  # a row per
+                and bias.dtype == torch.float32 and bias.device == query.device):  # batch row: no copy per call
+            bias = edit.column_tensors(query.shape[0], query.shape[1], query.device).bias  # (B, Tc) fp32
         bias = pad_columns(bias, key.shape[2], 0.0)[:, None, None, :].to(query.dtype)  # (B, 1, 1, Tk): all heads, rows
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                         position_bias=bias, **kwargs)

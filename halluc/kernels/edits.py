@@ -8,7 +8,8 @@ function on the scores or the probabilities (`score_mod`, `prob_mod`, after Flex
 `score_mod`); such an edit runs on the torch reference, and the Triton kernel stays an optimisation
 of the primitives. A side computation from the last query's final attention row and the values
 (`side_output`, e.g. ONLY's one-layer side branch) changes nothing: alone it leaves the attention on
-SDPA and computes that one row on the side.
+SDPA and computes that one row on the side (a decode call on the torch reference's device computes
+the row once and takes the output from it too).
 
 Shapes: B = batch rows as the model sees them, H = query heads, Tq = query rows of this call,
 Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk).
@@ -198,7 +199,8 @@ class AttentionEdit:
                      it returns lands in `record.side_output`. It changes nothing in the attention (e.g.
                      ONLY's side branch: its own reweighting of the row, times v; SID: which image
                      tokens the newest token attends to least). Alone, the attention runs on SDPA and
-                     the row is computed by itself (`reads_only`).
+                     the row is computed by itself (`reads_only`; on a decode call where the torch
+                     reference would run, the output is taken from that row instead).
                      An edit with a mod, or a side output next to other fields, runs on the torch
                      reference whatever HALLUC_KERNEL says.
     return_column_mass    fill `record.column_mass` (B, H, Tq): final attention mass on the column set

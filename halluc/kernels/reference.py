@@ -49,12 +49,29 @@ def side_output(query, key, value, attention_mask=None, *, scaling: float, edit:
     """`edit.side_output` of a call whose attention runs elsewhere (an edit that only reads): the last
     query's final row, softmax(q_last·kᵀ·scaling + its mask row), computed by itself. Shapes as in
     `attention_reference`; returns what the function returns."""
+    row, v = _last_row(query, key, value, attention_mask, scaling)
+    return edit.side_output(row[:, :, 0], v)  # the row (B, H, Tk)
+
+
+def attention_reading(query, key, value, attention_mask=None, *, scaling: float, edit: AttentionEdit
+                      ) -> AttentionResult:
+    """A decode call (Tq == 1) of an edit that only reads: the query's one row, computed once in fp32, gives
+    both the plain attention output (SDPA's up to rounding) and `edit.side_output`. On CPU this is cheaper
+    than SDPA plus the same row computed again. Shapes as in `attention_reference`."""
+    row, v = _last_row(query, key, value, attention_mask, scaling)  # (B, H, 1, Tk) fp32
+    out = (row.to(v.dtype) @ v).transpose(1, 2)  # (B, 1, H, D): contiguous as it is (one query)
+    return AttentionResult(out, None, None, "torch", edit.side_output(row[:, :, 0], v))
+
+
+def _last_row(query, key, value, attention_mask, scaling: float):
+    """The last query's final attention row (B, H, 1, Tk) fp32 and the values (B, H, Tk, D) per query head."""
     h = query.shape[1]
     k, v = expand_kv_heads(key, h), expand_kv_heads(value, h)  # (B, H, Tk, D)
     s = (query[:, :, -1:].float() @ k.float().transpose(-1, -2)) * scaling  # (B, H, 1, Tk) fp32
-    if attention_mask is not None:  # the last query row of the mask; causality hides nothing from it
-        s = _mask(s, attention_mask[..., -1:, :], False)
-    return edit.side_output(s.softmax(-1).nan_to_num(0.0)[:, :, 0], v)  # the row (B, H, Tk)
+    if attention_mask is None:  # nothing masked: no row can be empty
+        return s.softmax(-1), v
+    s = _mask(s, attention_mask[..., -1:, :], False)  # the last query row of the mask; causality hides nothing
+    return s.softmax(-1).nan_to_num(0.0), v
 
 
 def expand_kv_heads(t: torch.Tensor, heads: int) -> torch.Tensor:

@@ -32,6 +32,10 @@ def test_entropy_and_memory_on_hand_made_tensors():
     torch.testing.assert_close(out, 0.75 * f + 0.25 * (f.abs().mean() / a.abs().mean()) * a)
     padded = retrace(f, x, torch.cat([v, torch.zeros(1, 2, 4)], 1), torch.ones(1, 3, dtype=torch.bool), 0.25)
     torch.testing.assert_close(padded, out)  # zero rows of the memory add nothing
+    gram = retrace(f, x, v, None, 0.25, gram=v.mT @ v)  # x·(Vᵀ·V): the same product, associated the other way
+    torch.testing.assert_close(gram, retrace(f, x, v, None, 0.25))
+    zero = torch.zeros(1, 5, 4)
+    assert torch.equal(retrace(f, x, zero, None, 0.25, gram=zero.mT @ zero), f)  # a zero memory: f unchanged
 
 
 def test_band_scales_by_depth_and_needs_a_next_layer():

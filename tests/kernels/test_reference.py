@@ -343,6 +343,24 @@ def test_side_output_computed_alone_equals_the_references_last_row(tq, tk, padde
         assert (rows[1][1, :, :2] == 0).all()
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_reading_decode_call_gives_the_plain_output_and_the_side_row_from_one_row(padded):
+    from halluc.kernels.reference import attention_reading
+
+    q, k, v = qkv(2, 4, 2, 1, 9, 8, seed=15)
+    mask = None
+    if padded:
+        mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+        mask[1, ..., :3] = False
+    rows = []
+    edit = AttentionEdit(side_output=lambda row, values: rows.append(row) or "side")
+    plain = attention_reference(q, k, v, mask, scaling=0.4, edit=edit)
+    got = attention_reading(q, k, v, mask, scaling=0.4, edit=edit)
+    torch.testing.assert_close(got.out, plain.out, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rows[1], rows[0], atol=1e-6, rtol=1e-6)
+    assert got.side_output == "side" and got.impl == "torch" and got.out.shape == (2, 1, 4, 8)
+
+
 @pytest.mark.parametrize("h,hkv", [(4, 4), (6, 2), (4, 1)])
 def test_kv_heads_are_expanded_like_repeat_interleave(h, hkv):
     from halluc.kernels.reference import expand_kv_heads
