@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
 import halluc  # noqa: E402
 from halluc.errors import HallucError  # noqa: E402
 from halluc.interventions import method_class  # noqa: E402
+from halluc.interventions.registry import expand_aliases  # noqa: E402
 from speed.common import (  # noqa: E402,F401
     IMAGE,
     PROMPT,
@@ -85,7 +86,7 @@ def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int
 def bench_model(lvlm, methods, args, device, prov, write) -> None:
     """Methods take turns within each repetition, so a slow spell of the machine hits them alike."""
     runs = [("none", mode) for mode in MODES if any(mode in METHODS[m] for m in methods)]
-    runs += [(m, mode) for m in methods if method_class(m)().supports(lvlm.family) for mode in METHODS[m]]
+    runs += [(m, mode) for m in methods if supported(m, lvlm.family) for mode in METHODS[m]]
     params = {"agla": {"matcher": args.agla_matcher}}
     for run in list(runs):  # warm-up; a method that refuses this model (AGLA's matcher on InstructBLIP) is skipped
         try:
@@ -98,12 +99,18 @@ def bench_model(lvlm, methods, args, device, prov, write) -> None:
         runs, lambda run: run_once(lvlm, *run, params.get(run[0], {}), args.tokens, args.batch, device), args.reps)
     for method, mode in runs:
         counter, peak = last[(method, mode)]
-        samples = 1 if method_class(method).search else args.batch  # a replacement search runs one sample at a time
+        # a replacement search runs one sample at a time
+        samples = 1 if any(method_class(m).replaces_search for m in expand_aliases([method])) else args.batch
         write({"method": method, "model": lvlm.name, "mode": mode, "batch": args.batch,
                "tokens": len(counter.decode_times()) + 1, "ms_per_token": decode[(method, mode)],
                "ratio": decode[(method, mode)] / decode[("none", mode)], "prefill_ms": start[(method, mode)],
                "prefill_ratio": start[(method, mode)] / start[("none", mode)], "peak_mb": peak,
                "rows_per_sample": max(r for r, n, _ in counter.calls if n == 1) // samples, **prov})
+
+
+def supported(name: str, family: str) -> bool:
+    """Whether a method, or every method of an alias's stack (ritual-vcd), runs on `family`."""
+    return all(method_class(m)().supports(family) for m in expand_aliases([name]))
 
 
 def parse_args(argv=None):

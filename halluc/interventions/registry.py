@@ -47,6 +47,8 @@ def aliases() -> dict[str, tuple[str, ...]]:
 
 
 def method_class(name: str) -> type[Method]:
+    if name in _ALIASES:
+        raise HallucError(f"'{name}' is an alias of {'+'.join(_ALIASES[name])}, a stack of methods, not one method")
     if name not in _REGISTRY:
         raise unknown_choice("method", name, [*_REGISTRY, *_ALIASES])
     return _REGISTRY[name]
