@@ -18,7 +18,7 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 7 methods, leaderboard
+# the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 12 methods, leaderboard
 demo: $(STAMP)
 	$(VENV)/bin/halluc run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
