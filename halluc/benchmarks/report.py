@@ -12,8 +12,9 @@ intervals of its differences to it (`halluc.benchmarks.intervals`). The formats:
 Repeated input: a directory given twice is read once. Two runs may hold the same row (each run has its
 vanilla): it is kept once when its metrics agree, and the report is refused when they differ, since one
 leaderboard cannot hold two different results under one name. Costs are timings of one machine at one
-time, so a method's cost is relative to the vanilla of its own run whenever that run has one. Methods run under one label with different
-parameters in different runs are told apart by those parameters (`vcd[alpha=2]`).
+time, so a method's cost is relative to the vanilla of its own run whenever that run has one. Methods
+run under one label with different parameters in different runs are told apart by those parameters
+(`vcd[alpha=2]`).
 """
 from __future__ import annotations
 
