@@ -97,9 +97,21 @@ def view_inputs(adapter, processor, images: Sequence[Image.Image], prompts: Sequ
 def build_view_batch(adapter, processor, images: Sequence[Image.Image], prompts: Sequence[str],
                      branches: Sequence[Branch]) -> dict:
     """Inputs of the original view and every branch, merged into one left-padded batch."""
-    parts = [adapter.build_inputs(processor, images, prompts)]
-    parts += [view_inputs(adapter, processor, images, prompts, branch) for branch in branches]
+    original = adapter.build_inputs(processor, images, prompts)
+    parts = [original]
+    for branch in branches:
+        if _same_prompt_and_images(branch):  # the processor would give the original's inputs again
+            part = dict(original)
+            if branch.pixels is not None:
+                part["pixel_values"] = branch.pixels(original["pixel_values"])
+            parts.append(part)
+        else:
+            parts.append(view_inputs(adapter, processor, images, prompts, branch))
     return merge_inputs(parts, pad_token_id=processor.tokenizer.pad_token_id)
+
+
+def _same_prompt_and_images(branch: Branch) -> bool:
+    return branch.with_image and branch.image is None and branch.prompt is None and branch.system is None
 
 
 # Per-token keys are padded to a common length (value: pad id or 0) on the LM's left, except the
