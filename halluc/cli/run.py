@@ -30,7 +30,7 @@ TOY_MODEL = "toy-llava"
 TOY_METHODS = ("vcd", "ritual", "damro", "vhr", "vista", "pai", "var", "only", "vaf", "deco", "sid", "icd")
 # the main job's batch size: greedy batches equal single samples (tested), and a 1 M-parameter model
 # on CPU is dominated by per-call overhead at batch 1 (speed/bench_main_job.py measures the gain)
-MAIN_JOB_BATCH = 32
+MAIN_JOB_BATCH = 64
 
 
 @friendly_errors
