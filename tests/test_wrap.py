@@ -9,7 +9,7 @@ import halluc
 from halluc.errors import HallucError
 from halluc.modeling.generic import GenericAdapter
 from halluc.modeling.registry import family
-from halluc.modeling.tiny import build_tiny
+from halluc.modeling.tiny import build_tiny, draw_zero_initialised
 from tests.helpers import PROMPTS, tiny_aya_vision
 
 # PAI acts on the 2-layer tiny models only with explicit layers (its default starts at layer 2)
@@ -23,9 +23,7 @@ def by_hand(name: str, seed: int = 0):
     config, processor, model_class = record.build_tiny()
     torch.manual_seed(seed)
     model = model_class(config).eval()
-    with torch.no_grad():
-        for param in record.tiny_random:  # as the tiny builder draws them (Gemma 3's zero-initialised projection)
-            model.get_parameter(param).normal_(std=0.2)
+    draw_zero_initialised(model, record.tiny_random)  # as the tiny builder does (Gemma 3's projection)
     return model, processor
 
 

@@ -13,7 +13,7 @@ greedy generate takes a few tens of milliseconds on CPU.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -126,10 +126,16 @@ def build_tiny(family: str, seed: int = 0, attn_implementation: str | Mapping[st
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class._from_config(config, attn_implementation=attn)
-        with torch.no_grad():
-            for name in record.tiny_random:
-                model.get_parameter(name).normal_(std=0.2)
+        draw_zero_initialised(model, record.tiny_random)
     return model.eval(), processor
+
+
+def draw_zero_initialised(model: nn.Module, names: Sequence[str]) -> None:
+    """Random values (from the current RNG) for parameters the model class initialises to zero that would
+    cut the image off in a random tiny model (`Family.tiny_random`: Gemma 3's multimodal projection)."""
+    with torch.no_grad():
+        for name in names:
+            model.get_parameter(name).normal_(std=0.2)
 
 
 def _attn_implementation(config: Any, requested: str | Mapping[str, str] | None) -> str | dict[str, str]:
