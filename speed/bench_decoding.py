@@ -10,7 +10,9 @@ on decoder layer 0 timestamps every call (`common.Counter`), so
                   vision tower, the prefill), median over repetitions
     peak_mb     = peak CUDA memory above what was allocated before the call (empty on CPU)
     rows_per_sample = batch rows of a decode step per sample (views x beams; OPERA: beams x candidates)
-`ratio` and `prefill_ratio` divide by vanilla's in the same mode.
+`ratio` and `prefill_ratio` divide by vanilla's in the same mode. The reference row `none-2-rows` is
+vanilla decoding with every sample twice in the batch (rows_per_sample 2): what one extra batch row
+costs by itself on this machine, the floor of every method that adds one (VCD, RITUAL, AGLA, SID, ICD).
 
 Models (--models): `tiny` (every tiny-* offline model; the CPU default), `small` (LLaVA-1.5-shaped,
 576 image tokens, narrow 4-layer LM, random weights: the real sequence length at CPU cost) and `7b`
@@ -59,6 +61,7 @@ from speed.common import (  # noqa: E402,F401
 COLUMNS = ["method", "model", "mode", "batch", "tokens", "ms_per_token", "ratio", "prefill_ms", "prefill_ratio",
            "peak_mb", "rows_per_sample", "device", "torch", "transformers", "halluc", "git_commit", "date"]
 MODES = {"greedy": {}, "sample": {"do_sample": True, "seed": 0}, "beam": {"num_beams": 5}}
+TWO_ROWS = "none-2-rows"  # vanilla on every sample twice (reference row)
 METHODS = {"vcd": ("greedy", "sample"), "ritual": ("greedy", "sample"), "ritual-vcd": ("greedy", "sample"),
            "agla": ("greedy", "sample"), "opera": ("beam",), "sid": ("greedy", "sample"), "icd": ("greedy", "sample")}
 
@@ -85,22 +88,32 @@ def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int
 
 def bench_model(lvlm, methods, args, device, prov, write) -> None:
     """Methods take turns within each repetition, so a slow spell of the machine hits them alike."""
-    runs = [("none", mode) for mode in MODES if any(mode in METHODS[m] for m in methods)]
+    modes = [mode for mode in MODES if any(mode in METHODS[m] for m in methods)]
+    runs = [("none", mode) for mode in modes]
+    # vanilla with each sample twice: what a second batch row alone costs, the floor of a method adding one
+    runs += [(TWO_ROWS, mode) for mode in modes if any(mode in METHODS[m] for m in methods if m != "opera")]
     runs += [(m, mode) for m in methods if supported(m, lvlm.family) for mode in METHODS[m]]
     params = {"agla": {"matcher": args.agla_matcher}}
+
+    def once(run, tokens):
+        method, mode = run
+        if method == TWO_ROWS:
+            return run_once(lvlm, "none", mode, {}, tokens, 2 * args.batch, device)
+        return run_once(lvlm, method, mode, params.get(method, {}), tokens, args.batch, device)
+
     for run in list(runs):  # warm-up; a method that refuses this model (AGLA's matcher on InstructBLIP) is skipped
         try:
             for _ in range(max(args.warmup, 1)):
-                run_once(lvlm, *run, params.get(run[0], {}), 3, args.batch, device)
+                once(run, 3)
         except HallucError as err:
             print(f"skipped {run[0]} ({run[1]}) on {lvlm.name}: {err}", flush=True)
             runs.remove(run)
-    decode, start, last = take_turns(
-        runs, lambda run: run_once(lvlm, *run, params.get(run[0], {}), args.tokens, args.batch, device), args.reps)
+    decode, start, last = take_turns(runs, lambda run: once(run, args.tokens), args.reps)
     for method, mode in runs:
         counter, peak = last[(method, mode)]
         # a replacement search runs one sample at a time
-        samples = 1 if any(method_class(m).replaces_search for m in expand_aliases([method])) else args.batch
+        samples = 1 if method != TWO_ROWS and any(method_class(m).replaces_search
+                                                  for m in expand_aliases([method])) else args.batch
         write({"method": method, "model": lvlm.name, "mode": mode, "batch": args.batch,
                "tokens": len(counter.decode_times()) + 1, "ms_per_token": decode[(method, mode)],
                "ratio": decode[(method, mode)] / decode[("none", mode)], "prefill_ms": start[(method, mode)],

@@ -17,6 +17,7 @@ from transformers import LogitsProcessorList
 from halluc.engine.combine import BranchCombiner, Combination
 from halluc.engine.decoding import Decoding
 from halluc.engine.sampler import Sampler
+from halluc.engine.shared_images import distinct_images_once
 from halluc.engine.views import ORIGINAL, Branch, ViewLayout, build_view_batch, qualified_view
 from halluc.errors import HallucError
 from halluc.images import load_images
@@ -103,11 +104,16 @@ def _hf_generate(lvlm: LVLM, inputs: dict, decoding: Decoding, processors: list,
     config = decoding.generation_config(model.generation_config, lvlm.processor.tokenizer)
     config.return_dict_in_generate, config.output_scores = True, return_scores
     seed_scope = torch.random.fork_rng(devices=_devices(lvlm)) if decoding.do_sample else contextlib.nullcontext()
-    with seed_scope, torch.inference_mode():
+    with seed_scope, torch.inference_mode(), distinct_images_once(_vision_tower(lvlm)):
         if decoding.do_sample and decoding.seed is not None:
             torch.manual_seed(decoding.seed)
         return model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
                               custom_generate=search)
+
+
+def _vision_tower(lvlm: LVLM):
+    """The tower that `distinct_images_once` watches, or None (a family that declares none)."""
+    return lvlm.adapter.resolve(lvlm.model, "vision") if lvlm.adapter.paths.vision_tower else None
 
 
 def _decode(lvlm: LVLM, inputs: dict, output, return_scores: bool, rows: int) -> Generation:

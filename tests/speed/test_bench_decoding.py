@@ -20,8 +20,9 @@ def test_smoke_writes_well_formed_rows(tmp_path):
         assert reader.fieldnames == bench.COLUMNS
         rows = list(reader)
     runs = {(r["method"], r["mode"]) for r in rows}
-    assert runs == {("none", "greedy"), ("none", "sample"), ("none", "beam"), ("vcd", "greedy"), ("vcd", "sample"),
-                    ("opera", "beam")} and len(rows) == len(runs)
+    assert runs == {("none", "greedy"), ("none", "sample"), ("none", "beam"), ("none-2-rows", "greedy"),
+                    ("none-2-rows", "sample"), ("vcd", "greedy"), ("vcd", "sample"), ("opera", "beam")}
+    assert len(rows) == len(runs)
     by_run = {(r["method"], r["mode"]): r for r in rows}
     for r in rows:
         assert r["model"] == "tiny-llava" and r["batch"] == "1" and int(r["tokens"]) >= 2
@@ -31,12 +32,12 @@ def test_smoke_writes_well_formed_rows(tmp_path):
         assert all(r[c] for c in ("device", "torch", "transformers", "halluc", "git_commit", "date"))
         assert r["peak_mb"] == ""  # CUDA only
     assert {k: by_run[k]["rows_per_sample"] for k in by_run} == {
-        ("none", "greedy"): "1", ("none", "sample"): "1", ("none", "beam"): "5", ("vcd", "greedy"): "2",
-        ("vcd", "sample"): "2", ("opera", "beam"): "25"}
+        ("none", "greedy"): "1", ("none", "sample"): "1", ("none", "beam"): "5", ("none-2-rows", "greedy"): "2",
+        ("none-2-rows", "sample"): "2", ("vcd", "greedy"): "2", ("vcd", "sample"): "2", ("opera", "beam"): "25"}
     # appending keeps one header
     bench.main(["--smoke", "--threads", "1", "--methods", "vcd", "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + len(rows) + 4
+    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + len(rows) + 6
 
 
 def test_rejects_unknown_methods(tmp_path):
@@ -50,5 +51,6 @@ def test_sid_and_icd_run_as_two_row_methods(tmp_path):
     with out.open() as f:
         rows = {(r["method"], r["mode"]): r for r in csv.DictReader(f)}
     # SID's default selection layer leaves tiny-llava's 2 layers nothing to hide: skipped there, with the reason
-    assert set(rows) == {("none", "greedy"), ("none", "sample"), ("icd", "greedy"), ("icd", "sample")}
+    assert set(rows) == {("none", "greedy"), ("none", "sample"), ("none-2-rows", "greedy"), ("none-2-rows", "sample"),
+                         ("icd", "greedy"), ("icd", "sample")}
     assert rows[("icd", "greedy")]["rows_per_sample"] == rows[("icd", "sample")]["rows_per_sample"] == "2"
