@@ -11,9 +11,9 @@ taken out of git (`git archive`) and run with this interpreter in a subprocess, 
 code's runs. One CSV row per method, benchmark and configuration:
     method, benchmark, code, batch, samples, seconds_per_sample, samples_per_second, speedup,
     speedup_vs_reference, threads, device, torch, transformers, halluc, git_commit, date
-`code` is "current" (this working tree) or the reference revision; `speedup` is samples per second over the same method's
-batch-1 row of this code, `speedup_vs_reference` over the reference revision's row (empty for a method
-that revision does not have). Seconds are those `halluc.run` records: time inside `generate`.
+`code` is "current" (this working tree) or the reference revision; `speedup` is samples per second
+over the same method's batch-1 row of this code, `speedup_vs_reference` over the reference revision's
+row (empty for a method that revision does not have). Seconds are those `halluc.run` records: time inside `generate`.
 
     python speed/bench_main_job.py                       # the main job's methods, 96 POPE / 24 CHAIR samples
     python speed/bench_main_job.py --methods none,vcd --pope 32 --chair 8 --against none --out /tmp/main.csv
@@ -95,8 +95,8 @@ def main(argv=None) -> None:
                     _, rows = halluc.run("toy-llava", [method], benchmark, options)
                     seconds = rows[0]["seconds_per_sample"]
                     rates.setdefault("batch 1", 1 / seconds)
-                    write(row(method, benchmark, "current", batch, limit, seconds, rates["batch 1"], rates, args.threads,
-                              info))
+                    write(row(method, benchmark, "current", batch, limit, seconds, rates["batch 1"], rates,
+                              args.threads, info))
 
 
 def row(method, benchmark, code, batch, samples, seconds, base, rates, threads, info) -> dict:

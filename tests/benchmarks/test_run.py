@@ -72,7 +72,8 @@ def test_cache_reuses_outputs(pope_world, tmp_path):
     kw = dict(max_new_tokens=2, splits=("random",), cache_dir=cache)
     _, first = halluc.run("tiny-llava", ["none"], "pope", options(pope_world, tmp_path / "a", **kw))
     _, second = halluc.run("tiny-llava", ["none"], "pope", options(pope_world, tmp_path / "b", **kw))
-    lines = SampleLog(tmp_path / "b" / "samples" / next((tmp_path / "b" / "samples").iterdir()).name / "random.jsonl").read()
+    samples = tmp_path / "b" / "samples"
+    lines = SampleLog(samples / next(samples.iterdir()).name / "random.jsonl").read()
     assert all(row["cached"] for row in lines.values())
     assert [r["f1"] for r in first] == [r["f1"] for r in second]
 

@@ -92,8 +92,8 @@ def test_a_method_listed_twice_is_refused(pope_world, tmp_path):  # noqa: F811
     (["vhr+opera"], ["pope"], "'vhr' cannot be stacked with 'opera'"),
     (["cca"], ["pope"], None),  # supported: runs
 ])
-def test_every_benchmark_and_stack_is_checked_before_any_work(pope_world, tmp_path, methods, benchmarks,
-                                                              message):  # noqa: F811
+def test_every_benchmark_and_stack_is_checked_before_any_work(pope_world, tmp_path, methods, benchmarks,  # noqa: F811
+                                                              message):
     out = tmp_path / "run"
     if message is None:
         halluc.api.plan_runs("tiny-llava", methods, benchmarks, small(pope_world, out))

@@ -52,7 +52,8 @@ def chair_world(tmp_path_factory) -> tuple[Path, Path]:
     chair_dir = root / "chair"
     chair_dir.mkdir()
     (chair_dir / "gt_objects.json").write_text(json.dumps(gt))
-    (chair_dir / "image_ids.jsonl").write_text("".join(json.dumps({"image_id": i["id"]}) + "\n" for i in data["images"]))
+    ids = "".join(json.dumps({"image_id": i["id"]}) + "\n" for i in data["images"])
+    (chair_dir / "image_ids.jsonl").write_text(ids)
     # COCO file names for the CHAIR task's default pattern
     for i in data["images"]:
         Image.open(files.images / i["file_name"]).save(files.images / f"COCO_val2014_{i['id']:012d}.jpg")

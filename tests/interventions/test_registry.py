@@ -61,7 +61,8 @@ def test_parameters_validated(toy_methods):
 
 
 def test_unknown_parameter_names_valid_ones(toy_methods):
-    with pytest.raises(HallucError, match="method 'test-scale' has no parameter 'beta'; its parameters: alpha, enabled, layers, mode"):
+    with pytest.raises(HallucError, match="method 'test-scale' has no parameter 'beta'; "
+                                          "its parameters: alpha, enabled, layers, mode"):
         make_method("test-scale", {"beta": 1})
 
 
@@ -122,7 +123,8 @@ def test_method_seeds_reach_the_method_and_the_sampling_seed_stays_separate(tiny
     other = [halluc.generate(tiny_llava, images, prompts, "ritual", view_seed=s, max_new_tokens=4, return_scores=True)
              .scores for s in (1, 2)]
     assert not torch.equal(other[0], other[1])  # the view seed changes the transformed view
-    with pytest.raises(HallucError, match="has no parameter 'seed'; its parameters: alpha, beta, noise_seed, noise_step"):
+    with pytest.raises(HallucError,
+                       match="has no parameter 'seed'; its parameters: alpha, beta, noise_seed, noise_step"):
         make_methods("vcd", {"seed": 3})
 
 

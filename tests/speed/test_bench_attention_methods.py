@@ -23,7 +23,8 @@ def test_smoke_writes_well_formed_rows(tmp_path):
     for r in rows.values():
         assert r["model"] == "tiny-llava" and float(r["ms_per_token"]) > 0 and float(r["prefill_ms"]) > 0
         assert all(r[c] for c in ("device", "torch", "transformers", "triton", "halluc", "git_commit", "date"))
-    assert float(rows["none"]["ratio"]) == 1.0 and rows["none"]["impl"] == "sdpa" and rows["none"]["edited_calls"] == "0"
+    vanilla = rows["none"]
+    assert float(vanilla["ratio"]) == 1.0 and vanilla["impl"] == "sdpa" and vanilla["edited_calls"] == "0"
     assert rows["pai"]["rows_per_sample"] == "2" and rows["pai-boost"]["rows_per_sample"] == "1"  # guidance row
     for v in ("pai", "pai-boost", "var"):  # 2 layers x (prefill + 2 decode steps) on the edit path
         assert rows[v]["edited_calls"] == "6" and rows[v]["impl"] in ("torch", "triton")

@@ -51,7 +51,8 @@ def test_build_uses_stock_classes_and_the_halluc_backend():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     prompt = LLAVA.adapter.prompt(processor, "Is there a cup in the image?")
     assert prompt == "USER: <image>\nIs there a cup in the image? ASSISTANT:"
-    inputs = LLAVA.adapter.build_inputs(processor, [render_scene(scene_at(TRAIN_WORLD, "val", 0))], ["Describe this image."])
+    image = render_scene(scene_at(TRAIN_WORLD, "val", 0))
+    inputs = LLAVA.adapter.build_inputs(processor, [image], ["Describe this image."])
     assert (inputs["input_ids"] == model.config.image_token_id).sum() == ToyModelConfig().image_tokens == 64
     assert inputs["pixel_values"].shape == (1, 3, 64, 64)
 

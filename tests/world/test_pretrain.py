@@ -56,7 +56,8 @@ def test_pretraining_moves_only_the_vision_tower_and_is_deterministic():
 
 def test_zero_steps_is_a_no_op():
     model, processor = build_toy_llava(MICRO, seed=1)
-    assert pretrain_vision(model, processor, MICRO.world, MICRO.patch_size, 0, 4, 1e-3, 0, lambda s, l: None) == []
+    quiet = lambda step, loss: None  # noqa: E731
+    assert pretrain_vision(model, processor, MICRO.world, MICRO.patch_size, 0, 4, 1e-3, 0, quiet) == []
 
 
 def test_language_stage_keeps_the_pretrained_tower_frozen():

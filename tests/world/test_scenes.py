@@ -110,7 +110,8 @@ def test_generation_is_identical_in_a_fresh_process(world, tmp_path):
 
 def test_splits_have_their_own_scenes_and_disjoint_ids(world, tmp_path):
     train = generate_world(tmp_path / "train", SMALL, n_images=12, split="train")
-    ids = lambda f: set(COCO(str(f.instances)).getImgIds())
+    def ids(f):
+        return set(COCO(str(f.instances)).getImgIds())
     assert not ids(train) & ids(world)
     assert scene_at(SMALL, "train", 0) != scene_at(SMALL, "val", 0)
 
@@ -190,7 +191,8 @@ def test_cooccurrence_follows_the_configured_priors():
 
 
 def test_prior_strength_and_out_of_prior_rate_act_as_documented():
-    flat, sharp = _presence(WorldConfig(prior_strength=0.0), "office"), _presence(WorldConfig(prior_strength=3.0), "office")
+    flat = _presence(WorldConfig(prior_strength=0.0), "office")
+    sharp = _presence(WorldConfig(prior_strength=3.0), "office")
     assert flat["clock"] > 2 * sharp["clock"] and sharp["laptop"] > flat["laptop"]
     rng, cfg = random.Random(0), WorldConfig(out_of_prior_rate=0.2)
     names = [(k, c) for k in SCENE_TYPES for _ in range(500) for c in sample_categories(rng, cfg, k, 1)]
