@@ -1,13 +1,17 @@
-"""Reading images given as paths or PIL images, with one clear error per bad file."""
+"""Reading images given as paths or PIL images, with one clear error per bad file; finding the distinct
+images of a batch of pixel tensors."""
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from halluc.errors import HallucError
+
+SAMPLED = 64  # pixels per row compared before a full comparison (a cheap key, never the verdict)
 
 
 def load_image(image) -> Image.Image:
@@ -38,3 +42,24 @@ def load_image(image) -> Image.Image:
 
 def load_images(images: Sequence) -> list[Image.Image]:
     return [load_image(i) for i in images]
+
+
+def distinct_rows(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, ...) -> (the distinct rows (M, ...) in first-seen order, (N,) long: each row's distinct row).
+
+    Rows are equal when every value is (`torch.equal`); a few sampled pixels only pick the candidates."""
+    flat = pixels.reshape(pixels.shape[0], -1)  # (N, P)
+    picks = torch.linspace(0, flat.shape[1] - 1, min(SAMPLED, flat.shape[1]), device=flat.device).long()
+    keys = [tuple(row) for row in flat[:, picks].tolist()]
+    firsts: list[int] = []  # index of each distinct row's first occurrence
+    by_key: dict[tuple, list[int]] = {}  # key -> positions in `firsts`
+    inverse = []
+    for i, key in enumerate(keys):
+        same = next((j for j in by_key.get(key, ()) if torch.equal(flat[firsts[j]], flat[i])), None)
+        if same is None:
+            same = len(firsts)
+            firsts.append(i)
+            by_key.setdefault(key, []).append(same)
+        inverse.append(same)
+    index = torch.tensor(firsts, device=pixels.device)
+    return pixels.index_select(0, index), torch.tensor(inverse, device=pixels.device)

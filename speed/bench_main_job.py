@@ -15,7 +15,7 @@ code's runs. One CSV row per method, benchmark and configuration:
 over the same method's batch-1 row of this code, `speedup_vs_reference` over the reference revision's
 row (empty for a method that revision does not have). Seconds are those `halluc.run` records: time inside `generate`.
 
-    python speed/bench_main_job.py                       # the main job's methods, 96 POPE / 24 CHAIR samples
+    python speed/bench_main_job.py                       # the main job's methods, 192 POPE / 24 CHAIR samples
     python speed/bench_main_job.py --methods none,vcd --pope 32 --chair 8 --against none --out /tmp/main.csv
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(("none", *TOY_METHODS)))
-    p.add_argument("--pope", type=int, default=96, help="POPE random questions per configuration")
+    p.add_argument("--pope", type=int, default=192, help="POPE random questions per configuration (3 batches of 64)")
     p.add_argument("--chair", type=int, default=24, help="CHAIR short64 captions per configuration")
     p.add_argument("--batch", type=int, default=MAIN_JOB_BATCH, help="the batch size compared with 1")
     p.add_argument("--against", default=AUDITED, help="reference revision run at --against-batch ('none': skip)")

@@ -8,6 +8,7 @@ rows per step instead of every position of the prompt at every layer (the offici
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,3 +36,13 @@ def last_position(output) -> torch.Tensor:
     """(B, d) last-position states from a decoder layer's output (a tensor, or a tuple led by one)."""
     hidden = output[0] if isinstance(output, tuple) else output
     return hidden[:, -1]
+
+
+TOP = 10  # MemVR's code: the entropy of the top-10 logits
+
+
+def top_entropy(logits: torch.Tensor, top: int = TOP) -> torch.Tensor:
+    """(N, V) -> (N,) entropy of the softmax over each row's `top` largest logits, divided by ln(top)."""
+    k = min(top, logits.shape[-1])
+    p = logits.float().topk(k, dim=-1).values.softmax(-1)
+    return torch.special.entr(p).sum(-1) / math.log(k)  # entr = −p·log p

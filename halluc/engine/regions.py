@@ -69,6 +69,20 @@ class Regions:
         return entropy.masked_fill_(mass == 0, float("nan"))
 
 
+def text_region(image: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool over the prompt: real non-image tokens except each row's first (the attention sink)."""
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(image)
+    text = real & ~image
+    first = text.long().argmax(-1)  # the first real text token of each row (BOS)
+    return text.scatter(-1, first[:, None], False)
+
+
+def extend_regions(prompt: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, 2, T) text / image regions over the prompt -> (B, 2, length): the keys after it are text."""
+    after = torch.tensor([[True], [False]], device=prompt.device).expand(prompt.shape[0], 2, length - prompt.shape[-1])
+    return torch.cat([prompt, after], -1)
+
+
 def region_outliers(row: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """row (B, H, Tk), regions (B, R, Tk) bool -> (B, H, Tk) bool (`Regions.outliers`)."""
     return Regions.of(regions).outliers(row)

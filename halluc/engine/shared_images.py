@@ -20,9 +20,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from halluc.images import distinct_rows
 from halluc.kernels.backend import current_edits
-
-SAMPLED = 64  # pixels per row compared before a full comparison (a cheap key, never the verdict)
 
 
 @contextlib.contextmanager
@@ -54,27 +53,6 @@ def distinct_images_once(tower: nn.Module | None) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-def distinct_rows(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, ...) -> (the distinct rows (M, ...) in first-seen order, (N,) long: each row's distinct row).
-
-    Rows are equal when every value is (`torch.equal`); a few sampled pixels only pick the candidates."""
-    flat = pixels.reshape(pixels.shape[0], -1)  # (N, P)
-    picks = torch.linspace(0, flat.shape[1] - 1, min(SAMPLED, flat.shape[1]), device=flat.device).long()
-    keys = [tuple(row) for row in flat[:, picks].tolist()]
-    firsts: list[int] = []  # index of each distinct row's first occurrence
-    by_key: dict[tuple, list[int]] = {}  # key -> positions in `firsts`
-    inverse = []
-    for i, key in enumerate(keys):
-        same = next((j for j in by_key.get(key, ()) if torch.equal(flat[firsts[j]], flat[i])), None)
-        if same is None:
-            same = len(firsts)
-            firsts.append(i)
-            by_key.setdefault(key, []).append(same)
-        inverse.append(same)
-    index = torch.tensor(firsts, device=pixels.device)
-    return pixels.index_select(0, index), torch.tensor(inverse, device=pixels.device)
 
 
 def _pixel_argument(args: tuple, kwargs: dict):

@@ -33,26 +33,16 @@ Paper / code discrepancies and our choices (spec Part A §3):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from halluc.engine.early_exit import LogitLens, last_position
+from halluc.engine.early_exit import LogitLens, last_position, top_entropy
 from halluc.engine.steps import bind_layer, check_layers, depth_band, is_prefill, layer_indices
 from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-
-TOP = 10  # the code's top-10 logits
-
-
-def top_entropy(logits: torch.Tensor, top: int = TOP) -> torch.Tensor:
-    """(N, V) -> (N,) entropy of the softmax over each row's `top` largest logits, divided by ln(top)."""
-    k = min(top, logits.shape[-1])
-    p = logits.float().topk(k, dim=-1).values.softmax(-1)
-    return torch.special.entr(p).sum(-1) / math.log(k)  # entr = −p·log p
 
 
 def retrace(f: torch.Tensor, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor | None,

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.early_exit import LogitLens
-from halluc.engine.regions import Regions
+from halluc.engine.regions import Regions, extend_regions, text_region
 from halluc.engine.steps import check_layers, replace_last
 from halluc.interventions.aux import aux_owner
 from halluc.interventions.base import HookSpec, Method, param
@@ -179,16 +179,3 @@ class ONLY(Method):
         return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre", with_kwargs=True),
                 HookSpec("lm_head", combine)]
 
-
-def text_region(image: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) bool over the prompt: real non-image tokens except each row's first (the attention sink)."""
-    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(image)
-    text = real & ~image
-    first = text.long().argmax(-1)  # the first real text token of each row (BOS)
-    return text.scatter(-1, first[:, None], False)
-
-
-def extend_regions(prompt: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, 2, T) text / image regions over the prompt -> (B, 2, length): the keys after it are text."""
-    after = torch.tensor([[True], [False]], device=prompt.device).expand(prompt.shape[0], 2, length - prompt.shape[-1])
-    return torch.cat([prompt, after], -1)

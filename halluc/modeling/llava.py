@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from halluc.errors import HallucError
+from halluc.images import distinct_rows
 from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenizer
@@ -56,15 +57,15 @@ def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.T
     handle = attn.register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]),
         with_kwargs=True)
+    distinct, inverse = distinct_rows(pixel_values)  # a batch asking about one image several times: one pass
     try:
         with torch.no_grad():
-            tower(pixel_values=pixel_values.to(tower.device, tower.dtype))
+            tower(pixel_values=distinct.to(tower.device, tower.dtype))
     finally:
         handle.remove()
     with torch.no_grad():
-        if merged_heads:
-            return _merged_cls_probs(attn, seen[0])[:, 1:]
-        return _cls_probs(attn, seen[0]).mean(1)[:, 1:]
+        probs = _merged_cls_probs(attn, seen[0]) if merged_heads else _cls_probs(attn, seen[0]).mean(1)
+        return probs[inverse.to(probs.device), 1:]
 
 
 def _cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:

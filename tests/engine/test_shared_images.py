@@ -8,7 +8,8 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 import halluc
-from halluc.engine.shared_images import distinct_images_once, distinct_rows
+from halluc.engine.shared_images import distinct_images_once
+from halluc.images import distinct_rows
 from halluc.kernels.backend import active_edits
 from halluc.kernels.edits import AttentionEdit
 

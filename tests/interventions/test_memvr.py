@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import halluc
+from halluc.engine.early_exit import top_entropy
 from halluc.errors import HallucError
-from halluc.interventions.memvr import MemVR, retrace, top_entropy
+from halluc.interventions.memvr import MemVR, retrace
 from halluc.world import render_scene, scene_at
 from halluc.world.model import TRAIN_WORLD
 from tests.helpers import PROMPTS, first_logits

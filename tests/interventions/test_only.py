@@ -6,14 +6,13 @@ import pytest
 import torch
 
 import halluc
-from halluc.engine.regions import region_entropy, region_outliers
+from halluc.engine.regions import region_entropy, region_outliers, text_region
 from halluc.engine.views import ORIGINAL, Branch, build_view_batch, qualified_view
 from halluc.interventions import attach
 from halluc.interventions.only import (
     ONLY,
     adaptive_logits,
     enhanced_attention,
-    text_region,
 )
 from halluc.world import render_scene, scene_at
 from halluc.world.model import TRAIN_WORLD

@@ -329,6 +329,28 @@ def test_vision_cls_attention_matches_eager_attention(family, tiny_vlm, batch):
     assert hooks() == before
 
 
+@pytest.mark.parametrize("merged_heads", [False, True])
+def test_cls_attention_runs_a_repeated_image_once_and_gives_every_row_its_own(merged_heads):
+    """A batch asking about one image several times (POPE's questions): the tower sees the distinct images,
+    and each row gets what its image gets alone."""
+    from halluc.modeling.llava import clip_cls_attention
+
+    model, _ = build_tiny("llava")
+    tower = adapter_for(model).resolve(model, "vision")
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, model.config.vision_config.image_size, model.config.vision_config.image_size)
+    rows = []
+    handle = tower.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["pixel_values"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        together = clip_cls_attention(model, tower, torch.stack([a, b, a, a]), merged_heads)
+        alone = [clip_cls_attention(model, tower, x[None], merged_heads) for x in (a, b)]
+    finally:
+        handle.remove()
+    assert rows == [2, 1, 1]
+    torch.testing.assert_close(together, torch.cat([alone[0], alone[1], alone[0], alone[0]]))
+
+
 @pytest.mark.parametrize("feature_layer", [-1, 1])
 def test_vision_cls_attention_follows_vision_feature_layer(feature_layer, batch):
     model, _ = build_tiny("llava")
