@@ -41,7 +41,17 @@ def load_image(image) -> Image.Image:
 
 
 def load_images(images: Sequence) -> list[Image.Image]:
-    return [load_image(i) for i in images]
+    """Each image loaded once: a path (or PIL image) given several times, as POPE's questions about one
+    image in a batch, gives one decoded image object in every place (the processor then sees it once)."""
+    loaded: dict = {}
+    return [loaded[key] if (key := _identity(i)) in loaded else loaded.setdefault(key, load_image(i))
+            for i in images]
+
+
+def _identity(image) -> tuple:
+    if isinstance(image, (str, os.PathLike)):
+        return ("path", os.path.abspath(os.fspath(image)))
+    return ("object", id(image))
 
 
 def distinct_rows(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

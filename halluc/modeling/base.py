@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from halluc.errors import HallucError
+from halluc.modeling.distinct_images import images_processed_once
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ class Adapter:
             kwargs["images"] = [[image] for image in images] if self.nested_images else list(images)
         if _starts_with_bos(processor, texts):  # the template wrote it (Gemma 3, Mistral, Llama 3): no second one
             kwargs["add_special_tokens"] = False
-        return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
+        with images_processed_once(processor):  # POPE's questions share images: each preprocessed once
+            return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
 
     def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: which prompt positions carry image tokens."""
