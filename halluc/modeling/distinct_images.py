@@ -25,7 +25,11 @@ def images_processed_once(processor: Any) -> Iterator[None]:
     if inner is None or isinstance(inner, _OncePerImage) or type(inner) in _NOT_PER_IMAGE:
         yield
         return
-    processor.image_processor = _OncePerImage(inner)
+    try:
+        processor.image_processor = _OncePerImage(inner)
+    except AttributeError:  # a processor whose image processor cannot be set (a read-only property)
+        yield
+        return
     try:
         yield
     finally:

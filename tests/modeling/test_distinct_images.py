@@ -87,3 +87,18 @@ def test_a_processor_without_one_row_per_image_is_called_on_every_image_from_the
             out = processor.image_processor([img, img, img])
         assert out["pixel_values"].shape == (9, 4)
     assert Flat.calls == [1, 3, 3]
+
+
+def test_a_processor_whose_image_processor_cannot_be_set_runs_as_it_is():
+    class Fixed:
+        def __init__(self):
+            self.calls = []
+
+        @property
+        def image_processor(self):
+            return lambda images, **kwargs: self.calls.append(len(images)) or {"pixel_values": torch.zeros(len(images))}
+
+    processor, img = Fixed(), Image.new("RGB", (8, 8))
+    with images_processed_once(processor):
+        out = processor.image_processor([img, img])
+    assert processor.calls == [2] and out["pixel_values"].shape == (2,)
