@@ -81,32 +81,31 @@ def main(argv=None) -> None:
         reference = None if args.against == "none" else reference_tree(args.against, Path(tmp) / "reference")
         for method in args.methods.split(","):
             for benchmark, limit, splits in (("pope", args.pope, ("random",)), ("chair", args.chair, None)):
-                rates = {}
+                fixed = {"method": method, "benchmark": benchmark, "samples": limit, "threads": args.threads, **info}
+                reference_rate = None
                 if reference is not None:
                     seconds = run_reference(reference, method, benchmark, limit, splits, args.against_batch,
                                             args.threads)
-                    rates["reference"] = 1 / seconds if seconds else None
-                    write(row(method, benchmark, args.against, args.against_batch, limit, seconds, None, rates,
-                              args.threads, info))
+                    reference_rate = 1 / seconds if seconds else None
+                    write(row(fixed, args.against, args.against_batch, seconds, None, reference_rate))
+                batch_1_rate = None
                 for batch in (1, args.batch):
                     options = halluc.RunOptions(dataset="world", limit=limit, splits=splits, batch_size=batch,
                                                 out=Path(tmp) / f"{method}-{benchmark}-{batch}", baseline=False,
                                                 device="cpu")
                     _, rows = halluc.run("toy-llava", [method], benchmark, options)
                     seconds = rows[0]["seconds_per_sample"]
-                    rates.setdefault("batch 1", 1 / seconds)
-                    write(row(method, benchmark, "current", batch, limit, seconds, rates["batch 1"], rates,
-                              args.threads, info))
+                    batch_1_rate = batch_1_rate or 1 / seconds
+                    write(row(fixed, "current", batch, seconds, batch_1_rate, reference_rate))
 
 
-def row(method, benchmark, code, batch, samples, seconds, base, rates, threads, info) -> dict:
-    """One CSV row; speedups over this code's batch-1 rate (`base`) and the reference's rate."""
+def row(fixed: dict, code: str, batch: int, seconds, batch_1_rate, reference_rate) -> dict:
+    """One CSV row: `fixed` columns, this configuration's rate and its speedups over this code's batch-1
+    rate and the reference revision's rate (None where there is none)."""
     rate = 1 / seconds if seconds else None
-    reference = rates.get("reference")
-    return {"method": method, "benchmark": benchmark, "code": code, "batch": batch, "samples": samples,
-            "seconds_per_sample": seconds, "samples_per_second": rate,
-            "speedup": rate / base if rate and base else None,
-            "speedup_vs_reference": rate / reference if rate and reference else None, "threads": threads, **info}
+    return {**fixed, "code": code, "batch": batch, "seconds_per_sample": seconds, "samples_per_second": rate,
+            "speedup": rate / batch_1_rate if rate and batch_1_rate else None,
+            "speedup_vs_reference": rate / reference_rate if rate and reference_rate else None}
 
 
 def reference_tree(revision: str, where: Path) -> Path:
