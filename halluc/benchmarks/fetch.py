@@ -15,6 +15,7 @@ from pathlib import Path
 
 from halluc.benchmarks.paths import data_home
 from halluc.errors import HallucError, unknown_choice
+from halluc.safe_paths import confined
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def _unpack(archive: Path) -> list[Path]:
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.namelist() if "instances_val2014" in m or "captions_val2014" in m
                        or "annotations" not in archive.name]
+            for member in members:  # an archive (some are not checksummed) never writes outside its folder
+                confined(archive.parent, member.rstrip("/"), f"{archive.name} member")
             z.extractall(archive.parent, members)
     except zipfile.BadZipFile:
         raise HallucError(f"{archive} is not a valid zip file; delete it and fetch again") from None

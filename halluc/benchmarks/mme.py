@@ -18,6 +18,7 @@ from pathlib import Path
 
 from halluc.benchmarks.io import read_text
 from halluc.errors import HallucError
+from halluc.safe_paths import name_component
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
               "artwork", "OCR")
@@ -215,7 +216,7 @@ def write_mme_results(items: Iterable[MMEItem], out_dir: str | Path) -> list[Pat
             f"{it.image}\t{it.question}\t{'Yes' if it.answer else 'No'}\t{response}\n")
     paths = []
     for subtask, lines in by_task.items():
-        path = out_dir / f"{subtask}.txt"
+        path = out_dir / name_component(f"{subtask}.txt", "MME subtask")
         path.write_text("".join(lines), encoding="utf-8")
         paths.append(path)
     return paths

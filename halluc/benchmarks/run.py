@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
 from halluc.modeling.lvlm import LVLM
 from halluc.progress import Progress
+from halluc.safe_paths import name_component
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,9 @@ def read_outputs(out: Path, entry_key: str, split: str) -> dict[str, dict]:
     """All finished samples of one entry and split, over every shard file (a damaged line is an error
     naming its file and line, never a silently missing sample)."""
     merged: dict[str, dict] = {}
-    folder = out / "samples" / entry_key
+    # the entry key and split may come from a results.json: plain names only, never a pattern or a path
+    folder = out / "samples" / name_component(entry_key, "run entry")
+    split = glob.escape(name_component(split, "split"))
     for path in sorted(folder.glob(f"{split}.jsonl")) + sorted(folder.glob(f"{split}.shard-*.jsonl")):
         merged.update(SampleLog(path).read())
     return merged
@@ -391,7 +395,12 @@ _RESUME_KEYS = ("model", "methods", "benchmark", "protocol", "decoding", "task_v
 
 
 def default_out(model: str, benchmark: str, protocol: str) -> Path:
-    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}_{benchmark}_{protocol}")
+    """`runs/<model>_<benchmark>_<protocol>`, one plain folder name whatever the model id or path holds
+    (a long local path keeps its last 80 characters and a hash of the whole)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}_{benchmark}_{protocol}").lstrip(".")
+    if len(name) > 120:
+        name = f"{name[-80:]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return Path("runs") / name_component(name or "run", "run name")
 
 
 def check_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:

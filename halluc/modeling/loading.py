@@ -113,6 +113,7 @@ def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.
     # without a reachable hub, read the local cache only: transformers would otherwise retry each file
     # for about 40 s and print a dozen lines before failing
     local = {"local_files_only": True} if not Path(source).is_dir() and not hub_reachable() else {}
+    local["trust_remote_code"] = False  # never run a checkpoint's own Python: only families halluc knows load
     try:
         config = AutoConfig.from_pretrained(source, revision=revision, **local)
         model_class_for(config)  # an unsupported model type is refused before any download

@@ -16,6 +16,7 @@ from halluc.benchmarks.pope import parse_word
 from halluc.benchmarks.spec import BenchmarkSpec, Metric, register_benchmark
 from halluc.benchmarks.tasks.base import Protocol, Sample, Task
 from halluc.errors import HallucError, unknown_choice
+from halluc.safe_paths import confined
 
 SPLITS = ("generative", "discriminative")
 LLAVA_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -68,7 +69,8 @@ class AmberTask(Task):
     def samples(self, split: str) -> list[Sample]:
         data = self.data()
         generative = split == "generative"
-        return [Sample(str(i), Path(self.images_dir) / image, query if generative else query + self.suffix, i)
+        return [Sample(str(i), confined(self.images_dir, image, f"AMBER query {i} image"),
+                       query if generative else query + self.suffix, i)
                 for i, (image, query) in sorted(data.queries.items())
                 if (data.annotations[i]["type"] == "generative") == generative]
 

@@ -15,6 +15,7 @@ from halluc.benchmarks.paths import data_home, need_images
 from halluc.benchmarks.spec import BenchmarkSpec, Metric, register_benchmark
 from halluc.benchmarks.tasks.base import Protocol, Sample, Task
 from halluc.errors import HallucError, unknown_choice
+from halluc.safe_paths import confined
 
 QUESTION_FILE = "HallusionBench.json"
 # protocol -> (prompt suffix, decoding); answers are read with VLMEvalKit's yes/no rule, no GPT judge
@@ -57,7 +58,8 @@ class HallusionBenchTask(Task):
     def samples(self, split: str) -> list[Sample]:
         if split != "image":
             raise unknown_choice("HallusionBench split", split, ["image"])
-        return [Sample(q.key, Path(self.images_dir) / q.filename.removeprefix("./"), q.question + self.suffix, q)
+        return [Sample(q.key, confined(self.images_dir, q.filename, f"HallusionBench {q.key} filename"),
+                       q.question + self.suffix, q)
                 for q in self.questions() if q.has_figure and q.filename]
 
     def units(self, split, samples, texts):

@@ -9,6 +9,7 @@ from halluc.benchmarks.paths import data_home, need_images
 from halluc.benchmarks.spec import BenchmarkSpec, Metric, register_benchmark
 from halluc.benchmarks.tasks.base import Protocol, Sample, Task
 from halluc.errors import HallucError, unknown_choice
+from halluc.safe_paths import confined
 
 
 @dataclass
@@ -39,7 +40,8 @@ class PopeTask(Task):
         path = Path(self.data_dir) / f"coco_pope_{split}.json"
         if not path.exists():
             raise HallucError(f"POPE question file missing: {path} (run `halluc data fetch pope` or pass --data DIR)")
-        return [Sample(str(q.question_id), Path(self.images_dir) / q.image, self.preset.prompt(q.text), q)
+        return [Sample(str(q.question_id), confined(self.images_dir, q.image, f"{path.name} question {q.question_id}"),
+                       self.preset.prompt(q.text), q)
                 for q in pope.read_pope_questions(path, split)]
 
     def units(self, split, samples, texts):
