@@ -1,6 +1,7 @@
 """Layers import one way: base -> kernels -> modeling -> engine -> interventions -> generation ->
-benchmarks -> api -> cli; the toy world is a leaf nothing imports. Every import counts: module level,
-inside functions, under TYPE_CHECKING, and `importlib.import_module("halluc...")` with a literal name."""
+benchmarks -> evaluation -> reports -> api -> cli; the toy world is a leaf nothing imports. Every import
+counts: module level, inside functions, under TYPE_CHECKING, and `importlib.import_module("halluc...")`
+with a literal name. No two modules import each other, directly or through others, in any layer."""
 from __future__ import annotations
 
 import ast
@@ -8,8 +9,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
-LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api", "cli", "world"]
-BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.safe_paths", "halluc.version"}
+LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "evaluation",
+          "reports", "api", "cli", "world"]
+BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.registry", "halluc.safe_paths",
+        "halluc.version"}
 FACADE = {"halluc", "halluc.__main__"}  # the package's lazy facade and entry point sit with the CLI
 
 
@@ -86,7 +89,47 @@ def test_an_injected_upward_import_is_caught():
     assert violations(inside_a_function, "halluc.engine.views") == [
         "halluc.engine.views:2 (engine) imports halluc.generation.generate (generation), a higher layer"]
     assert violations("import halluc.api\n", "halluc.kernels.reference")
-    assert violations("from halluc import api\n", "halluc.benchmarks.run")  # the submodule api, not the facade
+    assert violations("from halluc import api\n", "halluc.evaluation.run")  # the submodule api, not the facade
     assert violations("import importlib\nimportlib.import_module('halluc.cli.app')\n", "halluc.modeling.loading")
     assert violations("from halluc.world.model import load_toy_llava\n", "halluc.cli.app")
     assert not violations("from halluc.modeling.cache import cache_of\n", "halluc.engine.steps")
+
+
+def import_graph():
+    """module -> every halluc module it imports (a package's `__init__` counts as the package)."""
+    import networkx
+
+    graph = networkx.DiGraph()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        graph.add_node(module)
+        graph.add_edges_from((module, target) for _, target in imported(ast.parse(path.read_text()))
+                             if target != module)
+    return graph
+
+
+def cycles(graph) -> list[list[str]]:
+    import networkx
+
+    return [sorted(group) for group in networkx.strongly_connected_components(graph) if len(group) > 1]
+
+
+def test_no_import_cycle_anywhere():
+    found = cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(group) for group in found)
+
+
+def test_an_injected_cycle_is_caught():
+    graph = import_graph()
+    graph.add_edge("halluc.reports.model", "halluc.reports.leaderboard")  # the circle the reports once had
+    assert ["halluc.reports.leaderboard", "halluc.reports.model"] in cycles(graph)
+
+
+def test_the_cli_stands_on_the_api_alone():
+    """Every command is a thin call into `halluc.api`: the CLI imports nothing else of halluc but its own modules
+    and the error type (`halluc.HallucError`, part of the public API)."""
+    allowed = ("halluc.api", "halluc.cli", "halluc.errors")
+    bad = [f"{module_name(p)}:{line} imports {target}" for p in sorted((PACKAGE / "cli").rglob("*.py"))
+           for line, target in imported(ast.parse(p.read_text()))
+           if not target.startswith(allowed) and target != "halluc"]
+    assert not bad, "\n".join(bad)

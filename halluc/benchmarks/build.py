@@ -11,7 +11,7 @@ from typing import Protocol
 from halluc.benchmarks import sources
 from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.spec import benchmark_names, benchmark_spec
-from halluc.benchmarks.tasks import Task
+from halluc.benchmarks.task import Task
 from halluc.errors import HallucError, unknown_choice
 from halluc.plugins import load_plugins
 

@@ -11,8 +11,10 @@ category and question_id, HallusionBench's filename) must stay inside the folder
 hold bytes, not name a local file. The folder is written into a staging folder, renamed into place whole,
 and reused offline afterwards.
 
-Pinned revisions (override with `--data ID@REVISION`, or `--data DIR` for a dataset saved with
-`save_to_disk`); the dataset id and revision go into config.json.
+Each benchmark's `BenchmarkSpec.data.hf` names its dataset, pinned revision and splits, and plans its
+layout (in the benchmark's `data` module); this module is the same for all. Override the revision with
+`--data ID@REVISION`, or pass `--data DIR` for a dataset saved with `save_to_disk`; the dataset id and
+revision go into config.json.
 """
 from __future__ import annotations
 
@@ -21,33 +23,15 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from halluc.benchmarks.paths import data_home
+from halluc.benchmarks.spec import BENCHMARKS, HFSource, benchmark_names, benchmark_spec
 from halluc.errors import HallucError
-from halluc.safe_paths import IMAGE_SUFFIXES, confined, name_component, relative_parts
-
-
-@dataclass(frozen=True)
-class HFSource:
-    dataset: str
-    revision: str
-    config: str | None
-    splits: tuple[str, ...]
-    note: str = ""
-
-
-SOURCES: Mapping[str, HFSource] = {
-    # the 3,000-question POPE files (RUCAIBox/POPE output/coco), one split per POPE split
-    "pope": HFSource("lmms-lab/POPE", "4db1276663dfa5eb8ad16a52d24c31a09e470896", "Full",
-                     ("random", "popular", "adversarial"), "the 3,000-question version"),
-    "mme": HFSource("lmms-lab/MME", "d6c9023f017b564f7b3ccccf5348166bce8fdbcd", None, ("test",)),
-    "hallusionbench": HFSource("lmms-lab/HallusionBench", "ea5fd49f1b711d12cc8b0ec75be0c0593e17befe", None,
-                               ("image",), "the 951 questions with a figure"),
-}
+from halluc.safe_paths import confined
 
 
 @dataclass(frozen=True)
@@ -57,15 +41,21 @@ class Materialized:
     provenance: dict
 
 
+def hf_benchmarks() -> list[str]:
+    """The benchmarks with an HF dataset source."""
+    return [name for name, spec in BENCHMARKS.items().items() if spec.data.hf is not None]
+
+
 def has_source(benchmark: str) -> bool:
-    return benchmark in SOURCES
+    return benchmark in benchmark_names() and benchmark_spec(benchmark).data.hf is not None
 
 
 def materialize(benchmark: str, where: str | Path | None = None, home: Path | None = None) -> Materialized:
     """The benchmark's files from an HF dataset: the pinned hub revision, `ID[@REVISION]`, or a saved folder."""
-    if benchmark not in SOURCES:
-        raise HallucError(f"{benchmark} has no HF dataset source; choices: {', '.join(SOURCES)} (pass --images DIR)")
-    pinned = SOURCES[benchmark]
+    pinned = benchmark_spec(benchmark).data.hf
+    if pinned is None:
+        raise HallucError(f"{benchmark} has no HF dataset source; choices: {', '.join(hf_benchmarks())} "
+                          "(pass --images DIR)")
     local = where is not None and Path(where).exists()
     if local:
         dataset_id, revision = str(Path(where).resolve()), _folder_digest(Path(where))
@@ -78,13 +68,13 @@ def materialize(benchmark: str, where: str | Path | None = None, home: Path | No
     root = Path(home or data_home()) / "hf" / benchmark / f"{readable}-{key}"
     if not (root / "complete").exists():
         splits = {split: _load(dataset_id, revision, pinned, split, local) for split in pinned.splits}
-        plan = _PLANNERS[benchmark](splits)  # every row checked before anything is written
+        plan = pinned.plan(splits)  # every row checked before anything is written
         _write_whole(plan, provenance, root)
-    data, images = _LAYOUT[benchmark](root)
+    data, images = pinned.layout(root)
     return Materialized(data, images, provenance)
 
 
-def _write_whole(plan: _Plan, provenance: dict, root: Path) -> None:
+def _write_whole(plan: Plan, provenance: dict, root: Path) -> None:
     """Write into a staging folder beside `root` and rename it into place: a failure or a kill leaves no
     half-written benchmark folder (a leftover staging folder is removed by the next attempt)."""
     staging = root.with_name(f".{root.name}.partial")
@@ -133,13 +123,13 @@ def _folder_digest(folder: Path) -> str:
     return "local-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def _require(ds, columns: tuple[str, ...], what: str) -> None:
+def require_columns(ds, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise HallucError(f"{what}: the dataset has no column '{missing[0]}' (columns: {', '.join(ds.column_names)})")
 
 
-def _image_bytes(image: Any, what: str) -> bytes:
+def image_bytes(image: Any, what: str) -> bytes:
     """The bytes an image cell stores. A cell that only names a file is refused: a dataset never chooses a
     local file of the user's for halluc to copy."""
     if not isinstance(image, Mapping):
@@ -153,7 +143,7 @@ def _image_bytes(image: Any, what: str) -> bytes:
     raise HallucError(f"{what}: no image data")
 
 
-def _suffix(data: bytes, default: str = ".png") -> str:
+def image_suffix(data: bytes, default: str = ".png") -> str:
     """The stored image's format as a file suffix (dataset rows do not always name their files)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -165,7 +155,7 @@ def _suffix(data: bytes, default: str = ".png") -> str:
 
 
 @dataclass
-class _Plan:
+class Plan:
     """What a writer will create under the benchmark's root, checked in full before anything is written:
     relative path -> file bytes (image bytes, or a question file's text)."""
 
@@ -173,7 +163,7 @@ class _Plan:
 
     def image(self, parts: tuple[str, ...], cell: Any, what: str) -> None:
         if parts not in self.files:  # an image shared by several questions is written once
-            self.files[parts] = _image_bytes(cell, what)
+            self.files[parts] = image_bytes(cell, what)
 
     def text(self, parts: tuple[str, ...], lines: list[str]) -> None:
         self.files[parts] = ("\n".join(lines) + "\n").encode("utf-8")
@@ -185,69 +175,4 @@ class _Plan:
             path.write_bytes(data)
 
 
-# ---------------------------------------------------------------- per benchmark: HF schema -> local layout
 
-def _plan_pope(splits: Mapping[str, Any]) -> _Plan:
-    """lmms-lab/POPE (question_id, question, answer, image_source, image, category) -> coco_pope_{split}.json,
-    images/<image_source>.jpg (image_source must be a plain name: it is COCO's file stem)."""
-    plan = _Plan()
-    for split, ds in splits.items():
-        _require(ds, ("question_id", "question", "answer", "image_source", "image"), f"POPE {split}")
-        lines = []
-        for n, row in enumerate(ds):
-            where = f"POPE {split} row {n}"
-            image = name_component(f"{name_component(row['image_source'], where + ' image_source')}.jpg", where)
-            plan.image(("images", image), row["image"], where)
-            lines.append(json.dumps({"question_id": row["question_id"], "image": image, "text": row["question"],
-                                     "label": str(row["answer"]).strip().lower()}))
-        plan.text((f"coco_pope_{split}.json",), lines)
-    return plan
-
-
-def _plan_mme(splits: Mapping[str, Any]) -> _Plan:
-    """lmms-lab/MME (question_id = subtask/image file, image, question, answer, category) -> the release
-    layout: <category>/<image> beside <category>/<stem>.txt with `question<TAB>answer` lines."""
-    (ds,) = splits.values()
-    _require(ds, ("question_id", "question", "answer", "category", "image"), "MME")
-    plan, questions = _Plan(), {}
-    for n, row in enumerate(ds):
-        where = f"MME row {n}"
-        category = name_component(row["category"], where + " category")
-        name = name_component(PurePosixPath(str(row["question_id"])).name, where + " question_id")
-        stem = PurePosixPath(name).stem
-        suffix = PurePosixPath(name).suffix or _suffix(_image_bytes(row["image"], where))
-        if suffix.lower() not in IMAGE_SUFFIXES:
-            raise HallucError(f"{where} question_id: {name!r:.80} is not an image file name")
-        plan.image((category, name_component(stem + suffix, where)), row["image"], where)
-        question = " ".join(str(row["question"]).split())
-        questions.setdefault((category, f"{stem}.txt"), []).append(f"{question}\t{str(row['answer']).strip()}")
-    for parts, lines in questions.items():
-        plan.text(parts, lines)
-    return plan
-
-
-def _plan_hallusionbench(splits: Mapping[str, Any]) -> _Plan:
-    """lmms-lab/HallusionBench (the question file's columns plus image) -> HallusionBench.json + VD/, VS/ (a
-    row's `filename` must be a relative image path inside the folder, as the release's `./VS/...` are)."""
-    (ds,) = splits.values()
-    fields = ("category", "subcategory", "visual_input", "set_id", "figure_id", "sample_note", "question_id",
-              "question", "gt_answer_details", "gt_answer", "filename")
-    _require(ds, (*fields[:5], "question_id", "question", "gt_answer", "filename", "image"), "HallusionBench")
-    plan, rows = _Plan(), []
-    for n, row in enumerate(ds):
-        record = {f: row.get(f) for f in fields}
-        if record["filename"]:
-            where = f"HallusionBench row {n} filename"
-            parts = relative_parts(record["filename"], where)
-            confined(Path("."), "/".join(parts), where, IMAGE_SUFFIXES)  # an image file type, checked up front
-            plan.image(parts, row["image"], where)
-        rows.append(record)
-    plan.files[("HallusionBench.json",)] = json.dumps(rows, indent=1).encode("utf-8")
-    return plan
-
-
-_PLANNERS: Mapping[str, Callable[[Mapping[str, Any]], _Plan]] = {
-    "pope": _plan_pope, "mme": _plan_mme, "hallusionbench": _plan_hallusionbench}
-_LAYOUT: Mapping[str, Callable[[Path], tuple[Path, Path]]] = {
-    "pope": lambda root: (root, root / "images"), "mme": lambda root: (root, root),
-    "hallusionbench": lambda root: (root, root)}

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
+from halluc import api
 from halluc.cli.common import OneLineUsageErrors, friendly_errors, parse_method_params, stderr
 from halluc.cli.data import data_app
 from halluc.cli.plugins import COMMAND_GROUPS
 from halluc.cli.report import report
 from halluc.cli.run import run
 from halluc.cli.score import score_app
-from halluc.plugins import load_plugins
 
 app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -20,7 +20,7 @@ app.command("run", context_settings=RUN_CONTEXT)(run)
 app.command("report", cls=OneLineUsageErrors)(report)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
-load_plugins()
+api.load_plugins()
 for _name, _group in COMMAND_GROUPS.items():
     app.add_typer(_group, name=_name)
 
@@ -28,8 +28,6 @@ for _name, _group in COMMAND_GROUPS.items():
 @app.command()
 def models() -> None:
     """List model aliases (first column) with their hub ids and families."""
-    from halluc import api
-
     for row in api.models():
         typer.echo(f"{row['alias']:<21} {row['family']:<16} {row['hub_id']:<46} {row['note']}")
 
@@ -38,8 +36,6 @@ def models() -> None:
 def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
                                          help="Show parameters, defaults and where each method runs.")) -> None:
     """List methods, one per line (name first)."""
-    from halluc import api
-
     support = {}
     if verbose:
         for row in api.support_matrix():
@@ -77,8 +73,6 @@ def generate(
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
     """Generate an answer for each image; the texts alone go to stdout, one per line."""
-    from halluc import api
-
     params = parse_method_params(ctx.args, param)
     decoding = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                     top_k=top_k, num_beams=num_beams, seed=seed)

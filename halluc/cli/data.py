@@ -5,8 +5,7 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.fetch import IMAGES, SOURCES, fetch
-from halluc.benchmarks.paths import data_home
+from halluc import api
 from halluc.cli.common import friendly_errors, stderr
 
 data_app = typer.Typer(rich_markup_mode=None,
@@ -16,18 +15,19 @@ data_app = typer.Typer(rich_markup_mode=None,
 
 @data_app.command("fetch")
 @friendly_errors
-def fetch_command(benchmark: str = typer.Argument(..., help="pope, repope, chair, mme, amber or hallusionbench."),
-                  home: Path = typer.Option(None, help=f"Data home (default {data_home()}, or $HALLUC_DATA).")) -> None:
+def fetch_command(benchmark: str = typer.Argument(..., help=f"{', '.join(api.fetchable())}."),
+                  home: Path = typer.Option(None, help=f"Data home (default {api.data_home()}, or $HALLUC_DATA).")
+                  ) -> None:
     """Download and verify BENCHMARK's question files and annotations."""
-    for path in fetch(benchmark, home):
+    for path in api.fetch(benchmark, home):
         typer.echo(str(path))
-    stderr(f"images are not fetched: {IMAGES[benchmark]}")
+    stderr(f"images are not fetched: {api.fetchable()[benchmark].images}")
 
 
 @data_app.command("where")
 def where_command() -> None:
     """Where each benchmark's files go, and their pinned sources."""
-    for benchmark, remotes in SOURCES.items():
-        for remote in remotes:
-            typer.echo(f"{benchmark:<6} {data_home() / remote.target}  <-  {remote.url}")
-        typer.echo(f"{benchmark:<6} {IMAGES[benchmark]}")
+    for benchmark, data in api.fetchable().items():
+        for remote in data.remotes:
+            typer.echo(f"{benchmark:<6} {api.data_home() / remote.target}  <-  {remote.url}")
+        typer.echo(f"{benchmark:<6} {data.images}")

@@ -5,22 +5,8 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.paths import data_home
-from halluc.benchmarks.report import render_terminal
+from halluc import api
 from halluc.cli.common import friendly_errors, parse_method_params, stderr
-from halluc.errors import HallucError
-
-
-def parse_shard(text: str | None):
-    from halluc.benchmarks.run import Shard
-
-    if text is None:
-        return None
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise HallucError(f"--shard expects I/N with 0 <= I < N, got '{text}'")
-    return Shard(int(index), int(count))
-
 
 # `halluc run` with no arguments: the product's main job on the shipped toy world, offline, in minutes.
 TOY_MODEL = "toy-llava"
@@ -49,7 +35,7 @@ def run(
     protocol: str = typer.Option(None, help="pope: llava|vcd|opera; chair: opera512|short64; mme: llava|official; "
                                  "amber: llava|official; hallusionbench: vlmevalkit."),
     images: Path = typer.Option(None, help="Image directory (COCO val2014; the MME release folder)."),
-    data: Path = typer.Option(None, help=f"Benchmark files (default: {data_home()}/<benchmark>); with --source hf "
+    data: Path = typer.Option(None, help=f"Benchmark files (default: {api.data_home()}/<benchmark>); with --source hf "
                               "a dataset saved with save_to_disk, or ID@REVISION."),
     source: str = typer.Option("auto", help="local (files), hf (the benchmark's HF dataset, pinned revision), or "
                                "auto: hf for pope, mme, hallusionbench when no --images is given."),
@@ -69,8 +55,6 @@ def run(
 
     With no arguments: toy-llava on the toy world's POPE and CHAIR with vanilla and a representative set of methods.
     """
-    from halluc import api
-
     toy = model is None
     model = model or TOY_MODEL
     dataset = dataset or ("world" if toy else "coco")
@@ -82,14 +66,14 @@ def run(
                              images=images,
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
-                             shard=parse_shard(shard))
+                             shard=api.parse_shard(shard))
     results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=_say_plan, **params)
     rows = []
     for run_dir, bench_rows in results:
         stderr(f"results: {run_dir / 'results.json'}")
         rows += bench_rows
     if rows:
-        typer.echo(render_terminal(rows))
+        typer.echo(api.render_terminal(rows))
 
 
 def _say_plan(plans, total: int, done: int) -> None:

@@ -1,28 +1,27 @@
-"""`halluc score ...`: score saved outputs on POPE (and RePOPE), CHAIR, MME, AMBER and HallusionBench.
-No model is loaded, and nothing here imports torch.
+"""`halluc score BENCHMARK ...`: score saved outputs with the official rules. No model is loaded, and
+nothing here imports torch.
 
-Each command reads, calls the pure scorer in `halluc.benchmarks`, and prints a table or,
-with --json, exactly one JSON object. Bad input: one line on stderr, exit code 2.
+One command per benchmark whose spec has a score entry (`BenchmarkSpec.score`): its options are the scorer's
+parameters, it prints the benchmark's tables or, with --json, exactly one JSON object. Bad input: one line
+on stderr, exit code 2.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import json
-from pathlib import Path
+import typing
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from halluc.benchmarks import amber, chair, hallusionbench, mme, pope
-from halluc.benchmarks.paths import data_home
+from halluc import api
 from halluc.errors import HallucError
 
 score_app = typer.Typer(rich_markup_mode=None,
                         help="Score saved answers, captions or MME result files with the official rules.",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-_JSON = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
 
 
 def _one_line_errors(fn):
@@ -40,150 +39,50 @@ def _one_line_errors(fn):
     return wrapper
 
 
-@score_app.command("pope")
-@_one_line_errors
-def pope_cmd(
-    questions: Path = typer.Option(..., "--questions", help="POPE question file (JSON lines with label)."),
-    answers: Path = typer.Option(..., "--answers", help="Answers: JSON lines with question_id and text."),
-    parser: str = typer.Option("pope", "--parser", help="Yes/no parser: pope, opera, vcd, exact, word."),
-    allow_missing: bool = typer.Option(False, "--allow-missing",
-                                       help="Score questions without an answer as unanswered instead of refusing."),
-    labels: str = typer.Option(None, "--labels", help="Corrected labels: a relabelled question file, or 'repope' "
-                               "(the fetched RePOPE file of the same split). Adds 'removed'."),
-    as_json: bool = _JSON,
-) -> None:
-    """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
-    pope.get_parser(parser)  # an unknown parser fails before any file is read
-    asked, given = pope.read_pope_questions(questions), pope.read_pope_answers(answers)
-    if labels is None:
-        scores = pope.score_pope(asked, given, parser, allow_missing=allow_missing,
-                                 names=(str(questions), str(answers)))
-        _print(scores.as_dict(), as_json, f"POPE ({parser} parser)")
-        return
-    label_file = _repope_file(questions) if labels == "repope" else Path(labels)
-    result = pope.score_relabelled(asked, pope.read_pope_questions(label_file), given, parser,
-                                   allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)))
-    _print(result, as_json, f"RePOPE ({parser} parser, {label_file.name})")
+def _command(name: str, command: api.ScoreCommand):
+    """A typer command whose options are the scorer's keyword parameters, plus --json."""
+    hints = typing.get_type_hints(command.run)
+
+    def score(as_json: bool = False, **options):
+        result = api.score(name, **options)
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        for table in command.render(result, options, name):
+            Console().print(_rich(table))
+
+    parameters = [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=_option_type(hints[p.name]),
+                                    default=_option(p, command.help.get(p.name, "")))
+                  for p in inspect.signature(command.run).parameters.values()]
+    parameters.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                        default=typer.Option(False, "--json", help="Print one JSON object instead "
+                                                             "of a table.")))
+    score.__signature__ = inspect.Signature(parameters)
+    score.__annotations__ = {p.name: p.annotation for p in parameters}
+    score.__doc__ = command.summary
+    return _one_line_errors(score)
 
 
-def _repope_file(questions: Path) -> Path:
-    """The fetched RePOPE file for the split named in a POPE question file's name."""
-    split = next((s for s in pope.SPLITS if questions.name == f"coco_pope_{s}.json"), None)
-    if split is None:
-        raise HallucError(f"cannot tell the POPE split from the file name {questions.name} (expected "
-                          "coco_pope_{random,popular,adversarial}.json); pass --labels with the RePOPE file itself")
-    path = data_home() / "repope" / pope.REPOPE_TEMPLATE.format(split)
-    if not path.is_file():
-        raise HallucError(f"RePOPE labels not found at {path}: run `halluc data fetch repope` (or pass --labels FILE)")
-    return path
+def _option(parameter: inspect.Parameter, help_text: str):
+    flag = "--" + parameter.name.replace("_", "-")
+    required = parameter.default is inspect.Parameter.empty
+    return typer.Option(... if required else parameter.default, flag, help=help_text)
 
 
-@score_app.command("chair")
-@_one_line_errors
-def chair_cmd(
-    captions: Path = typer.Option(..., "--captions", help="Captions: JSON lines with image_id and caption."),
-    gt: Path = typer.Option(..., "--gt", help="COCO 2014 annotation directory, or JSON {image_id: [objects]}."),
-    trim_incomplete: bool = typer.Option(False, "--trim-incomplete",
-                                         help="Drop each caption's unfinished last sentence (64-token runs)."),
-    as_json: bool = _JSON,
-) -> None:
-    """CHAIR_S, CHAIR_I, object recall and caption length."""
-    pairs = chair.read_chair_captions(captions)
-    truth = chair.load_chair_gt(gt, image_ids={i for i, _ in pairs})
-    _print(chair.score_chair(pairs, truth, trim=trim_incomplete).as_dict(), as_json, "CHAIR")
+def _option_type(hint):
+    """`Path | None` -> Path: typer takes the plain type, the default says it is optional."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")) else hint
 
 
-@score_app.command("mme")
-@_one_line_errors
-def mme_cmd(
-    results_dir: Path = typer.Option(..., "--results-dir", help="Folder of eval-tool files <subtask>.txt."),
-    as_json: bool = _JSON,
-) -> None:
-    """MME acc, acc+ and score per subtask; perception, cognition and hallucination totals."""
-    scores = mme.score_mme(mme.read_mme_results(results_dir))
-    if as_json:
-        typer.echo(json.dumps(scores.as_dict()))
-    else:
-        Console().print(_mme_table(scores))
+def _rich(table: api.ScoreTable) -> Table:
+    drawn = Table(title=table.title)
+    for i, column in enumerate(table.columns):
+        drawn.add_column(column, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        drawn.add_row(*row)
+    return drawn
 
 
-@score_app.command("amber")
-@_one_line_errors
-def amber_cmd(
-    answers: Path = typer.Option(..., "--answers", help="Inference file: [{\"id\": 1, \"response\": ...}, ...]."),
-    data: Path = typer.Option(None, "--data", help="AMBER data folder (annotations.json, relation.json, "
-                              "safe_words.txt) [default: the data home's amber/]."),
-    parser: str = typer.Option("official", "--parser", help="Yes/no answers: official (exactly Yes/No), or a POPE "
-                               "parser (word, exact, pope, opera) applied first."),
-    extractor: str = typer.Option("auto", "--extractor", help="Nouns: auto, official (NLTK + spaCy), offline."),
-    as_json: bool = _JSON,
-) -> None:
-    """AMBER: CHAIR, Cover, Hal, Cog; accuracy, precision, recall, F1 per dimension; AMBER Score."""
-    read_as = None if parser == "official" else pope.get_parser(parser)
-    folder = data or data_home() / "amber"
-    if not (folder / "annotations.json").is_file():
-        raise HallucError(f"no AMBER annotations in {folder}: run `halluc data fetch amber` or pass --data DIR")
-    truth = amber.load_amber(folder, queries=False)
-    scores = amber.score(amber.read_responses(answers), truth, amber.get_extractor(extractor, truth), read_as)
-    if as_json:
-        typer.echo(json.dumps(scores))
-        return
-    flat = {"extractor": scores["extractor"]}
-    for part in ("generative", "discriminative"):
-        flat.update({f"{part} {k}": v for k, v in scores.get(part, {}).items()})
-    if "amber_score" in scores:
-        flat["AMBER Score"] = scores["amber_score"]
-    _print(flat, False, f"AMBER ({scores['extractor']} extractor, {parser} yes/no)")
-
-
-@score_app.command("hallusionbench")
-@_one_line_errors
-def hallusionbench_cmd(
-    answers: Path = typer.Option(..., "--answers", help="Result file in the official format (question rows with "
-                                 "model_prediction), JSON array or lines."),
-    questions: Path = typer.Option(None, "--questions", help="HallusionBench.json, for the ground truth when the "
-                                   "result file has no gt_answer [default: the result file itself]."),
-    allow_missing: bool = typer.Option(False, "--allow-missing",
-                                       help="Score only the answered questions (e.g. a released sample)."),
-    as_json: bool = _JSON,
-) -> None:
-    """qAcc, fAcc, aAcc (official aggregation; VLMEvalKit's yes/no extraction, no GPT judge)."""
-    given = hallusionbench.read_predictions(answers)
-    source = questions or answers
-    scores = hallusionbench.score(hallusionbench.read_questions(source), given, allow_missing=allow_missing,
-                                  names=(str(source), str(answers)))
-    if as_json:
-        typer.echo(json.dumps(scores))
-        return
-    subcategories = scores.pop("subcategories")
-    _print(scores, False, "HallusionBench (VLMEvalKit yes/no extraction)")
-    table = Table(title="per subcategory")
-    for column in ("subcategory", "qAcc", "fAcc", "aAcc", "n"):
-        table.add_column(column, justify="left" if column == "subcategory" else "right")
-    for name, part in subcategories.items():
-        table.add_row(name, *(f"{part[k]:.2f}" for k in ("qacc", "facc", "aacc")), str(part["n"]))
-    Console().print(table)
-
-
-def _print(metrics: dict, as_json: bool, title: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(metrics))
-        return
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.2f}" if isinstance(value, float) else str(value))
-    Console().print(table)
-
-
-def _mme_table(scores: mme.MMEScores) -> Table:
-    table = Table(title="MME")
-    for column in ("subtask", "acc", "acc+", "score"):
-        table.add_column(column, justify="left" if column == "subtask" else "right")
-    for name, s in scores.subtasks.items():
-        table.add_row(name, f"{s.acc:.2f}", f"{s.acc_plus:.2f}", f"{s.score:.2f}")
-    for name in ("perception", "cognition", "hallucination"):
-        total = getattr(scores, name)
-        table.add_row(f"[bold]{name}[/bold]", "", "", "incomplete" if total is None else f"{total:.2f}")
-    return table
+for _name, _command_spec in api.score_commands().items():
+    score_app.command(_name)(_command(_name, _command_spec))

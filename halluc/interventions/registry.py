@@ -7,56 +7,67 @@ from typing import Any
 
 from halluc.errors import HallucError, unknown_choice
 from halluc.interventions.base import DECODING_ARGUMENTS, Method
+from halluc.registry import Registry
 
-_REGISTRY: dict[str, type[Method]] = {}
-_ALIASES: dict[str, tuple[str, ...]] = {}  # name -> the stack of methods it stands for
+_BUILTINS = ("halluc.interventions",)  # the package imports every built-in method module
+
+
+def _free_name(name: str, item: object) -> None:
+    """A method and an alias never share a name."""
+    if name in METHODS.peek() or name in ALIASES.peek():
+        raise ValueError(f"method '{name}' is already registered")
+
+
+def _check_method(name: str, cls: type[Method]) -> None:
+    _free_name(name, cls)
+    clashing = sorted({f.name for f in dataclasses.fields(cls)} & DECODING_ARGUMENTS)
+    if clashing:
+        raise ValueError(f"method '{name}': parameter '{clashing[0]}' has the name of a generate() argument; "
+                         f"rename it (e.g. '{name}_{clashing[0]}')")
+
+
+METHODS: Registry[type[Method]] = Registry("method", _BUILTINS, check=_check_method)
+ALIASES: Registry[tuple[str, ...]] = Registry("method alias", _BUILTINS, check=_free_name)  # name -> its stack
 
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a Method subclass under its `name`."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY or cls.name in _ALIASES:
-        raise ValueError(f"method '{cls.name}' is already registered")
-    clashing = sorted({f.name for f in dataclasses.fields(cls)} & DECODING_ARGUMENTS)
-    if clashing:
-        raise ValueError(f"method '{cls.name}': parameter '{clashing[0]}' has the name of a generate() argument; "
-                         f"rename it (e.g. '{cls.name}_{clashing[0]}')")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return METHODS.register(cls.name, cls)
 
 
 def register_alias(name: str, stack: tuple[str, ...]) -> None:
     """`name` stands for stacking `stack` (e.g. "ritual-vcd" = RITUAL then VCD)."""
-    if name in _REGISTRY or name in _ALIASES:
-        raise ValueError(f"method '{name}' is already registered")
-    _ALIASES[name] = tuple(stack)
+    ALIASES.register(name, tuple(stack))
 
 
 def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-    _ALIASES.pop(name, None)
+    METHODS.unregister(name)
+    ALIASES.unregister(name)
 
 
 def method_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(METHODS.names())
 
 
 def aliases() -> dict[str, tuple[str, ...]]:
-    return dict(_ALIASES)
+    return ALIASES.items()
 
 
 def method_class(name: str) -> type[Method]:
-    if name in _ALIASES:
-        raise HallucError(f"'{name}' is an alias of {'+'.join(_ALIASES[name])}, a stack of methods, not one method")
-    if name not in _REGISTRY:
-        raise unknown_choice("method", name, [*_REGISTRY, *_ALIASES])
-    return _REGISTRY[name]
+    stacks = ALIASES.items()
+    if name in stacks:
+        raise HallucError(f"'{name}' is an alias of {'+'.join(stacks[name])}, a stack of methods, not one method")
+    if name not in METHODS:
+        raise unknown_choice("method", name, [*METHODS.names(), *stacks])
+    return METHODS.get(name)
 
 
 def expand_aliases(names: list[str]) -> list[str]:
     """Names with every alias replaced by the stack it stands for."""
-    return [n for name in names for n in _ALIASES.get(name, (name,))]
+    stacks = ALIASES.items()
+    return [n for name in names for n in stacks.get(name, (name,))]
 
 
 def make_method(name: str, params: Mapping[str, Any] | None = None) -> Method:

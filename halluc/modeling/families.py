@@ -24,7 +24,11 @@ from halluc.modeling import idefics3  # noqa: F401  (isort: skip)
 from halluc.modeling import mistral3  # noqa: F401  (isort: skip)
 from halluc.modeling.base import Adapter
 from halluc.modeling.generic import GenericAdapter
-from halluc.modeling.registry import family_for, knows
+from halluc.modeling.registry import FAMILIES, family_for, knows
+from halluc.modeling.tiny import register_tiny_model
+
+for _record in FAMILIES.peek().values():
+    register_tiny_model(_record)
 
 
 def adapter_for(model: Any) -> Adapter:

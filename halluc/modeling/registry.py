@@ -10,13 +10,12 @@ and models plugins register (the toy world's `toy-llava`).
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from halluc.errors import HallucError, unknown_choice
-from halluc.plugins import load_plugins
+from halluc.errors import HallucError
+from halluc.registry import Registry
 
 if TYPE_CHECKING:
     from halluc.modeling.base import Adapter
@@ -61,46 +60,40 @@ class OfflineModel:
     check: Callable[[], None] = field(default=lambda: None)  # raises HallucError when it cannot load
 
 
-_FAMILIES: dict[str, Family] = {}
-_BY_MODEL_TYPE: dict[str, Family] = {}
-_OFFLINE: dict[str, OfflineModel] = {}
+def _model_types_free(name: str, family: Family) -> None:
+    owner = next((f for f in FAMILIES.peek().values() for t in family.model_types if t in f.model_types), None)
+    if owner is not None:
+        clash = next(t for t in family.model_types if t in owner.model_types)
+        raise ValueError(f"model type '{clash}' already belongs to family '{owner.name}'")
+
+
+# built-in families register on first use (this module stays light: `halluc score` needs no torch)
+FAMILIES: Registry[Family] = Registry("model family", ("halluc.modeling.families",), plugins=False,
+                                      check=_model_types_free)
+OFFLINE_MODELS: Registry[OfflineModel] = Registry("model", ("halluc.modeling.families",))
+_BY_MODEL_TYPE: dict[str, Family] = {}  # an index of FAMILIES, kept by register_family
 
 
 def register_family(family: Family) -> Family:
-    if family.name in _FAMILIES:
-        raise ValueError(f"family '{family.name}' is already registered")
-    clash = [t for t in family.model_types if t in _BY_MODEL_TYPE]
-    if clash:
-        raise ValueError(f"model type '{clash[0]}' already belongs to family '{_BY_MODEL_TYPE[clash[0]].name}'")
-    _FAMILIES[family.name] = family
+    FAMILIES.register(family.name, family)
     _BY_MODEL_TYPE.update({t: family for t in family.model_types})
-    register_model(OfflineModel(family.tiny_name, family.name, lambda seed, f=family.name: _tiny(f, seed),
-                                note=f"{family.title}, random weights, for tests and smoke runs"))
     return family
 
 
 def register_model(model: OfflineModel) -> OfflineModel:
-    if model.name in _OFFLINE:
-        raise ValueError(f"model '{model.name}' is already registered")
-    _OFFLINE[model.name] = model
-    return model
+    return OFFLINE_MODELS.register(model.name, model)
 
 
 def _builtin() -> None:
-    """Register the built-in families on first use (this module stays light: `halluc score` needs no torch)."""
-    importlib.import_module("halluc.modeling.families")
+    FAMILIES.names()  # loads the built-in families
 
 
 def families() -> list[Family]:
-    _builtin()
-    return list(_FAMILIES.values())
+    return list(FAMILIES.items().values())
 
 
 def family(name: str) -> Family:
-    _builtin()
-    if name not in _FAMILIES:
-        raise unknown_choice("model family", name, _FAMILIES)
-    return _FAMILIES[name]
+    return FAMILIES.get(name)
 
 
 def family_for(config_or_type: Any) -> Family:
@@ -125,14 +118,11 @@ def knows(model_type: str) -> bool:
 
 def checkpoints() -> dict[str, tuple[Family, Checkpoint]]:
     """alias -> (family, checkpoint) over every family."""
-    _builtin()
-    return {c.alias: (f, c) for f in _FAMILIES.values() for c in f.checkpoints}
+    return {c.alias: (f, c) for f in FAMILIES.items().values() for c in f.checkpoints}
 
 
 def offline_models() -> dict[str, OfflineModel]:
-    _builtin()
-    load_plugins()
-    return dict(_OFFLINE)
+    return OFFLINE_MODELS.items()
 
 
 def known_family(name: str) -> str | None:
@@ -146,9 +136,3 @@ def known_family(name: str) -> str | None:
 
 def model_names() -> list[str]:
     return [*checkpoints(), *offline_models()]
-
-
-def _tiny(name: str, seed: int):
-    from halluc.modeling.tiny import build_tiny  # same layer: tiny.py builds from these records
-
-    return build_tiny(name, seed=seed)

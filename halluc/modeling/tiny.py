@@ -182,3 +182,11 @@ def llama_text(tokenizer: Any) -> Any:
     from transformers import LlamaConfig
     return LlamaConfig(**TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def register_tiny_model(family: registry.Family) -> registry.OfflineModel:
+    """`tiny-<family>`: the family's random-weight model as an offline model (every built-in family has one;
+    a plugin's family registers its own with this)."""
+    return registry.register_model(registry.OfflineModel(
+        family.tiny_name, family.name, lambda seed, name=family.name: build_tiny(name, seed=seed),
+        note=f"{family.title}, random weights, for tests and smoke runs"))

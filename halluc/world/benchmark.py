@@ -13,11 +13,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from halluc.benchmarks import pope
+from halluc.benchmarks.chair.task import ChairTask, chair_gt, chair_image_ids
 from halluc.benchmarks.paths import data_home
-from halluc.benchmarks.pope import SPLITS, build_pope_from_coco
-from halluc.benchmarks.tasks import ChairTask, PopeTask, Task
-from halluc.benchmarks.tasks.chair import chair_gt, chair_image_ids
+from halluc.benchmarks.pope import scoring as pope
+from halluc.benchmarks.pope.scoring import SPLITS, build_pope_from_coco
+from halluc.benchmarks.pope.task import PopeTask
+from halluc.benchmarks.task import Task
 from halluc.errors import HallucError
 from halluc.world.coco import WORLD_VERSION, generate_world
 from halluc.world.scenes import WorldConfig

@@ -9,8 +9,8 @@ import json
 import random
 from pathlib import Path
 
-from halluc.benchmarks.report import Run
 from halluc.benchmarks.spec import benchmark_spec
+from halluc.reports.model import Run
 
 SPLITS = {"pope": ("random", "popular", "adversarial"), "chair": ("val",)}
 

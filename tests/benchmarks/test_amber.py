@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from halluc.benchmarks import amber
+from halluc.benchmarks.amber import scoring as amber
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.cli.score import score_app
 from halluc.errors import HallucError

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from halluc.benchmarks import hallusionbench as hb
+from halluc.benchmarks.hallusionbench import scoring as hb
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.cli.score import score_app
 from halluc.errors import HallucError

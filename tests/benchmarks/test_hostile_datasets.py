@@ -180,7 +180,7 @@ def test_a_failed_write_leaves_nothing_half_written(world, monkeypatch):
         (root / "images" / "half.jpg").write_bytes(b"x")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sources._Plan, "write", fail_midway)
+    monkeypatch.setattr(sources.Plan, "write", fail_midway)
     with pytest.raises(OSError):
         materialize("pope", saved)
     assert not (world / "home" / "hf" / "pope").exists() or not any((world / "home" / "hf" / "pope").iterdir())
@@ -267,7 +267,7 @@ def test_zip_members_are_confined(tmp_path):
 
 
 def test_read_outputs_takes_plain_names_only(tmp_path):
-    from halluc.benchmarks.run import read_outputs
+    from halluc.evaluation.run import read_outputs
 
     for entry, split in [("../..", "random"), ("vcd-1234", "../x"), ("/abs", "random")]:
         with pytest.raises(HallucError):

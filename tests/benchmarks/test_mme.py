@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from halluc.benchmarks import mme
-from halluc.benchmarks.mme import MMEItem, parse_mme, score_mme, score_mme_subtask
+from halluc.benchmarks.mme import scoring as mme
+from halluc.benchmarks.mme.scoring import MMEItem, parse_mme, score_mme, score_mme_subtask
 from halluc.errors import HallucError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from halluc.benchmarks import pope
-from halluc.benchmarks.pope import PopeQuestion, pope_metrics, score_pope
+from halluc.benchmarks.pope import scoring as pope
+from halluc.benchmarks.pope.scoring import PopeQuestion, pope_metrics, score_pope
 from halluc.errors import HallucError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from halluc.benchmarks import pope
-from halluc.benchmarks.pope import PopeQuestion, relabel, score_relabelled
+from halluc.benchmarks.pope import scoring as pope
+from halluc.benchmarks.pope.scoring import PopeQuestion, relabel, score_relabelled
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.cli.score import score_app
 from halluc.errors import HallucError
@@ -150,9 +150,9 @@ def test_cli_labels_on_the_2910_file_is_one_line(tmp_path):
 
 
 def test_fetch_pins_repope_with_checksums():
-    from halluc.benchmarks.fetch import SOURCES
+    from halluc.benchmarks.fetch import fetchable
 
-    remotes = SOURCES["repope"]
+    remotes = fetchable()["repope"].remotes
     assert len(remotes) == 3 and all(r.sha256 and "bcf22e5690d587cce34e1728af3efdcfaf747d29" in r.url for r in remotes)
     for remote in remotes:
         local = SHARED_DATA / remote.target
@@ -163,17 +163,18 @@ def test_fetch_pins_repope_with_checksums():
 
 
 def test_no_twin_without_matching_files(tmp_path):
-    from halluc.benchmarks.tasks.pope import PopeTask
+    from halluc.benchmarks.pope.task import PopeTask
+    from halluc.benchmarks.spec import companion_tasks
 
     task = PopeTask(data_dir=Path(tmp_path), images_dir=Path(tmp_path), relabel_dirs=(Path(tmp_path),))
-    assert task.companions() == []
+    assert companion_tasks(task) == []
 
 
 def test_pope_run_gains_repope_rows_from_the_same_answers(tmp_path):
     """RePOPE files beside the POPE files: one RePOPE row per split and a mean, no extra generation."""
     import halluc
-    from halluc.benchmarks.pope import build_pope_from_coco
-    from halluc.benchmarks.run import RunOptions, read_outputs
+    from halluc.benchmarks.pope.scoring import build_pope_from_coco
+    from halluc.evaluation.run import RunOptions, read_outputs
     from halluc.world import WorldConfig, generate_world
 
     files = generate_world(tmp_path / "world", WorldConfig(image_size=64, min_objects=3, seed=1), n_images=8,

@@ -10,22 +10,12 @@ import re
 import pytest
 
 from halluc.benchmarks import spec as spec_module
-from halluc.benchmarks.intervals import paired_intervals
-from halluc.benchmarks.leaderboard import leaderboards, model_comparisons
-from halluc.benchmarks.report import (
-    LONG_COLUMNS,
-    Run,
-    build_report,
-    long_rows,
-    render_csv,
-    render_json,
-    render_markdown,
-    render_terminal,
-    write_files,
-    write_report,
-)
 from halluc.benchmarks.spec import BenchmarkSpec, benchmark_spec
 from halluc.errors import HallucError
+from halluc.evaluation.intervals import paired_intervals
+from halluc.reports.leaderboard import leaderboards, model_comparisons
+from halluc.reports.model import LONG_COLUMNS, Run, build_report, long_rows
+from halluc.reports.render import render_csv, render_json, render_markdown, render_terminal, write_files, write_report
 from tests.benchmarks.fake_runs import fake_rows, fake_run
 
 METHODS = ("none", "vcd", "pai", "ritual")
@@ -74,7 +64,7 @@ def test_rows_sorted_by_headline_with_best_and_significant_marks(toy_report):
 
 
 def test_mme_leaderboard_shows_its_totals_not_its_subtasks():
-    from halluc.benchmarks import mme
+    from halluc.benchmarks.mme import scoring as mme
 
     report = build_report([Run(None, {}, fake_rows("toy-llava", "mme", METHODS, splits=mme.SUBTASKS))])
     (board,) = leaderboards(report)
@@ -175,16 +165,16 @@ def test_model_comparison_only_with_several_models(toy_report):
     assert column_keys(board)[:3] == ["rank", "model", "method"] and len(board.rows) == 8
 
 
-def test_rank_change_for_a_benchmark_that_relabels_another(monkeypatch):
+def test_rank_change_for_a_benchmark_that_relabels_another():
     pope = benchmark_spec("pope")
     relabelled = BenchmarkSpec(name="test-repope", title="RePOPE-test", headline="f1", metrics=pope.metrics,
                                build=pope.build, summary_rows=pope.summary_rows, summary_split="mean",
                                corrects="pope")
-    monkeypatch.setitem(spec_module._SPECS, "test-repope", relabelled)
     original = fake_rows("toy-llava", "pope", METHODS)
     relabel = [dict(r, benchmark="test-repope", f1=100 - r["f1"]) for r in original]  # reverses the order
-    report = build_report([Run(None, {}, original), Run(None, {}, relabel)])
-    board = next(b for b in leaderboards(report) if b.benchmark == "test-repope")
+    with spec_module.BENCHMARKS.registered("test-repope", relabelled):
+        report = build_report([Run(None, {}, original), Run(None, {}, relabel)])
+        board = next(b for b in leaderboards(report) if b.benchmark == "test-repope")
     at = column_keys(board).index("rank_change")
     assert [row[at].text for row in board.rows] == ["4→1 ▲3", "3→2 ▲1", "2→3 ▼1", "1→4 ▼3"]
 
@@ -233,7 +223,7 @@ def test_write_files_leaves_nothing_when_a_write_fails(tmp_path, monkeypatch):
 
 
 def test_a_method_has_one_colour_in_every_figure(toy_report):
-    from halluc.benchmarks.report_plots import PALETTE, VANILLA_COLOUR, benchmark_figures, method_colours
+    from halluc.reports.plots import PALETTE, VANILLA_COLOUR, benchmark_figures, method_colours
 
     colours = method_colours(toy_report.methods)
     assert list(colours) == ["none", "vcd", "pai", "ritual"] and colours["none"] == VANILLA_COLOUR
@@ -243,12 +233,12 @@ def test_a_method_has_one_colour_in_every_figure(toy_report):
             assert used == {colours[m] for m in METHODS if colours[m] in used} and len(used) >= 3, figure.key
 
 
-def test_spec_compact_and_tradeoff_name_its_own_metrics(monkeypatch):
-    monkeypatch.setattr(spec_module, "_SPECS", dict(spec_module._SPECS))
+def test_spec_compact_and_tradeoff_name_its_own_metrics():
     pope = benchmark_spec("pope")
     with pytest.raises(ValueError, match="compact and tradeoff"):
         spec_module.register_benchmark(BenchmarkSpec(name="test-bad", title="bad", headline="f1",
                                                      metrics=pope.metrics, build=pope.build, compact=("chair_s",)))
+    assert "test-bad" not in spec_module.benchmark_names()
 
 
 def test_costs_are_relative_to_the_vanilla_of_the_same_run(tmp_path):
@@ -268,8 +258,8 @@ def test_costs_are_relative_to_the_vanilla_of_the_same_run(tmp_path):
 
 
 def test_every_registered_method_gets_its_own_colour():
-    from halluc.benchmarks.report_plots import method_colours
     from halluc.interventions import method_names
+    from halluc.reports.plots import method_colours
 
     colours = method_colours(["none", *method_names()])
     assert len(set(colours.values())) == len(colours)

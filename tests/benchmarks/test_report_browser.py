@@ -11,7 +11,8 @@ import struct
 
 import pytest
 
-from halluc.benchmarks.report import build_report, write_report
+from halluc.reports.model import build_report
+from halluc.reports.render import write_report
 from tests.benchmarks.fake_runs import fake_run
 from tests.browser import Chromium, find_chromium
 

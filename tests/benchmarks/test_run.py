@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import halluc
-from halluc.benchmarks.pope import build_pope_from_coco
-from halluc.benchmarks.run import RunOptions, SampleLog
+from halluc.benchmarks.pope.scoring import build_pope_from_coco
 from halluc.errors import HallucError
+from halluc.evaluation.run import RunOptions, SampleLog
 from halluc.world import WorldConfig, generate_world
 
 METRICS = {"accuracy", "precision", "recall", "f1", "yes_ratio", "unparsed", "n"}
@@ -173,7 +173,7 @@ def test_every_method_runs_through_halluc_run(pope_world, tmp_path, method):
 
 
 def test_method_all_runs_every_registered_method_once(pope_world, tmp_path):
-    from halluc.benchmarks.run import expand_all, parse_entries
+    from halluc.evaluation.run import expand_all, parse_entries
     from halluc.interventions import aliases, method_names
 
     every = [n for n in method_names() if n != "none"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import halluc
-from halluc.benchmarks.run import RunOptions, SampleLog, Shard, read_outputs, run_lock
-from halluc.benchmarks.store import CorruptLog
 from halluc.errors import HallucError
+from halluc.evaluation.run import RunOptions, SampleLog, Shard, read_outputs, run_lock
+from halluc.evaluation.store import CorruptLog
 from tests.benchmarks.test_run import options, pope_world  # noqa: F401  (fixture)
 
 TIMING = {"seconds_per_sample", "tokens_per_second", "peak_memory_mb"}
@@ -162,7 +162,7 @@ def test_a_finished_run_resumes_when_every_write_fails_read_only(pope_world, tmp
     """Root ignores permission bits, so the read-only file system is simulated: every write raises EROFS."""
     import builtins
 
-    from halluc.benchmarks import run as run_module
+    from halluc.evaluation import run as run_module
 
     out = tmp_path / "run"
     _, rows = halluc.run("tiny-llava", ["none"], "pope", small(pope_world, out))

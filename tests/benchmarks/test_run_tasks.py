@@ -10,10 +10,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import halluc
-from halluc.benchmarks.report import paired_bootstrap
-from halluc.benchmarks.run import RunOptions
 from halluc.cli import app
 from halluc.engine.views import ORIGINAL, Branch
+from halluc.evaluation.intervals import paired_intervals
+from halluc.evaluation.run import RunOptions
 from halluc.interventions import Method, param, register
 from halluc.interventions.registry import unregister
 from halluc.world import WorldConfig, generate_world
@@ -102,12 +102,12 @@ def test_mme_run_scores_subtasks_and_totals(mme_release, tmp_path):
     assert all(0 <= r["score"] <= 200 and r["n"] == 4 for r in rows)
 
 
-def test_paired_bootstrap_on_known_units():
-    mean = lambda units: {"m": 100.0 * sum(units) / len(units)}  # noqa: E731
-    low, high = paired_bootstrap([0] * 50, [1] * 50, mean, "m", n=200)
-    assert low == high == 100.0
-    low, high = paired_bootstrap([0, 1] * 50, [0, 1] * 50, mean, "m", n=200)
-    assert low == high == 0.0
+def test_paired_intervals_on_known_units():
+    mean = lambda split, units: {"split": split, "m": 100.0 * sum(units) / len(units)}  # noqa: E731
+    shifted = paired_intervals({"s": {"none": [0] * 50, "b": [1] * 50}}, mean, lambda rows: [], n=200)
+    assert shifted[("s", "b", "m")] == (100.0, 100.0)
+    same = paired_intervals({"s": {"none": [0, 1] * 50, "b": [0, 1] * 50}}, mean, lambda rows: [], n=200)
+    assert same[("s", "b", "m")] == (0.0, 0.0)
 
 
 def test_report_without_results_is_one_line(tmp_path):

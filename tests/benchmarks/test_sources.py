@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 import halluc
 from halluc.benchmarks.build import build_task
-from halluc.benchmarks.run import RunOptions
-from halluc.benchmarks.sources import SOURCES, materialize
+from halluc.benchmarks.sources import hf_benchmarks, materialize
+from halluc.benchmarks.spec import benchmark_spec
 from halluc.cli import app
 from halluc.errors import HallucError
+from halluc.evaluation.run import RunOptions
 
 datasets = pytest.importorskip("datasets")
 
@@ -102,7 +103,8 @@ def test_hf_source_refuses_images_and_names_offline_failures(pope_pair, home):
 
 
 def test_pinned_revisions_are_full_commits():
-    assert all(len(s.revision) == 40 and s.dataset.startswith("lmms-lab/") for s in SOURCES.values())
+    pinned = [benchmark_spec(name).data.hf for name in hf_benchmarks()]
+    assert len(pinned) == 3 and all(len(s.revision) == 40 and s.dataset.startswith("lmms-lab/") for s in pinned)
 
 
 def test_run_source_hf_end_to_end(pope_pair, home, tmp_path):
