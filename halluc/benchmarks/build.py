@@ -13,7 +13,7 @@ from halluc.benchmarks.paths import data_home
 from halluc.benchmarks.spec import benchmark_names, benchmark_spec
 from halluc.benchmarks.task import Task
 from halluc.errors import HallucError, unknown_choice
-from halluc.plugins import load_plugins
+from halluc.registry import Registry
 
 __all__ = ["build_task", "data_home", "datasets", "register_dataset"]
 
@@ -25,19 +25,22 @@ class DatasetBuilder(Protocol):
                  max_new_tokens: int | None) -> Task: ...
 
 
-_DATASETS: dict[str, DatasetBuilder] = {}
+def _not_coco(name: str, builder: DatasetBuilder) -> None:
+    if name == "coco":
+        raise ValueError("dataset 'coco' is already registered")
+
+
+# image sets other than COCO (the benchmarks' own files); plugins register theirs (the toy world)
+DATASETS: Registry[DatasetBuilder] = Registry("dataset", check=_not_coco)
 
 
 def register_dataset(name: str, builder: DatasetBuilder) -> None:
-    """Add an image set benchmarks can run on (`--dataset NAME`); plugins register theirs (the toy world)."""
-    if name == "coco" or name in _DATASETS:
-        raise ValueError(f"dataset '{name}' is already registered")
-    _DATASETS[name] = builder
+    """Add an image set benchmarks can run on (`--dataset NAME`)."""
+    DATASETS.register(name, builder)
 
 
 def datasets() -> list[str]:
-    load_plugins()
-    return ["coco", *_DATASETS]
+    return ["coco", *DATASETS.names()]
 
 
 SOURCE_CHOICES = ("auto", "local", "hf")
@@ -54,7 +57,7 @@ def build_task(benchmark: str, *, protocol: str | None = None, splits: list[str]
     if source not in SOURCE_CHOICES:
         raise unknown_choice("source", source, SOURCE_CHOICES)
     if dataset != "coco":
-        return _DATASETS[dataset](benchmark, protocol, splits, max_new_tokens)
+        return DATASETS.get(dataset)(benchmark, protocol, splits, max_new_tokens)
     if benchmark not in benchmark_names():
         raise unknown_choice("benchmark", benchmark, benchmark_names())
     build = benchmark_spec(benchmark).build
