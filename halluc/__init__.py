@@ -8,12 +8,12 @@
 
 The API is imported on first use, so `halluc score` and other light commands start without torch.
 """
-from halluc.errors import HallucError
+from halluc.errors import HallucError, MethodRefused
 from halluc.version import __version__
 
-__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "RunOptions", "apply", "available_methods",
+__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "MethodRefused", "RunOptions", "apply", "available_methods",
            "generate", "load", "methods", "models", "run", "support_matrix", "wrap"]
-_API = set(__all__) - {"HallucError", "__version__"}
+_API = set(__all__) - {"HallucError", "MethodRefused", "__version__"}
 
 
 def __getattr__(name: str):

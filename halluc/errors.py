@@ -9,6 +9,12 @@ class HallucError(ValueError):
     """Bad input from the user: the message alone must tell them what to fix."""
 
 
+class MethodRefused(HallucError):
+    """A method cannot run here: the family, the model's geometry (a non-square image grid, no vision CLS
+    token) or the other stacked methods do not give what it needs. One type for every refusal, raised before
+    any hook is registered or any weights load where it can be known then."""
+
+
 def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> HallucError:
     """`unknown method 'vdc' (did you mean 'vcd'?); choices: none, vcd, ...`"""
     choices = sorted(choices)

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from halluc.engine.search import Search
-from halluc.errors import HallucError
+from halluc.errors import HallucError, MethodRefused
 from halluc.interventions.base import HookSpec, Method
 from halluc.interventions.session import Session
 from halluc.kernels.backend import BACKEND, active_edits, register_backend
@@ -67,25 +67,25 @@ def check_compatible(target: str | Adapter, methods: Sequence[Method]) -> None:
     family = adapter.family
     for m in methods:
         if not m.supports(family):
-            raise HallucError(f"method '{m.name}' does not support {family} models "
+            raise MethodRefused(f"method '{m.name}' does not support {family} models "
                               f"(it supports: {', '.join(sorted(m.families or ()))})")
         missing = _missing(adapter, m)
         if missing:
-            raise HallucError(f"method '{m.name}' needs {NEEDS.get(missing, missing)}, which the {family} "
+            raise MethodRefused(f"method '{m.name}' needs {NEEDS.get(missing, missing)}, which the {family} "
                               "adapter does not provide")
     owners: dict[str, str] = {}
     for m in methods:
         for claim in sorted(m.claims()):
             if claim in owners:
-                raise HallucError(f"methods '{owners[claim]}' and '{m.name}' both rewrite the model's {claim}; "
+                raise MethodRefused(f"methods '{owners[claim]}' and '{m.name}' both rewrite the model's {claim}; "
                                   "stack at most one of them")
             owners[claim] = m.name
     searches = [m.name for m in methods if m.replaces_search]
     if len(searches) > 1:
-        raise HallucError(f"methods {' and '.join(searches)} each replace the search; use one of them")
+        raise MethodRefused(f"methods {' and '.join(searches)} each replace the search; use one of them")
     fixed = [m.name for m in methods if m.fixed_rows]
     if searches and fixed:
-        raise HallucError(f"method '{fixed[0]}' cannot be stacked with '{searches[0]}': it keeps per-row state "
+        raise MethodRefused(f"method '{fixed[0]}' cannot be stacked with '{searches[0]}': it keeps per-row state "
                           f"from the prefill, and {searches[0]}'s search re-batches rows")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from halluc.errors import HallucError
+from halluc.errors import HallucError, MethodRefused
 from halluc.modeling.distinct_images import images_processed_once
 
 
@@ -204,14 +204,14 @@ class Adapter:
             positions = row.nonzero().flatten()
             side = int(round(len(positions) ** 0.5))
             if side * side != len(positions):
-                raise NotImplementedError(f"{self.family}: {len(positions)} image tokens are not a square grid")
+                raise MethodRefused(f"{self.family}: {len(positions)} image tokens are not a square grid")
             spans.append([ImageSpan(positions, (side, side))] if len(positions) else [])
         return spans
 
     def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_image_tokens) attention of the vision CLS token to the patches the LM sees: the mean of the
         per-head softmaxes, or with `merged_heads` one softmax of q·kᵀ over the full width (DAMRO's code)."""
-        raise NotImplementedError(f"{self.family} has no vision CLS token attention")
+        raise MethodRefused(f"{self.family} has no vision CLS token attention")
 
 
 
@@ -265,5 +265,5 @@ def square_side(tokens: int, family: str) -> int:
     """The side of a square grid of `tokens` tokens (HallucError when it is not a square)."""
     side = int(round(tokens ** 0.5))
     if side * side != tokens:
-        raise HallucError(f"{family}: {tokens} image tokens per image do not form a square grid")
+        raise MethodRefused(f"{family}: {tokens} image tokens per image do not form a square grid")
     return side

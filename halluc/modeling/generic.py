@@ -83,7 +83,7 @@ GENERIC_DECLARATION = GenericAdapter(GENERIC, ModulePaths(layers="", final_norm=
 def _call(model: nn.Module, method: str, model_type: str) -> nn.Module:
     try:
         module = getattr(model, method)()
-    except (AttributeError, NotImplementedError):
+    except (AttributeError, NotImplementedError):  # transformers' own "not implemented"
         module = None
     if not isinstance(module, nn.Module):
         raise HallucError(f"{model_type}: {type(model).__name__}.{method}() gives no module; the generic adapter "

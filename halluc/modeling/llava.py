@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from halluc.errors import HallucError
+from halluc.errors import HallucError, MethodRefused
 from halluc.images import distinct_rows
 from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
@@ -50,7 +50,7 @@ def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.T
     1 minus the CLS self-attention, so to at most 1.
     """
     if model.config.vision_feature_select_strategy != "default":
-        raise NotImplementedError("vision CLS attention needs a tower with a CLS token (strategy 'default')")
+        raise MethodRefused("vision CLS attention needs a tower with a CLS token (strategy 'default')")
     layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 5 dropped the .vision_model level
     attn = layers[_feature_layer_index(model.config.vision_feature_layer, len(layers))].self_attn
     seen = []
@@ -87,7 +87,7 @@ def _merged_cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 def _feature_layer_index(feature_layer: int | list[int], num_layers: int) -> int:
     """The encoder layer whose output is `hidden_states[feature_layer]` (entry 0 is the embeddings)."""
     if not isinstance(feature_layer, int):
-        raise NotImplementedError(f"vision CLS attention for several feature layers {feature_layer}")
+        raise MethodRefused(f"vision CLS attention for several feature layers {feature_layer}")
     index = feature_layer + num_layers if feature_layer < 0 else feature_layer - 1
     if not 0 <= index < num_layers:
         raise HallucError(f"vision_feature_layer {feature_layer} selects no encoder layer")

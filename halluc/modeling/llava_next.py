@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
+from halluc.errors import MethodRefused
 from halluc.modeling.base import Adapter, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS, clip_cls_attention, per_row
 from halluc.modeling.registry import Checkpoint, Family, register_family
@@ -43,7 +44,7 @@ class LlavaNextAdapter(Adapter):
 def image_grids(config, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """((side, side), (rows, cols + 1)): base and tiles grids for an image of (H, W) pixels."""
     if config.vision_feature_select_strategy != "default":
-        raise NotImplementedError("LLaVA-NeXT grids with the CLS token kept (strategy 'full')")
+        raise MethodRefused("LLaVA-NeXT grids with the CLS token kept (strategy 'full')")
     vision = config.vision_config
     side = vision.image_size // vision.patch_size
     tiles_h, tiles_w = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vision.image_size)

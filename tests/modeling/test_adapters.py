@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers.image_processing_utils import select_best_resolution
 
-from halluc.errors import HallucError
+from halluc.errors import HallucError, MethodRefused
 from halluc.modeling.families import adapter_for, model_class_for, processor_class_for
 from halluc.modeling.tiny import build_tiny
 from tests.conftest import FAMILY_NAMES as FAMILIES
@@ -363,7 +363,7 @@ def test_vision_cls_attention_follows_vision_feature_layer(feature_layer, batch)
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "instructblip"])
 def test_no_cls_attention_where_the_lm_sees_no_cls_aligned_patches(family, tiny_vlm, batch):
     model, _ = tiny_vlm(family)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(MethodRefused, match="vision CLS"):
         adapter_for(model).vision_cls_attention(model, batch(family))
 
 
