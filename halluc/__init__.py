@@ -11,8 +11,9 @@ The API is imported on first use, so `halluc score` and other light commands sta
 from halluc.errors import HallucError, MethodRefused
 from halluc.version import __version__
 
-__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "MethodRefused", "RunOptions", "apply", "available_methods",
-           "generate", "load", "methods", "models", "run", "support_matrix", "wrap"]
+__all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "MethodRefused", "RunOptions", "apply",
+           "available_methods", "fetch", "generate", "load", "methods", "models", "report", "run", "score",
+           "support_matrix", "wrap"]
 _API = set(__all__) - {"HallucError", "MethodRefused", "__version__"}
 
 
