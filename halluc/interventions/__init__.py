@@ -22,7 +22,8 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            vista,
 )
 from halluc.interventions.attach import attach, check_compatible
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookContext, HookSpec
 from halluc.interventions.registry import (
                                            aliases,
                                            make_method,
@@ -37,5 +38,5 @@ from halluc.interventions.session import Request, Session
 # RITUAL + VCD (RITUAL's v1 README) is plain stacking; the old name stays as an alias
 register_alias("ritual-vcd", ("ritual", "vcd"))
 
-__all__ = ["HookSpec", "Method", "Request", "Session", "aliases", "attach", "check_compatible", "make_method",
-           "make_methods", "method_class", "method_names", "param", "register", "register_alias"]
+__all__ = ["HookContext", "HookSpec", "Method", "Request", "Session", "aliases", "attach", "check_compatible",
+           "make_method", "make_methods", "method_class", "method_names", "param", "register", "register_alias"]

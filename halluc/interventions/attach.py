@@ -14,7 +14,8 @@ from torch import nn
 
 from halluc.engine.search import Search
 from halluc.errors import HallucError, MethodRefused
-from halluc.interventions.base import HookSpec, Method
+from halluc.interventions.base import Method
+from halluc.interventions.hooks import register_hook
 from halluc.interventions.session import Session
 from halluc.kernels.backend import BACKEND, active_edits, register_backend
 from halluc.kernels.edits import AttentionEdit
@@ -35,16 +36,20 @@ class Attached:
 def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
     check_compatible(session.adapter, methods)
     adapter, model = session.adapter, session.model
-    specs = [spec for m in methods for spec in m.hooks(session)]
-    modules = [adapter.resolve(model, spec.point) for spec in specs]  # raises before any hook exists
+    for m in methods:  # each method's fresh state, shared by its hooks (`ctx.state`)
+        state = m.new_state()
+        if state is not None:
+            session.state[m.name] = state
+    specs = [(m.name, spec) for m in methods for spec in m.hooks(session)]
+    modules = [adapter.resolve(model, spec.point) for _, spec in specs]  # raises before any hook exists
     edits = _collect_edits(session, methods)
     searches = [s for m in methods if m.replaces_search and (s := m.search(session)) is not None]
     attached = Attached(logits_processors=[p for m in methods for p in m.logits_processors(session)],
                         search=searches[0] if searches else None)
     handles = []
     try:
-        for module, spec in zip(modules, specs):
-            handles.append(_register(module, spec))
+        for module, (owner, spec) in zip(modules, specs):
+            handles.append(register_hook(module, spec, session, owner))
         handles += [_track_cached_positions(module, edit) for module, edit in edits.items()
                     if getattr(module, "sliding_window", None) is not None]
         with _backend_selected(session, needed=bool(edits)), active_edits(edits):
@@ -115,12 +120,6 @@ def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Modul
                 edit.columns = session.image_mask
             edits[module] = edit
     return edits
-
-
-def _register(module: nn.Module, spec: HookSpec):
-    if spec.kind == "forward_pre":
-        return module.register_forward_pre_hook(spec.fn, with_kwargs=spec.with_kwargs)
-    return module.register_forward_hook(spec.fn, with_kwargs=spec.with_kwargs)
 
 
 def _track_cached_positions(module: nn.Module, edit: AttentionEdit):

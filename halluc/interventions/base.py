@@ -2,7 +2,7 @@
 
 A method never touches the model directly. It declares, each optional:
 
-    hooks(session) -> list[HookSpec]               forward / forward-pre hooks on canonical adapter points
+    hooks(session) -> list[HookSpec]               hooks `fn(activation, ctx)` on canonical adapter points
     attention_edits(session) -> {layer: AttentionEdit}   carried out by the "halluc" attention function
     branches(request) -> list[Branch]              extra views decoded as rows of the same batch, with
     combine(views) -> (N, V)                       their per-step combination and
@@ -19,7 +19,7 @@ other declaration gets the complete `Session` (the batch, its view layout, image
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from halluc.engine.decoding import Decoding
     from halluc.engine.search import Search
     from halluc.engine.views import Branch
+    from halluc.interventions.hooks import HookSpec
     from halluc.interventions.session import Request, Session
     from halluc.kernels.edits import AttentionEdit
 
@@ -48,20 +49,6 @@ def param(default: Any, *, low: float | None = None, high: float | None = None,
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults (methods are frozen)")
     return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class HookSpec:
-    """One hook on a canonical adapter point (see `halluc.modeling.base`)."""
-
-    point: str
-    fn: Callable
-    kind: str = "forward"  # "forward" | "forward_pre"
-    with_kwargs: bool = False
-
-    def __post_init__(self):
-        if self.kind not in ("forward", "forward_pre"):
-            raise ValueError(f"HookSpec.kind must be 'forward' or 'forward_pre', got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +90,11 @@ class Method:
             _validate(self.name, f, getattr(self, f.name))
 
     # ---- declarations (all default to "needs nothing") ------------------------------------
+    def new_state(self) -> Any:
+        """The per-call state its hooks share (`ctx.state`), made fresh by attach for every generate call;
+        None: no state."""
+        return None
+
     def hooks(self, session: Session) -> list[HookSpec]:
         return []
 

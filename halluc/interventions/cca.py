@@ -44,10 +44,10 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.engine.steps import call_positions, is_prefill
+from halluc.engine.steps import call_positions
 from halluc.errors import HallucError
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.modeling.base import ImageSpan
 
@@ -120,25 +120,21 @@ class CCA(Method):
             raise HallucError(f"cca: the concentric mask needs sdpa, eager or halluc attention, not {implementation}")
         adapter, model, state = session.adapter, session.model, session.state
 
-        def rewrite(module, args, kwargs):
-            if aux_owner(session) is not None:  # another method's auxiliary pass sees the plain model
-                return None
-            ids = kwargs.get("input_ids")
+        def rewrite(_, ctx):  # model pre-hook: new keyword arguments for the call
+            ids = ctx.kwargs.get("input_ids")
             if ids is None:
                 raise HallucError("cca needs input_ids (it finds the image tokens there)")
-            given, positions = kwargs.get("attention_mask"), call_positions(kwargs, ids)
-            kwargs = dict(kwargs)
-            if is_prefill(kwargs):  # the image is in this call
-                spans = adapter.image_spans(model, {"input_ids": ids})
-                new = concentric_positions(positions, spans) if self.positions else positions
-                state[self.name] = positions[:, -1] - new[:, -1]  # (B,) shift for the decode steps
-                kwargs["position_ids"] = new
-                if self.mask:
-                    padding = given if given is not None and given.dim() == 2 else torch.ones_like(ids)
-                    kwargs["attention_mask"] = concentric_mask(padding, spans)
-            else:
-                kwargs["position_ids"] = positions - state[self.name][:, None].to(positions.device)
-            return args, kwargs
+            given, positions = ctx.kwargs.get("attention_mask"), call_positions(ctx.kwargs, ids)
+            if not ctx.prefill:
+                return {"position_ids": positions - state[self.name][:, None].to(positions.device)}
+            spans = adapter.image_spans(model, {"input_ids": ids})  # the image is in this call
+            new = concentric_positions(positions, spans) if self.positions else positions
+            state[self.name] = positions[:, -1] - new[:, -1]  # (B,) shift for the decode steps
+            changed = {"position_ids": new}
+            if self.mask:
+                padding = given if given is not None and given.dim() == 2 else torch.ones_like(ids)
+                changed["attention_mask"] = concentric_mask(padding, spans)
+            return changed
 
-        return [HookSpec("model", rewrite, kind="forward_pre", with_kwargs=True)]
+        return [HookSpec("model", rewrite, kind="forward_pre")]
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.engine.steps import call_positions, is_prefill
+from halluc.engine.steps import call_positions
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.errors import HallucError
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
 
@@ -158,7 +158,7 @@ class DAMRO(Method):
             index = session.input_index(running, device)
             return torch.where((index >= rows.start) & (index < rows.stop), index, -1)
 
-        def reorder(module, args, output):  # projector output (N_img, P, d): outliers into the first k slots
+        def reorder(output, ctx):  # projector output (N_img, P, d): outliers into the first k slots
             order = session.state[self.name][3]
             out = output.clone()
             for image, row in enumerate(negative(output.shape[0], output.device).tolist()):
@@ -166,22 +166,18 @@ class DAMRO(Method):
                     out[image, :order.shape[-1]] = output[image, order[row].to(output.device)]
             return out
 
-        def renumber(module, args, kwargs):  # model pre-hook: the shorter sequence's positions
-            if aux_owner(session) is not None:
-                return None
-            ids = kwargs["input_ids"]
-            positions, kwargs = call_positions(kwargs, ids), dict(kwargs)
-            if is_prefill(kwargs):
-                _, spans, _, order = session.state[self.name]
-                new = positions.clone()
-                for r, row in enumerate(negative(ids.shape[0], ids.device).tolist()):
-                    if row >= 0:
-                        new[r] = compacted_positions(positions[r], spans[row][0].to(ids.device), order.shape[-1])
-                shift["rows"] = positions[:, -1] - new[:, -1]  # (rows,) for the decode steps
-                kwargs["position_ids"] = new
-            else:
-                kwargs["position_ids"] = positions - shift["rows"][:, None].to(positions.device)
-            return args, kwargs
+        def renumber(_, ctx):  # model pre-hook: the shorter sequence's positions
+            ids = ctx.kwargs["input_ids"]
+            positions = call_positions(ctx.kwargs, ids)
+            if not ctx.prefill:
+                return {"position_ids": positions - shift["rows"][:, None].to(positions.device)}
+            _, spans, _, order = session.state[self.name]
+            new = positions.clone()
+            for r, row in enumerate(negative(ids.shape[0], ids.device).tolist()):
+                if row >= 0:
+                    new[r] = compacted_positions(positions[r], spans[row][0].to(ids.device), order.shape[-1])
+            shift["rows"] = positions[:, -1] - new[:, -1]  # (rows,) for the decode steps
+            return {"position_ids": new}
 
-        return [HookSpec("projector", reorder), HookSpec("model", renumber, kind="forward_pre", with_kwargs=True)]
+        return [HookSpec("projector", reorder), HookSpec("model", renumber, kind="forward_pre")]
 

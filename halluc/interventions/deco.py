@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.early_exit import LogitLens, last_position
-from halluc.engine.steps import bind_layer, check_layers, depth_band, layer_indices, replace_last
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.engine.steps import check_layers, depth_band, layer_indices, replace_last
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 
 
@@ -111,17 +111,14 @@ class DeCo(Method):
         lens = LogitLens.of(session.adapter, session.model)
         exits: dict[int, torch.Tensor] = {}  # layer -> (B, d) last-position state of the running forward
 
-        def record(layer: int, module, args, output):
-            if aux_owner(session) is None:
-                exits[layer] = last_position(output)
+        def record(output, ctx):  # layers.i
+            exits[ctx.layer] = last_position(output)
 
-        def correct(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
-            if aux_owner(session) is not None:
-                return None
+        def correct(output, ctx):  # lm_head: (B, T, V); the last position predicts the next token
             states = torch.stack([exits[i] for i in band]) if len(band) > 1 else exits[band[0]][None]  # (L, B, d)
             early = lens(states)  # (L, B, V): one lm_head call
             final = output[:, -1]
             calibrated = calibrate(final, early, self.alpha, self.candidate_p, self.candidate_k)
-            return replace_last(output, calibrated, session.original_rows(final.shape[0], final.device))
+            return replace_last(output, calibrated, ctx.original_rows(final.shape[0], final.device))
 
-        return [*(HookSpec(f"layers.{i}", bind_layer(record, i)) for i in band), HookSpec("lm_head", correct)]
+        return [*(HookSpec(f"layers.{i}", record) for i in band), HookSpec("lm_head", correct)]

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 import torch
 
 from halluc.engine.early_exit import LogitLens, last_position, top_entropy
-from halluc.engine.steps import bind_layer, check_layers, depth_band, is_prefill, layer_indices
+from halluc.engine.steps import check_layers, depth_band, layer_indices
 from halluc.errors import HallucError
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 
 
@@ -73,6 +73,25 @@ class _State:
     per_rows: dict[int, tuple] = field(default_factory=dict)
     pending: torch.Tensor | None = None  # (B,) bool: rows with an image whose trigger has not fired in this forward
     armed: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B,) rows to inject there
+
+    def keep_memory(self, hidden: torch.Tensor, image: torch.Tensor, per: int, mask: torch.Tensor | None) -> None:
+        """The prompt's visual tokens per input row, from the prefill's input embeddings `hidden` (B, T, d);
+        `image` (B_in, T) marks them, each input row runs `per` times in place (beams)."""
+        rows = [hidden[i * per][image[i]].float() for i in range(image.shape[0])]  # (M_i, d) each
+        self.memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B_in, M, d)
+        cheaper = self.memory.shape[-1] < 2 * self.memory.shape[1]  # d·d < 2·M·d multiply-adds per position
+        self.gram = self.memory.mT @ self.memory if cheaper else None
+        self.has_image = image.any(-1)
+        self.prompt_valid = mask.bool() if mask is not None else torch.ones_like(image)
+        self.per_rows.clear()
+
+    def running(self, index: torch.Tensor) -> tuple:
+        """(memory, gram, has_image) of the running rows, whose input rows are `index`; once per row count."""
+        rows = index.shape[0]
+        if rows not in self.per_rows:
+            self.per_rows[rows] = tuple(None if t is None else t[index] for t in (self.memory, self.gram,
+                                                                                  self.has_image))
+        return self.per_rows[rows]
 
 
 @register
@@ -111,57 +130,40 @@ class MemVR(Method):
             raise HallucError(f"memvr: layer {band[-1]} is the last one; the injection needs a next layer")
         return band
 
+    def new_state(self) -> _State:
+        return _State()
+
     def hooks(self, session) -> list[HookSpec]:
         if self.is_identity():
             return []
         band = self.band(session.adapter.num_layers(session.model))
         lens = LogitLens.of(session.adapter, session.model)
         image = session.image_mask  # (B_in, T)
-        state = session.state[self.name] = _State()
+        state = session.state[self.name]
 
-        def start(module, args, kwargs):  # layers.0, before every forward
-            if aux_owner(session) is not None:
-                return
-            hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d): the LM's input embeddings
-            state.prefill = is_prefill(kwargs)
+        def start(hidden, ctx):  # layers.0, before every forward; hidden (B, T, d): the LM's input embeddings
+            state.prefill = ctx.prefill
             if state.prefill:
-                keep_memory(hidden)
-            state.pending = running(hidden.shape[0], hidden.device)[2].clone()
+                state.keep_memory(hidden, image, session.layout.per_input(hidden.shape[0]),
+                                  session.inputs.get("attention_mask"))
+            state.pending = state.running(ctx.input_rows(hidden.shape[0], hidden.device))[2].clone()
             state.armed.clear()
 
-        def running(rows: int, device):  # (memory, gram, has_image) of the running rows, indexed once per call
-            if rows not in state.per_rows:
-                index = session.input_index(rows, device)
-                state.per_rows[rows] = tuple(None if t is None else t[index]
-                                             for t in (state.memory, state.gram, state.has_image))
-            return state.per_rows[rows]
-
-        def keep_memory(hidden):
-            per = hidden.shape[0] // image.shape[0]  # beams: each input row repeated in place
-            rows = [hidden[i * per][image[i]].float() for i in range(image.shape[0])]  # (M_i, d) each
-            state.memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B_in, M, d)
-            cheaper = state.memory.shape[-1] < 2 * state.memory.shape[1]  # d·d < 2·M·d multiply-adds per position
-            state.gram = state.memory.mT @ state.memory if cheaper else None
-            state.has_image = image.any(-1)
-            mask = session.inputs.get("attention_mask")
-            state.prompt_valid = mask.bool() if mask is not None else torch.ones_like(image)
-            state.per_rows.clear()
-
-        def check(layer: int, module, args, output):
-            if aux_owner(session) is not None or not state.pending.any():  # once per forward and row
+        def check(output, ctx):  # layers.i
+            if not state.pending.any():  # once per forward and row
                 return
             fire = (top_entropy(lens(last_position(output))) > self.threshold) & state.pending  # (B,)
             if fire.any():
                 state.pending ^= fire  # fire ⊆ pending
-                state.armed[layer + 1] = fire
+                state.armed[ctx.layer + 1] = fire
 
-        def inject(layer: int, module, args, output):
-            fire = None if aux_owner(session) is not None else state.armed.pop(layer, None)
+        def inject(output, ctx):  # layers.i.mlp
+            fire = state.armed.pop(ctx.layer, None)
             if fire is None:
                 return None
-            x = args[0]  # (B, T, d) the FFN input
-            memory, gram, _ = running(x.shape[0], x.device)
-            valid = state.prompt_valid.to(x.device)[session.input_index(x.shape[0], x.device)] if state.prefill \
+            x = ctx.input  # (B, T, d) the FFN input
+            memory, gram, _ = state.running(ctx.input_rows(x.shape[0], x.device))
+            valid = state.prompt_valid.to(x.device)[ctx.input_rows(x.shape[0], x.device)] if state.prefill \
                 else None  # padding stays out of the means
             if fire.all():
                 return retrace(output, x, memory, valid, self.alpha, gram)
@@ -171,7 +173,7 @@ class MemVR(Method):
                                     self.alpha, None if gram is None else gram[chosen])
             return mixed
 
-        specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]
-        specs += [HookSpec(f"layers.{i}", bind_layer(check, i)) for i in band]
-        specs += [HookSpec(f"layers.{i + 1}.mlp", bind_layer(inject, i + 1)) for i in band]
+        specs = [HookSpec("layers.0", start, kind="forward_pre")]
+        specs += [HookSpec(f"layers.{i}", check) for i in band]
+        specs += [HookSpec(f"layers.{i + 1}.mlp", inject) for i in band]
         return specs

@@ -50,8 +50,8 @@ import torch
 from halluc.engine.early_exit import LogitLens
 from halluc.engine.regions import Regions, extend_regions, text_region
 from halluc.engine.steps import check_layers, replace_last
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
 
@@ -160,13 +160,10 @@ class ONLY(Method):
         lens = LogitLens.of(adapter, model)
         state = session.state.setdefault(self.name, _State())
 
-        def keep_input(module, args, kwargs):  # layers.{L-1}, before it runs
-            if aux_owner(session) is None:
-                state.last_input = (args[0] if args else kwargs["hidden_states"])[:, -1]
+        def keep_input(hidden, ctx):  # layers.{L-1}, before it runs
+            state.last_input = hidden[:, -1]
 
-        def combine(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
-            if aux_owner(session) is not None:
-                return None
+        def combine(output, ctx):  # lm_head: (B, T, V); the last position predicts the next token
             # the side branch through the last layer's FFN; modules called without their hooks
             side = norm_in.forward(state.side) if self.side_norm else state.side
             u = torch.add(side, state.last_input, alpha=RESIDUAL)  # (B, d)
@@ -174,8 +171,8 @@ class ONLY(Method):
             final = output[:, -1].float()
             side_logits = torch.add(lens(u), final, alpha=MIX)  # (B, V)
             rewritten = adaptive_logits(final, side_logits, self.alpha_pos, self.alpha_neg, self.gamma, self.beta)
-            return replace_last(output, rewritten, session.original_rows(final.shape[0], final.device))
+            return replace_last(output, rewritten, ctx.original_rows(final.shape[0], final.device))
 
-        return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre", with_kwargs=True),
+        return [HookSpec(f"layers.{last}", keep_input, kind="forward_pre"),
                 HookSpec("lm_head", combine)]
 

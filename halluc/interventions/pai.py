@@ -41,10 +41,10 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.engine.steps import check_layers, is_prefill, layer_indices
+from halluc.engine.steps import check_layers, layer_indices
 from halluc.engine.views import ORIGINAL, Branch
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit, ScoreBoost
 
@@ -137,12 +137,10 @@ class PAI(Method):
             return []
         boost = self.score_boost()  # one object for every step: the edits' column cache keeps its tensors
 
-        def switch(module, args, kwargs):  # layers.0 pre-hook: no boost in the prefill forward, α after
-            if aux_owner(session) is not None:  # another method's auxiliary pass (edits are off there)
-                return
-            value = None if is_prefill(kwargs) else boost
+        def switch(hidden, ctx):  # layers.0 pre-hook: no boost in the prefill forward, α after
+            value = None if ctx.prefill else boost
             for edit in session.state.get(self.name, {}).values():
                 edit.boost = value
 
-        return [HookSpec("layers.0", switch, kind="forward_pre", with_kwargs=True)]
+        return [HookSpec("layers.0", switch, kind="forward_pre")]
 

@@ -64,10 +64,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from halluc.engine.steps import bind_layer, check_layers, is_prefill, layer_indices
+from halluc.engine.steps import check_layers, layer_indices
 from halluc.errors import HallucError
-from halluc.interventions.aux import aux_owner
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit, Redistribution
 
@@ -210,11 +210,11 @@ class VAR(Method):
         mask = session.inputs.get("attention_mask")
         valid_mask = mask.bool() if mask is not None else None
 
-        def detect(layer: int, module, args, kwargs):  # layers.{l} pre-hook: sinks of layer l, at prefill
-            if aux_owner(session) is not None or not is_prefill(kwargs, layer):
+        def detect(hidden, ctx):  # layers.{l} pre-hook: sinks of layer l, at prefill; hidden (rows, T, D)
+            if not ctx.prefill:
                 return
+            layer = ctx.layer
             edits, state = session.state[self.name]
-            hidden = args[0] if args else kwargs["hidden_states"]  # (rows, T, D) residual stream
             rows, length = hidden.shape[:2]
             if length != image_mask.shape[1]:
                 raise HallucError(f"var: layer {layer} sees {length} prefill positions but the prompt has "
@@ -236,5 +236,5 @@ class VAR(Method):
             edit.columns = image
             edit.redistribute = self.redistribution(sinks) if bool(sinks.any()) else None
 
-        return [HookSpec(f"layers.{layer}", bind_layer(detect, layer), kind="forward_pre", with_kwargs=True)
+        return [HookSpec(f"layers.{layer}", detect, kind="forward_pre")
                 for layer in self.chosen_layers(adapter.num_layers(model))]

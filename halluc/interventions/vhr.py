@@ -45,9 +45,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from halluc.engine.steps import bind_layer, check_layers, is_prefill, layer_indices
-from halluc.interventions.aux import aux_owner, aux_pass, text_only_forward
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.engine.steps import check_layers, layer_indices
+from halluc.interventions.aux import aux_pass, text_only_forward
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 
 
@@ -108,36 +109,36 @@ class VHR(Method):
     def chosen_layers(self, family: str, num_layers: int) -> tuple[int, ...]:
         return check_layers(self.name, self.layers or default_layers(family, num_layers), num_layers)
 
+    def new_state(self) -> _State:
+        return _State()
+
     def hooks(self, session) -> list[HookSpec]:
         if self.is_identity():
             return []
         adapter, model = session.adapter, session.model
         heads = adapter.num_heads(model)
-        state = session.state[self.name] = _State()
 
-        def start(module, args, kwargs):  # layers.0 pre-hook: the text-only pass, once, at prefill
-            if aux_owner(session) is None and is_prefill(kwargs):
-                state.text.clear(), state.scale.clear(), state.vhd.clear()
+        def start(hidden, ctx):  # layers.0 pre-hook: the text-only pass, once, at prefill
+            if ctx.prefill:
+                ctx.state.text.clear(), ctx.state.scale.clear(), ctx.state.vhd.clear()
                 with aux_pass(session, self.name):
                     text_only_forward(session)
 
-        def reinforce(layer: int, module, args):  # o_proj pre-hook: x (B, T, H*D)
-            x, owner = args[0], aux_owner(session)
-            if owner == self.name:
+        def reinforce(x, ctx):  # o_proj pre-hook: x (B, T, H*D); also in the own text-only pass
+            state, layer = ctx.state, ctx.layer
+            if ctx.in_aux:
                 state.text[layer] = x[:, -1].float().view(x.shape[0], heads, -1)
-                return None
-            if owner is not None:
                 return None
             if layer not in state.scale:  # first step: choose this layer's heads now
                 image = x[:, -1].float().view(x.shape[0], heads, -1)
-                text = state.text[layer][session.sample_index(x.shape[0], x.device)]
+                text = state.text[layer][ctx.sample_rows(x.shape[0], x.device)]
                 chosen = select_heads(image, text, self.outlier_filter)
                 state.vhd[layer] = (image - text).norm(dim=-1)
                 state.scale[layer] = torch.where(chosen, self.alpha, 1.0).to(x.dtype)
             scale = state.scale[layer]  # (B, H)
-            return ((x.view(*x.shape[:-1], heads, -1) * scale[:, None, :, None]).view_as(x),)
+            return (x.view(*x.shape[:-1], heads, -1) * scale[:, None, :, None]).view_as(x)
 
-        specs = [HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True)]
+        specs = [HookSpec("layers.0", start, kind="forward_pre")]
         for layer in self.chosen_layers(session.lvlm.family, adapter.num_layers(model)):
-            specs.append(HookSpec(f"layers.{layer}.attn.o_proj", bind_layer(reinforce, layer), kind="forward_pre"))
+            specs.append(HookSpec(f"layers.{layer}.attn.o_proj", reinforce, kind="forward_pre", aux=True))
         return specs

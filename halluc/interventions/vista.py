@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from halluc.engine.steps import bind_layer, is_prefill, layer_indices
+from halluc.engine.steps import layer_indices
 from halluc.errors import HallucError
-from halluc.interventions.aux import aux_owner, aux_pass, image_forward, last_token, text_only_forward
-from halluc.interventions.base import HookSpec, Method, param
+from halluc.interventions.aux import aux_pass, image_forward, last_token, text_only_forward
+from halluc.interventions.base import Method, param
+from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
 from halluc.modeling.lvlm import execution_device
 
@@ -119,17 +120,21 @@ class VISTA(Method):
     def is_identity(self) -> bool:
         return self.strength == (0.0, 0.0)
 
+    def new_state(self) -> _State:
+        return _State()
+
     def hooks(self, session) -> list[HookSpec]:
         lam, gamma = self.strength
         n = session.adapter.num_layers(session.model)
         band = (self.sla_layers or sla_band(n)) if gamma else ()
         if band and band[-1] >= n:
             raise HallucError(f"vista: SLA layer {band[-1]} does not exist; the model has {n} layers")
-        state = session.state[self.name] = _State()
+        state = session.state[self.name]
         norm = session.adapter.resolve(session.model, "norm") if self.sla_norm else None
+        head = session.adapter.resolve(session.model, "lm_head")
 
-        def start(module, args, kwargs):  # layers.0 pre-hook: the two steering passes, at prefill
-            if aux_owner(session) is not None or not is_prefill(kwargs):
+        def start(hidden, ctx):  # layers.0 pre-hook: the two steering passes, at prefill
+            if not ctx.prefill:
                 return
             with aux_pass(session, self.name):
                 image_forward(session)
@@ -139,33 +144,29 @@ class VISTA(Method):
             state.vectors = {i: positive[i] - state.record[i][rows.to(positive[i].device)] for i in positive}
             state.record.clear()
 
-        def record(layer: int, module, args, output):
-            owner = aux_owner(session)
-            if owner == self.name or (owner is None and layer in band):
-                state.record[layer] = last_token(output)
+        def record(output, ctx):  # layers.i: also in the own steering passes
+            if ctx.in_aux or ctx.layer in band:
+                state.record[ctx.layer] = last_token(output)
 
-        def inject(layer: int, module, args, output):
-            if aux_owner(session) is None:
-                v = state.vectors[layer]
-                return steer(output, v[session.input_index(output.shape[0], v.device)], lam)
+        def inject(output, ctx):  # layers.i.mlp
+            v = state.vectors[ctx.layer]
+            return steer(output, v[ctx.input_rows(output.shape[0], v.device)], lam)
 
-        def augment(module, args, output):  # lm_head: (B, T, V); the last position predicts the next token
-            if aux_owner(session) is not None:
-                return None
+        def augment(output, ctx):  # lm_head: (B, T, V); the last position predicts the next token
             # (L, B, d); the band's layers may sit on other devices than the norm and the head
             hidden = torch.stack([state.record[i].to(output.device) for i in band]).to(output.dtype)
             if norm is not None:
                 hidden = norm.forward(hidden.to(execution_device(norm)))  # forward(): no torch hooks re-entered
-            early = module.forward(hidden.to(execution_device(module))).to(output.device)
+            early = head.forward(hidden.to(execution_device(head))).to(output.device)
             mixed = output.clone()
             mixed[:, -1] = mix_logits(output[:, -1], early, gamma)
             return mixed
 
         specs = []
         if lam:
-            specs.append(HookSpec("layers.0", start, kind="forward_pre", with_kwargs=True))
-            specs += [HookSpec(f"layers.{i}.mlp", bind_layer(inject, i)) for i in range(n)]
-        specs += [HookSpec(f"layers.{i}", bind_layer(record, i)) for i in (range(n) if lam else band)]
+            specs.append(HookSpec("layers.0", start, kind="forward_pre"))
+            specs += [HookSpec(f"layers.{i}.mlp", inject) for i in range(n)]
+        specs += [HookSpec(f"layers.{i}", record, aux=True) for i in (range(n) if lam else band)]
         if gamma:
             specs.append(HookSpec("lm_head", augment))
         return specs

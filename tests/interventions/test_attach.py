@@ -26,9 +26,8 @@ class HeadScale(Method):
     def hooks(self, session):
         heads = session.adapter.num_heads(session.model)
 
-        def scale(module, args):
-            x = args[0]  # (B, T, H*D)
-            return (x.view(*x.shape[:-1], heads, -1).mul(self.alpha).view_as(x),)
+        def scale(x, ctx):  # x (B, T, H*D)
+            return x.view(*x.shape[:-1], heads, -1).mul(self.alpha).view_as(x)
 
         return [HookSpec(f"layers.{self.layer}.attn.o_proj", scale, kind="forward_pre")]
 
@@ -76,7 +75,7 @@ class BadPoint(Method):
     name = "test-badpoint"
 
     def hooks(self, session):
-        return [HookSpec("layers.0.attn.o_proj", lambda *a: None), HookSpec("layers.99", lambda *a: None)]
+        return [HookSpec("layers.0.attn.o_proj", lambda x, ctx: None), HookSpec("layers.99", lambda x, ctx: None)]
 
 
 @pytest.fixture(scope="module", autouse=True)
