@@ -40,7 +40,9 @@ def serve(
     from halluc.serve import serve as run_server
 
     params = parse_method_params(ctx.args, param)
-    api.make_methods(method, params)  # the default method and its parameters, before any weights load
+    api.check_model_name(model)  # every cheap check before any weights load
+    api.check_device_and_dtype(device, dtype)
+    api.make_methods(method, params)
     options = ServeOptions(host=host, port=port, served_name=served_name or model, method=tuple(method),
                            params=params, api_key=api_key, image_dir=image_dir,
                            allow_remote_images=allow_remote_images, max_body_bytes=int(max_body_mb * 2**20),
