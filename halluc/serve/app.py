@@ -22,7 +22,7 @@ from halluc.errors import HallucError
 from halluc.serve.batcher import Batcher, QueueFull, Stopped
 from halluc.serve.images import ImagePolicy, fetch_image
 from halluc.serve.options import ServeOptions
-from halluc.serve.requests import Work, prepare
+from halluc.serve.requests import prepare
 from halluc.serve.schema import APIError, parse_request
 
 log = logging.getLogger("halluc.serve")

@@ -30,6 +30,6 @@ def scenes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(toy_llava):
-    with LiveServer(toy_llava, max_wait_ms=150, max_tokens=64, default_max_tokens=32, max_prompt_chars=400, max_image_pixels=200 * 200,
-                    max_body_bytes=2**20) as live:
+    with LiveServer(toy_llava, max_wait_ms=150, max_tokens=64, default_max_tokens=32, max_prompt_chars=400,
+                    max_image_pixels=200 * 200, max_body_bytes=2**20) as live:
         yield live
