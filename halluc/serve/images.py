@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -45,15 +44,13 @@ def fetch_image(url: str, policy: ImagePolicy) -> Image.Image:
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Bytes -> RGB image; the pixel count is read from the header and checked before decoding."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise APIError(400, f"image has {width}x{height} = {width * height} pixels, over this server's "
-                                        f"limit of {max_pixels}", param=PARAM)
-                return img.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise APIError(400, f"image has {width}x{height} = {width * height} pixels, over this server's "
+                                    f"limit of {max_pixels}", param=PARAM)
+            return img.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise APIError(400, f"not a readable image (accepted formats: {', '.join(FORMATS)})", param=PARAM) from None
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
         raise APIError(400, f"cannot decode image: {err}", param=PARAM) from None

@@ -48,7 +48,7 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(client, toy_llava, 
                                                 max_tokens=16).message.content, jobs))
     assert answers == [expected[(str(p), q, m)] for p, q, m in jobs]
     # ten requests of two methods: two groups, so far fewer batches than requests
-    assert server.batches - before < len(jobs) // 2
+    assert server.batches - before <= len(jobs) // 2
 
 
 def test_streaming_gives_the_same_text_in_pieces(client, scenes):
