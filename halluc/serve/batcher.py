@@ -99,11 +99,11 @@ class Batcher:
             except Exception as err:  # run_batch answers per job; this is a fault of its own
                 log.exception("batch of %d failed", len(batch))
                 results = [err] * len(batch)
-            for job, result in zip(batch, results):
-                job.finish(result)
-            with self.cond:
+            with self.cond:  # counted before any answer leaves, so a client that has its answer sees the count
                 self.running = 0
                 self.batches += 1
+            for job, result in zip(batch, results):
+                job.finish(result)
 
     def _next_batch(self) -> list[Job] | None:
         with self.cond:
