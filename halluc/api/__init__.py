@@ -22,15 +22,16 @@ from halluc.api.files import (
     write_report,
 )
 
-_CORE = {"Decoding", "Generation", "LVLM", "RunOptions", "apply", "available_methods", "check_request", "generate",
+_CORE = {"Decoding", "Generation", "LVLM", "RunOptions", "apply", "available_methods", "check_generation",
+         "check_request", "generate", "generation",
          "load", "load_images", "make_methods", "methods", "models", "parse_shard", "plan_runs", "refusal", "run",
          "run_benchmarks", "support_matrix", "wrap"}
 
 __all__ = ["BenchmarkData", "Decoding", "Generation", "LVLM", "Report", "RunOptions", "ScoreCommand", "ScoreTable",
-           "apply", "available_methods", "check_request", "data_home", "distinct_run_dirs", "fetch", "fetchable",
-           "generate", "load", "load_images", "load_plugins", "make_methods", "methods", "models", "parse_shard",
-           "plan_runs", "refusal", "render_terminal", "report", "run", "run_benchmarks", "score", "score_commands",
-           "support_matrix", "wrap", "write_report"]
+           "apply", "available_methods", "check_generation", "check_request", "data_home", "distinct_run_dirs",
+           "fetch", "fetchable", "generate", "generation", "load", "load_images", "load_plugins", "make_methods",
+           "methods", "models", "parse_shard", "plan_runs", "refusal", "render_terminal", "report", "run",
+           "run_benchmarks", "score", "score_commands", "support_matrix", "wrap", "write_report"]
 
 
 def __getattr__(name: str):

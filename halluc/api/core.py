@@ -38,7 +38,7 @@ from halluc.progress import Progress
 
 __all__ = ["Decoding", "Generation", "LVLM", "apply", "available_methods", "generate", "load", "check_request",
            "load_images", "make_methods", "methods", "models", "plan_runs", "run", "run_benchmarks", "RunOptions",
-           "support_matrix", "wrap", "parse_shard", "refusal"]
+           "support_matrix", "wrap", "parse_shard", "refusal", "check_generation", "generation"]
 
 
 def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, max_new_tokens: int = 64,
@@ -58,6 +58,23 @@ def generate(model: LVLM, images, prompts, method: str | Sequence[str] = "none",
     result = _generate(model, images, prompts, method, decoding=decoding, params=params,
                        return_scores=return_scores)
     return result if return_scores else result.texts
+
+
+def generation(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *, decoding: Decoding,
+               **params) -> Generation:
+    """`generate` with its decoding settings as one `Decoding`, returning the `Generation`: texts and each
+    row's generated token ids (no per-step scores). The server's call (`halluc serve`)."""
+    return _generate(model, images, prompts, method, decoding=decoding, params=params)
+
+
+def check_generation(model: LVLM, images, prompts, method: str | Sequence[str] = "none", *,
+                     decoding: Decoding, **params) -> None:
+    """The checks `generate` makes on a loaded model before it runs (parameters, family support, decoding
+    mode, inputs), so that a server refuses one bad request alone instead of failing the batch it joins."""
+    chosen = [m for m in model.active + make_methods(method, params) if m.name != "none"]
+    check_compatible(model.adapter, chosen)
+    check_modes(chosen, decoding)
+    pair_inputs(images, prompts)
 
 
 @contextlib.contextmanager

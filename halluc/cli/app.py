@@ -12,12 +12,14 @@ from halluc.cli.plugins import COMMAND_GROUPS
 from halluc.cli.report import report
 from halluc.cli.run import run
 from halluc.cli.score import score_app
+from halluc.cli.serve import serve
 
 app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("run", context_settings=RUN_CONTEXT)(run)
 app.command("report", cls=OneLineUsageErrors)(report)
+app.command("serve", context_settings=RUN_CONTEXT)(serve)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
 api.load_plugins()
