@@ -16,7 +16,9 @@ the caps add up to 7 min 45 s, so the run fits 8 minutes on one H100; what a sto
     bench-decoding   speed/bench_decoding.py --models 7b
 Output folder (--out; default $OUT, else runs/gpu-check-<UTC time>): summary.md (the table), one CSV per
 benchmark, tests-*.xml (JUnit), logs/<step>.log, environment.json. Exit 0 when every step passed, 1 when a
-step failed or ran out of time, 2 on a missing dependency (before any step runs).
+step failed or ran out of time, 2 on a missing dependency (before any step runs). `--steps a,b` runs only
+those steps (e.g. one that ran out of time, into a new folder). Without .git (a lent machine gets the working
+tree alone), HALLUC_GIT_COMMIT=<commit> names the commit in the table.
 """
 from __future__ import annotations
 
@@ -61,22 +63,22 @@ def steps(dry: bool, workers: int) -> list[Step]:
         return [sys.executable, str(REPO / "speed" / f"{name}.py"), *(cpu if dry else gpu)]
 
     return [
-        Step("tests-cuda", "CUDA tests: kernel vs reference, methods on the kernel, multi-GPU", 85,
+        Step("tests-cuda", "CUDA tests: kernel vs reference, methods on the kernel, multi-GPU", 80,
              [*PYTEST, *xdist, "tests/test_cuda.py", "tests/test_device_map.py",
               *(["-k", "gpu or cuda"] if dry else [])], {}, "tests-cuda.xml"),
-        Step("tests-contract", "method contract on every family's tiny model", 110,
+        Step("tests-contract", "method contract on every family's tiny model", 105,
              [*PYTEST, *xdist, *(DRY_CONTRACT if dry else ["tests/interventions/test_contract.py"])],
              {"HALLUC_TEST_DEVICE": "cpu" if dry else "cuda"}, "tests-contract.xml"),
-        Step("bench-attention", "one attention call vs SDPA / FlexAttention / eager", 70,
+        Step("bench-attention", "one attention call vs SDPA / FlexAttention / eager", 90,
              bench("bench_attention", ["--modes", "prefill,decode", "--contexts", "640,4096"],
                    ["--smoke", "--device", "cpu", "--modes", "prefill,decode", "--edits", "none,all",
                     "--dtype", "fp32"]),
              {}, "bench_attention.csv"),
-        Step("bench-e2e", "generate on the 7B-shaped model, halluc backend vs SDPA", 40,
+        Step("bench-e2e", "generate on the 7B-shaped model, halluc backend vs SDPA", 35,
              bench("bench_attention", ["--modes", "e2e", "--new-tokens", "32", "--e2e-reps", "2"],
                    ["--smoke", "--device", "cpu", "--modes", "e2e", "--dtype", "fp32"]),
              {}, "bench_e2e.csv"),
-        Step("bench-inmodel", "in-model methods' decode time vs vanilla", 75,
+        Step("bench-inmodel", "in-model methods' decode time vs vanilla", 70,
              bench("bench_inmodel", ["--models", "7b", "--tokens", "24", "--reps", "2", "--warmup", "1"],
                    ["--smoke", "--device", "cpu", "--methods", "vhr"]),
              {}, "bench_inmodel.csv"),
@@ -266,7 +268,8 @@ def summary(out: Path, env: dict, results: list[dict], dry: bool) -> str:
         table += method_rows(read_csv(out / "bench_inmodel.csv"), "in-model method")
     if "bench-decoding" in by_step:
         table += method_rows(read_csv(out / "bench_decoding.csv"), "decoding method")
-    kind = "DRY RUN on CPU at tiny sizes: checks the plumbing, measures nothing" if dry else env["device"]
+    kind = "DRY RUN on CPU at tiny sizes: checks the plumbing, measures nothing" if dry else \
+        f"{env['device']}" + (f" (of {env['gpus']} GPUs)" if env.get("gpus", 1) > 1 else "")
     versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "cuda", "triton", "transformers") if env.get(k))
     total = sum(r["seconds"] for r in results)
     lines = [f"**{kind}** ({versions}; commit {env['git_commit']}, {env['date']}; {total:.0f} s in all). "
@@ -308,7 +311,9 @@ def main(argv=None) -> int:
     from speed.common import git_commit  # after the preflight: it imports torch and halluc
     out = (args.out or default_out()).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env |= {"git_commit": git_commit(), "dry_run": args.dry_run,
+    commit = git_commit()  # a lent machine gets the working tree without .git: HALLUC_GIT_COMMIT names it
+    env |= {"git_commit": os.environ.get("HALLUC_GIT_COMMIT", commit) if commit == "unknown" else commit,
+            "dry_run": args.dry_run,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     print(f"gpu-check: {'dry run on CPU' if args.dry_run else env['device']}; writing to {out}", flush=True)
     plan = [s for s in steps(args.dry_run, xdist_workers(args.workers, args.dry_run)) if s.name in args.steps]
