@@ -22,9 +22,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/halluc run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-# on a GPU machine, with its own python3 (torch with CUDA, triton): no venv, nothing installed (README)
+# on a GPU machine: nothing is installed; the python is .venv's if there is one, else python3 (README)
 gpu-check:
-	bash speed/gpu_check.sh $(ARGS)
+	PYTHON="$${PYTHON:-$$(test -x $(PY) && echo $(PY) || echo python3)}" bash speed/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -117,6 +117,7 @@ def preflight(dry: bool) -> dict:
     if problems:
         for problem in problems:
             print(f"gpu-check: missing dependency: {problem}", file=sys.stderr)
+        print(f"gpu-check: that was {sys.executable}; set PYTHON=/path/to/python to use another", file=sys.stderr)
         raise SystemExit(2)
     return {"device": device, "python": platform.python_version(), **versions}
 

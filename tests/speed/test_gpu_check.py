@@ -64,8 +64,9 @@ def test_a_missing_dependency_stops_it_before_any_step(tmp_path):
     out = tmp_path / "check"
     done = run_script("--dry-run", "--out", str(out), env={"PYTHONPATH": str(fake)})
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == ("gpu-check: missing dependency: triton cannot be imported "
-                                                    "(ImportError: triton is not installed here)")
+    assert done.stderr.strip().splitlines() == [
+        "gpu-check: missing dependency: triton cannot be imported (ImportError: triton is not installed here)",
+        f"gpu-check: that was {sys.executable}; set PYTHON=/path/to/python to use another"]
     assert "Traceback" not in done.stderr and not out.exists()
 
 
