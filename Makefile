@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 # the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 12 methods, leaderboard
 demo: $(STAMP)
 	$(VENV)/bin/halluc run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+# on a GPU machine: nothing is installed; the python is .venv's if there is one, else python3 (README)
+gpu-check:
+	PYTHON="$${PYTHON:-$$(test -x $(PY) && echo $(PY) || echo python3)}" bash speed/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -1,6 +1,11 @@
-"""Shared fixtures: tiny offline models (built once per session) and small test images."""
+"""Shared fixtures: tiny offline models (built once per session) and small test images.
+
+HALLUC_TEST_DEVICE (default cpu) is where `tiny_models` loads them: `speed/gpu_check.sh` runs the method
+contract with HALLUC_TEST_DEVICE=cuda.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +19,14 @@ from halluc.modeling.registry import families
 FAMILIES = [f.tiny_name for f in families()]
 FAMILY_NAMES = [f.name for f in families()]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TEST_DEVICE = os.environ.get("HALLUC_TEST_DEVICE", "cpu")
 
 torch.set_num_threads(2)
+
+
+def pytest_configure(config):
+    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise pytest.UsageError(f"HALLUC_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA device")
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +35,7 @@ def tiny_models():
 
     def get(name: str) -> halluc.LVLM:
         if name not in cache:
-            cache[name] = halluc.load(name, device="cpu")
+            cache[name] = halluc.load(name, device=TEST_DEVICE)
         return cache[name]
 
     return get

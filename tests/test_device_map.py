@@ -4,7 +4,7 @@ attention (PAI) and add decoding branches (VCD).
 
 On CPU the two placements are "cpu" (resident weights) and "disk" (offloaded weights, streamed in for
 each call, so those modules hold only meta tensors between calls); with a GPU, the language model's
-layers are split over cuda:0 and cuda:1, or over cuda:0 and CPU-offloaded weights when only one is there.
+layers are split over cuda:0 and CPU-offloaded weights, and with two over cuda:0 and cuda:1 (skipped on one).
 """
 from __future__ import annotations
 
@@ -68,9 +68,17 @@ def test_wrap_a_model_the_user_dispatched(images, tiny_models, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_dispatched_over_gpus_gives_the_same_tokens(images):
-    second = 1 if torch.cuda.device_count() > 1 else "cpu"  # a second GPU, or CPU-offloaded weights
+def test_dispatched_over_a_gpu_and_cpu_gives_the_same_tokens(images):
     model, _ = build_tiny("llava")
-    dispatched = halluc.load("tiny-llava", device_map=split_map(model, 0, second))
+    dispatched = halluc.load("tiny-llava", device_map=split_map(model, 0, "cpu"))  # CPU-offloaded weights
     assert dispatched.device == torch.device("cuda:0")
+    assert_same_tokens(dispatched, halluc.load("tiny-llava", device="cuda:0"), images)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_dispatched_over_two_gpus_gives_the_same_tokens(images):
+    model, _ = build_tiny("llava")
+    dispatched = halluc.load("tiny-llava", device_map=split_map(model, 0, 1))
+    assert dispatched.device == torch.device("cuda:0")
+    assert dispatched.adapter.resolve(dispatched.model, "lm_head").weight.device == torch.device("cuda:1")
     assert_same_tokens(dispatched, halluc.load("tiny-llava", device="cuda:0"), images)

@@ -30,6 +30,12 @@ BEAM_HELPERS = {
                                     "early_stopping", "length_penalty"),
     "_beam_search_has_unfinished_sequences": (),
 }
+# arguments a wrapper below fills in itself where a release requires them (transformers 5.17 wants vocab_size,
+# later releases derive it from the scores' width)
+FILLED = {"_get_top_k_continuations": ("vocab_size",)}
+# helpers called with keywords only: any other argument a release requires is missing from the call
+KEYWORD_CALLS = ("_get_top_k_continuations", "_get_running_beams_for_next_iteration", "_update_finished_beams",
+                 "_check_early_stop_heuristic")
 # public cache methods the search relies on (every Cache subclass generate builds has them)
 CACHE_METHODS = ("batch_repeat_interleave", "batch_select_indices", "crop", "get_seq_length")
 
@@ -44,6 +50,11 @@ def check_internals() -> list[str]:
             continue
         params = inspect.signature(fn).parameters
         missing += [f"GenerationMixin.{name}(..., {k}=)" for k in keywords if k not in params]
+        if name in KEYWORD_CALLS:
+            passed = {"self", *keywords, *FILLED.get(name, ())}
+            missing += [f"GenerationMixin.{name} requires {p.name}, which halluc does not pass"
+                        for p in params.values() if p.name not in passed and p.default is inspect.Parameter.empty
+                        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     from transformers import DynamicCache
 
     missing += [f"DynamicCache.{m}" for m in CACHE_METHODS if not hasattr(DynamicCache, m)]
@@ -64,6 +75,8 @@ def update_model_kwargs(model, outputs, model_kwargs: dict, num_new_tokens: int 
 
 
 def top_k_continuations(model, **kwargs):
+    if "vocab_size" in inspect.signature(model._get_top_k_continuations).parameters:  # transformers 5.17
+        kwargs["vocab_size"] = kwargs["accumulated_log_probs"].shape[-1] // kwargs["num_beams"]
     return model._get_top_k_continuations(**kwargs)
 
 

@@ -23,6 +23,7 @@ from halluc.interventions.base import MODES
 from halluc.kernels.backend import current_edits
 from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION
 from halluc.modeling.registry import families
+from tests.conftest import TEST_DEVICE
 from tests.helpers import PROMPTS, batch_and_singles, hook_count, tiny_aya_vision
 
 METHODS = [n for n in method_names() if n != "none"]
@@ -51,7 +52,8 @@ def lvlms(tiny_models):
             return tiny_models(FAMILIES[family])
         if GENERIC not in wrapped:
             with pytest.warns(UserWarning, match="generic adapter"):
-                wrapped[GENERIC] = halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
+                model, processor = tiny_aya_vision()
+                wrapped[GENERIC] = halluc.wrap(model.to(TEST_DEVICE), processor, name="tiny-aya-vision")
         return wrapped[GENERIC]
 
     return get
