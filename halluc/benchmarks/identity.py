@@ -8,7 +8,7 @@ The record (JSON, in config.json under "identity"):
     model           the name as given (a local directory: its folder name; its contents are `weights`)
     weights         what was loaded: the hub commit, a content hash of a local directory's files
                     ("sha256:..."), or an offline model's recipe ("random-init seed=0")
-    dtype           the weights' dtype after loading ("float32", "bfloat16", ...)
+    dtype           the dtype the weights are loaded in ("float32", "bfloat16"; `auto` resolved)
     methods         every compared configuration: its label and all parameters after canonicalisation
     benchmark, task_version, protocol, task_settings (e.g. AMBER's extractor)
     decoding        the protocol's decoding without `max_new_tokens`, which has its own field

@@ -147,7 +147,7 @@ class RunSpec:
     """Everything that defines a run's outputs (recorded in config.json, its identity under "identity").
 
     weights: what was loaded (`identity.weights_before_load`; a hub commit is filled in once loaded)
-    dtype:   the weights' dtype ("float32"; the loaded model's own once loaded)
+    dtype:   the dtype the weights are loaded in ("float32", `load_dtype`)
     """
 
     model: str
@@ -181,9 +181,10 @@ class RunSpec:
         return ident.coverage_digests(self.task, [s for s in splits if s in self.task.splits()], limit)
 
     def loaded(self, lvlm: LVLM) -> bool:
-        """Fill in what only the loaded model tells (a hub commit, the weights' dtype); True when it changed."""
+        """Fill in what only the loaded model tells (a hub commit; the dtype when none was asked for);
+        True when it changed. The dtype asked for is kept: some models hold a few weights in float32."""
         weights = self.weights or lvlm.revision or f"{self.model} (revision unrecorded)"
-        dtype = str(next(lvlm.model.parameters()).dtype).removeprefix("torch.")
+        dtype = self.dtype or str(lvlm.model.dtype).removeprefix("torch.")
         changed = (weights, dtype) != (self.weights, self.dtype)
         self.weights, self.dtype = weights, dtype
         return changed
@@ -323,9 +324,8 @@ class Runner:
             missing = self._missing_by_shard(samples)
             if not missing and not mismatched:
                 return
-            done = sum(len(read_outputs(self.out, e.key, split)) for e in self.spec.entries for split in samples)
-            if done != last:
-                last, since = done, time.monotonic()
+            if sum(missing.values()) != last:  # progress: another shard wrote a sample
+                last, since = sum(missing.values()), time.monotonic()
             elif time.monotonic() - since > self.shard_timeout:
                 parts = [f"shard {i} of {self.shard.count} misses {n} of its samples" for i, n in missing.items()]
                 parts += [f"shard {name} last ran another configuration ({why})"

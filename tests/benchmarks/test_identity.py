@@ -183,6 +183,48 @@ def test_method_none_plus_vcd_runs_one_row(pope_world, tmp_path):  # noqa: F811
     assert not (tmp_path / "run").exists()
 
 
+def test_a_hub_commit_known_only_after_loading_is_checked_before_any_generation(pope_world, tmp_path,  # noqa: F811
+                                                                                 monkeypatch):
+    """A hub model's commit is known once loaded: the run directory is checked again before generating."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(halluc.api, "weights_before_load", lambda model, seed: None)
+    halluc.run("tiny-llava", ["none"], "pope", small(pope_world, out))
+    assert json.loads((out / "config.json").read_text())["identity"]["weights"] == "random-init seed=0"
+    real_load = halluc.api.load
+
+    def moved_hub_branch(*args, **kwargs):
+        lvlm = real_load(*args, **kwargs)
+        lvlm.revision = "b" * 40
+        return lvlm
+
+    monkeypatch.setattr(halluc.api, "load", moved_hub_branch)
+    before = sorted((p.name, p.read_text()) for p in out.glob("samples/*/*.jsonl"))
+    with pytest.raises(HallucError, match=r'weights \("random-init seed=0" vs "bbbb.*"\) differ'):
+        halluc.run("tiny-llava", ["none"], "pope", small(pope_world, out, limit=3, resume=True))
+    assert sorted((p.name, p.read_text()) for p in out.glob("samples/*/*.jsonl")) == before
+
+
+def test_a_run_from_before_identities_resumes_on_the_fields_it_recorded(pope_world, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    (plan,) = halluc.api.plan_runs("tiny-llava", ["none"], ["pope"], small(pope_world, out))
+    out.mkdir()
+    legacy = {k: v for k, v in plan.spec.describe().items() if k != "identity"}
+    (out / "config.json").write_text(json.dumps(legacy, default=str))
+    halluc.api.plan_runs("tiny-llava", ["none"], ["pope"], small(pope_world, out, resume=True))
+    with pytest.raises(HallucError, match=r"cannot resume .*: seed differ"):
+        halluc.api.plan_runs("tiny-llava", ["none"], ["pope"], small(pope_world, out, resume=True, seed=3))
+
+
+def test_the_cli_refuses_a_bad_shard_timeout(tmp_path):
+    from typer.testing import CliRunner
+
+    from halluc.cli.app import app
+
+    result = CliRunner().invoke(app, ["run", "--limit", "1", "--shard-timeout", "0", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: --shard-timeout must be a number of seconds > 0; got 0.0"]
+
+
 # ---------------------------------------------------------------- the question set of a protocol
 
 def test_the_question_set_is_named_and_recorded(pope_world, tmp_path, monkeypatch, capsys):  # noqa: F811
