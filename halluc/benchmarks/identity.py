@@ -179,7 +179,11 @@ def _what_differs(a: Any, b: Any) -> str:
         keys = [k for k in dict.fromkeys([*a, *b]) if as_json(a.get(k)) != as_json(b.get(k))]
         return ", ".join(map(str, keys[:3])) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
     if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, dict) and "label" in x for x in a + b):
-        return _short([x["label"] for x in a]) + " vs " + _short([x["label"] for x in b])
+        labels_a, labels_b = [x["label"] for x in a], [x["label"] for x in b]
+        if labels_a == labels_b:  # the same configurations with other parameters
+            changed = [x["label"] for x, y in zip(a, b) if as_json(x) != as_json(y)]
+            return f"parameters of {', '.join(changed)}"
+        return f"{_short(labels_a)} vs {_short(labels_b)}"
     return f"{_short(a)} vs {_short(b)}"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import halluc
+import halluc.api
 from halluc.benchmarks import identity as ident
 from halluc.benchmarks.report import Run, build_report
 from halluc.benchmarks.run import Runner, RunOptions, Shard, parse_entries
@@ -356,3 +357,14 @@ def test_the_report_refuses_runs_of_two_identities_for_every_field(field):
     with pytest.raises(HallucError, match=rf"a and b both hold llava on pope llava but are not the same run: "
                                           rf"{field} \(.*\) differ"):
         build_report([first, Run(Path("b"), {"identity": {**RECORD, field: CHANGED[field]}}, other)])
+
+
+def test_the_line_names_what_differs_inside_a_field():
+    vcd = lambda alpha: [{"label": "none", "params": {"none": {}}},  # noqa: E731
+                         {"label": "vcd", "params": {"vcd": {"alpha": alpha}}}]
+    assert ident.describe_differences({"methods": vcd(1.0)}, {"methods": vcd(2.0)}, ["methods"]) == \
+        "methods (parameters of vcd)"
+    assert ident.describe_differences({"methods": vcd(1.0)}, {"methods": vcd(1.0)[:1]}, ["methods"]) == \
+        'methods (["none", "vcd"] vs ["none"])'
+    files = ({"a.json": "1", "b.json": "2"}, {"a.json": "1", "b.json": "3"})
+    assert ident.describe_differences({"files": files[0]}, {"files": files[1]}, ["files"]) == "files (b.json)"
