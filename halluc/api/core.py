@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from halluc.benchmarks.build import build_task
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
+from halluc.evaluation.identity import question_set_note, weights_before_load
 from halluc.evaluation.run import (
     Runner,
     RunOptions,
@@ -29,7 +31,7 @@ from halluc.interventions import aliases, check_compatible, make_methods, method
 from halluc.interventions.attach import unsupported
 from halluc.modeling.base import Adapter
 from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION, GenericAdapter
-from halluc.modeling.loading import check_device_and_dtype, check_model_name, load
+from halluc.modeling.loading import check_device_and_dtype, check_model_name, load, load_dtype
 from halluc.modeling.loading import wrap as _wrap
 from halluc.modeling.lvlm import LVLM
 from halluc.modeling.registry import checkpoints, families, known_family, offline_models
@@ -127,12 +129,14 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
     for entry in entries if family else []:  # refuse unsupported families before loading weights
         check_compatible(family, entry.methods)
     shard = options.shard or Shard.from_env()
+    weights = weights_before_load(model, options.seed)
+    dtype = str(load_dtype(model, options.dtype, options.device)).removeprefix("torch.")
     plans = []
     for benchmark in dict.fromkeys(benchmarks):
         task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
                           data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
                           dataset=options.dataset, source=options.source)
-        spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size)
+        spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size, weights, dtype)
         where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
         out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out
         out = Path(out or default_out(model, where, task.protocol.name))
@@ -151,11 +155,19 @@ def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: S
     """
     options = options or RunOptions()
     plans = plan_runs(model, methods, benchmarks, options, **params)
+    for plan in plans:
+        note = question_set_note(plan.spec.task)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    runners = [Runner(p.spec, None, p.out, cache=OutputCache(options.cache_dir), shard=p.shard,
+                      repair=options.resume, shard_timeout=options.shard_timeout) for p in plans]
     lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
     for entry in plans[0].spec.entries:
         check_compatible(lvlm.adapter, entry.methods)
-    cache = OutputCache(options.cache_dir)
-    runners = [Runner(p.spec, lvlm, p.out, cache=cache, shard=p.shard, repair=options.resume) for p in plans]
+    for plan, runner in zip(plans, runners):
+        runner.lvlm = lvlm
+        if plan.spec.loaded(lvlm):  # a hub commit or dtype known only now: checked before any generation
+            check_run_dir(plan.out, plan.spec, options, plan.shard)
     counts = []
     for plan, runner in zip(plans, runners):
         plan.samples = runner.samples()

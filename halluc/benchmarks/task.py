@@ -60,6 +60,14 @@ class Task:
     def score(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> dict[str, float]:
         return self.aggregate(split, self.units(split, samples, texts))
 
+    def data_files(self) -> dict[str, Path]:
+        """{name: path} of every question and label file the task reads (hashed into the run's identity)."""
+        return {}
+
+    def question_set(self) -> str | None:
+        """Which published question set the files are, when the benchmark has several (POPE); else None."""
+        return None
+
     def describe(self) -> dict:
         described = {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
                      "decoding": dict(self.protocol.decoding)}

@@ -48,6 +48,8 @@ def run(
     max_new_tokens: int = typer.Option(None, help="Override the protocol's max_new_tokens."),
     cache: Path = typer.Option(None, help="Output cache directory shared between runs."),
     shard: str = typer.Option(None, help="I/N: run shard I of N (else RANK/WORLD_SIZE from torchrun/accelerate)."),
+    shard_timeout: float = typer.Option(1800.0, help="Seconds shard 0 waits for a new sample from the other shards "
+                                        "before it stops and names the missing ones."),
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE or METHOD.NAME=VALUE."),
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
@@ -66,7 +68,7 @@ def run(
                              images=images,
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
-                             shard=api.parse_shard(shard))
+                             shard=api.parse_shard(shard), shard_timeout=shard_timeout)
     results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=_say_plan, **params)
     rows = []
     for run_dir, bench_rows in results:

@@ -1,10 +1,13 @@
 """`halluc run`: model x methods x benchmark, resumable, cached, shardable, with provenance.
 
 Layout of a run directory:
-    config.json                       what was asked, and provenance (versions, commit, device, seeds)
+    config.json                       what was asked, the run's identity (`halluc.evaluation.identity`), and
+                                      provenance (versions, commit, device, seeds)
     samples/<entry>/<split>.jsonl      one line per finished sample (per shard: <split>.shard-i-of-n.jsonl)
     results.json                      one row per model x method x benchmark x split, `halluc score` keys
     .lock-<shard>                     held by the process working on that shard (a second one is refused)
+    shards/<i>-of-<n>.json            each shard's identity (shard 0 merges only shards of the same run), and
+    shards/<i>-of-<n>.failed|refused  a shard that stopped, with the reason (shard 0 stops waiting for it)
 """
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,9 @@ from halluc.benchmarks.spec import benchmark_spec, companion_tasks
 from halluc.benchmarks.task import Sample, Task, check_images
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
+from halluc.evaluation import identity as ident
 from halluc.evaluation.provenance import provenance
-from halluc.evaluation.store import OutputCache, SampleLog, image_fingerprint, write_json_atomic
+from halluc.evaluation.store import OutputCache, SampleLog, write_json_atomic
 from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
 from halluc.modeling.lvlm import LVLM
@@ -50,13 +55,23 @@ class Entry:
 
     @property
     def params(self) -> dict[str, dict]:
-        return {m.name: asdict(m) for m in self.methods}
+        """Every parameter of every method, canonical: `alpha=1` and `alpha=1.0` are one configuration."""
+        return {m.name: {f.name: _canonical(f.default, getattr(m, f.name)) for f in fields(m)} for m in self.methods}
 
     @property
     def key(self) -> str:
         """Directory name: readable label plus a hash of the parameters."""
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True, default=str).encode()).hexdigest()[:8]
         return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.label)}-{digest}"
+
+
+def _canonical(default: Any, value: Any) -> Any:
+    """A parameter value as its declared type: an integral number for an int default, a float for a float one."""
+    if isinstance(value, bool) or isinstance(default, bool) or not isinstance(value, (int, float)):
+        return list(value) if isinstance(value, tuple) else value
+    if isinstance(default, float):
+        return float(value)
+    return int(value) if isinstance(default, int) and float(value).is_integer() else value
 
 
 ALL_METHODS = "all"  # `--method all`: every registered method, each as one configuration
@@ -76,22 +91,31 @@ def expand_all(methods: Sequence[str]) -> list[str]:
 def parse_entries(methods: Sequence[str], params: Mapping[str, Any], baseline: bool = True) -> list[Entry]:
     """`["vcd", "vhr+vcd"]` -> entries (`all` = every registered method); parameters go to every entry
     that has them; vanilla first."""
-    stacks = [tuple(m.split("+")) for m in expand_all(methods)] or [("none",)]
-    if baseline and ("none",) not in stacks:
-        stacks.insert(0, ("none",))
-    repeated = sorted({"+".join(s) for s in stacks if stacks.count(s) > 1})
+    from halluc.interventions.registry import expand_aliases
+
+    spelled = expand_all(methods) or ["none"]
+    repeated = sorted({m for m in spelled if spelled.count(m) > 1})
     if repeated:
         raise HallucError(f"method '{repeated[0]}' is listed twice; each --method is one compared configuration")
     used: set[str] = set()
-    entries = []
-    for stack in stacks:
+    entries: dict[str, tuple[str, Entry]] = {}  # key -> (how it was spelled, entry)
+    for spelling in spelled:
+        stack = tuple(expand_aliases(spelling.split("+")))
         mine = {k: v for k, v in params.items() if _belongs(k, stack)}
         used |= set(mine)
-        entries.append(Entry(tuple(make_methods(list(stack), mine))))
+        entry = Entry(tuple(make_methods(list(stack), mine)))
+        if entry.key in entries:  # `vcd+none`, `ritual-vcd` and `ritual+vcd`: one configuration, two spellings
+            first = entries[entry.key][0]
+            raise HallucError(f"--method {first} and --method {spelling} are the same configuration ({entry.label} "
+                              "with the same parameters); list it once")
+        entries[entry.key] = (spelling, entry)
     unused = sorted(set(params) - used)
     if unused:
         raise HallucError(f"parameter '{unused[0]}' belongs to none of the methods {', '.join(methods)}")
-    return entries
+    found = [entry for _, entry in entries.values()]
+    if baseline and not any(e.label == "none" for e in found):
+        found.insert(0, Entry(tuple(make_methods(["none"]))))
+    return found
 
 
 def _belongs(key: str, stack: Sequence[str]) -> bool:
@@ -122,7 +146,11 @@ class Shard:
 
 @dataclass
 class RunSpec:
-    """Everything that defines a run's outputs (recorded in config.json)."""
+    """Everything that defines a run's outputs (recorded in config.json, its identity under "identity").
+
+    weights: what was loaded (`identity.weights_before_load`; a hub commit is filled in once loaded)
+    dtype:   the dtype the weights are loaded in ("float32", `load_dtype`)
+    """
 
     model: str
     entries: list[Entry]
@@ -130,11 +158,38 @@ class RunSpec:
     limit: int | None = None
     seed: int = 0
     batch_size: int = 1
+    weights: str | None = None
+    dtype: str | None = None
+    _identity: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def describe(self) -> dict:
         return {"model": self.model, "methods": [{"label": e.label, "key": e.key, "params": e.params}
                                                  for e in self.entries],
-                **self.task.describe(), "limit": self.limit, "seed": self.seed, "batch_size": self.batch_size}
+                **self.task.describe(), "limit": self.limit, "seed": self.seed, "batch_size": self.batch_size,
+                "identity": self.identity()}
+
+    def identity(self) -> dict:
+        """The run's canonical identity record (computed once per weights and dtype)."""
+        settings = (self.weights, self.dtype, self.limit, self.seed)
+        if self._identity is None or self._identity[0] != settings:
+            record = ident.run_identity(model=self.model, weights=self.weights, dtype=self.dtype,
+                                        methods=[{"label": e.label, "params": e.params} for e in self.entries],
+                                        task=self.task, limit=self.limit, seed=self.seed)
+            self._identity = (settings, record)
+        return self._identity[1]
+
+    def reread(self, splits: Sequence[str], limit: int | None) -> dict:
+        """The per-split digests of the data as it reads now, at another coverage (see `identity`)."""
+        return ident.coverage_digests(self.task, [s for s in splits if s in self.task.splits()], limit)
+
+    def loaded(self, lvlm: LVLM) -> bool:
+        """Fill in what only the loaded model tells (a hub commit; the dtype when none was asked for);
+        True when it changed. The dtype asked for is kept: some models hold a few weights in float32."""
+        weights = self.weights or lvlm.revision or f"{self.model} (revision unrecorded)"
+        dtype = self.dtype or str(lvlm.model.dtype).removeprefix("torch.")
+        changed = (weights, dtype) != (self.weights, self.dtype)
+        self.weights, self.dtype = weights, dtype
+        return changed
 
 
 @dataclass
@@ -146,7 +201,9 @@ class Runner:
     shard: Shard = field(default_factory=Shard)
     progress: Progress | None = None  # the job's progress (shared by the runs of one command)
     repair: bool = False  # rewrite damaged sample logs without their bad lines (--resume)
+    shard_timeout: float = 1800.0  # shard 0 gives up after this long without a new sample from the others
     generated: int = field(default=0, init=False)  # samples this process generated
+    started: float = field(default_factory=time.time, init=False)  # shard records older than this are stale
 
     def samples(self) -> dict[str, list[Sample]]:
         """Every split's samples (after --limit); images are checked before any generation."""
@@ -174,8 +231,8 @@ class Runner:
             for entry in self.spec.entries:
                 for split, split_samples in samples.items():
                     self._generate_missing(entry, split, self.shard.mine(split_samples))
-        except BaseException:
-            self._mark("failed")
+        except BaseException as err:
+            self._mark("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
         if self.shard.index != 0:
             return []
@@ -238,33 +295,91 @@ class Runner:
         return Decoding(**fields)
 
     def _cache_key(self, entry: Entry, sample: Sample, decoding: Decoding) -> str:
-        return OutputCache.key(model=self.spec.model, revision=self.lvlm.revision, methods=entry.params,
-                               protocol=self.spec.task.protocol.name, decoding=asdict(decoding),
-                               prompt=sample.prompt, image=image_fingerprint(sample.image),
+        """The run identity's part that decides this output (model, weights fingerprint, dtype, the entry's
+        parameters, decoding), plus the prompt, the image's content and the sample's seed."""
+        return OutputCache.key(run=ident.generation_key(self.spec.identity(), entry.params),
+                               decoding=asdict(decoding), prompt=sample.prompt,
+                               image=ident.file_sha256(sample.image),
                                seed=_sample_seed(self.spec.seed, sample.id) if decoding.do_sample else None)
 
     # ---- shards ----------------------------------------------------------------------------
-    def _mark(self, state: str) -> None:
+    def _mark(self, state: str, reason: str = "") -> None:
         if self.shard.count > 1:
-            (self.out / "shards").mkdir(exist_ok=True)
-            (self.out / "shards" / f"{self.shard.index}-of-{self.shard.count}.{state}").touch()
+            mark_shard(self.out, self.shard, state, reason)
 
-    def _wait_for_shards(self, samples: Mapping[str, list[Sample]], timeout: float = 7 * 24 * 3600) -> None:
-        """Shard 0 scores once every sample of every shard is on disk. A file barrier needs no process
-        group, so it works the same under torchrun, `accelerate launch` and manual `--shard i/n`."""
+    def _wait_for_shards(self, samples: Mapping[str, list[Sample]]) -> None:
+        """Shard 0 scores once every sample of every shard is on disk, written under this run's identity.
+        A file barrier needs no process group, so it works the same under torchrun, `accelerate launch`
+        and manual `--shard i/n`. A shard that failed, was refused or ran another configuration stops the
+        wait at once; a shard that makes no progress for `shard_timeout` seconds stops it, named."""
         if self.shard.count == 1:
             return
-        deadline = time.monotonic() + timeout
-        while not self._complete(samples):
-            failed = sorted((self.out / "shards").glob("*.failed"))
-            if failed or time.monotonic() > deadline:
-                why = f"shard {failed[0].stem} failed" if failed else "timed out"
-                raise HallucError(f"{why} before all samples were generated; rerun with --resume")
+        last, since = None, time.monotonic()
+        while True:
+            self._stop_for_stopped_shards()
+            mismatched = self._mismatched_shards()
+            fresh = {name: why for name, (why, when) in mismatched.items() if when >= self.started}
+            if fresh:
+                name, why = next(iter(fresh.items()))
+                raise HallucError(f"shard {name} ran another configuration ({why} differ from shard 0); its samples "
+                                  "are not merged: rerun it with shard 0's options and --resume")
+            missing = self._missing_by_shard(samples)
+            if not missing and not mismatched:
+                return
+            if sum(missing.values()) != last:  # progress: another shard wrote a sample
+                last, since = sum(missing.values()), time.monotonic()
+            elif time.monotonic() - since > self.shard_timeout:
+                parts = [f"shard {i} of {self.shard.count} misses {n} of its samples" for i, n in missing.items()]
+                parts += [f"shard {name} last ran another configuration ({why})"
+                          for name, (why, _) in mismatched.items()]
+                raise HallucError(f"no new sample from the other shards for {self.shard_timeout:g} s "
+                                  f"(--shard-timeout): {'; '.join(parts)}; finished samples are kept: rerun those "
+                                  "shards with the same options, then shard 0 with --resume")
             time.sleep(0.5)
 
-    def _complete(self, samples: Mapping[str, list[Sample]]) -> bool:
-        return all(set(s.id for s in split_samples) <= set(read_outputs(self.out, e.key, split))
-                   for e in self.spec.entries for split, split_samples in samples.items())
+    def _stop_for_stopped_shards(self) -> None:
+        """A shard that failed or was refused since this shard started ends the wait, with its reason."""
+        for marker in sorted((self.out / "shards").glob("*-of-*.*")):
+            if marker.suffix in (".failed", ".refused") and marker.stat().st_mtime >= self.started:
+                reason = marker.read_text(encoding="utf-8", errors="replace").strip()
+                raise HallucError(f"shard {marker.stem} {marker.suffix[1:]}{': ' + reason if reason else ''}; "
+                                  "finished samples are kept: fix it and rerun it, then shard 0 with --resume")
+
+    def _mismatched_shards(self) -> dict[str, tuple[str, float]]:
+        """{shard "i-of-n": (differing fields, when recorded)} for every shard whose samples are in the run
+        directory but whose identity is not this run's (a record with less coverage is compatible)."""
+        mine = self.spec.identity()
+        found = {}
+        for name in self._shards_with_samples():
+            record_path = self.out / "shards" / f"{name}.json"
+            record = ident.read_record(record_path)
+            if record is None:
+                found[name] = ("no identity recorded", 0.0)
+                continue
+            if record == mine:
+                continue
+            conflicts = ident.resume_conflicts(record, mine, self.spec.reread)
+            if conflicts:
+                found[name] = (ident.describe_differences(record, mine, conflicts), record_path.stat().st_mtime)
+        return found
+
+    def _shards_with_samples(self) -> list[str]:
+        """Every "i-of-n" whose sample files are in the run directory, other than this shard's."""
+        names = {m.group(1) for p in (self.out / "samples").glob("*/*.shard-*-of-*.jsonl")
+                 if (m := re.search(r"\.shard-(\d+-of-\d+)\.jsonl$", p.name))}
+        return sorted(names - {f"{self.shard.index}-of-{self.shard.count}"})
+
+    def _missing_by_shard(self, samples: Mapping[str, list[Sample]]) -> dict[int, int]:
+        """{shard index: samples of that shard not yet on disk}, for shards with any missing."""
+        missing: dict[int, int] = {}
+        for entry in self.spec.entries:
+            for split, split_samples in samples.items():
+                done = read_outputs(self.out, entry.key, split)
+                for index in range(self.shard.count):
+                    count = sum(s.id not in done for s in Shard(index, self.shard.count).mine(split_samples))
+                    if count:
+                        missing[index] = missing.get(index, 0) + count
+        return missing
 
     # ---- scoring ---------------------------------------------------------------------------
     def score(self, samples: Mapping[str, list[Sample]]) -> list[dict]:
@@ -310,6 +425,7 @@ class Runner:
         return {"model": self.spec.model, "revision": self.lvlm.revision, "method": entry.label,
                 "params": entry.params, "benchmark": task.name, "split": split,
                 "protocol": task.protocol.name, "task_version": task.version,
+                **({"question_set": qs} if (qs := self.spec.identity()["question_set"]) else {}),
                 "seed": self.spec.seed, "limit": self.spec.limit, **metrics,
                 "seconds_per_sample": seconds / len(fresh) if fresh else None,
                 "tokens_per_second": sum(o["tokens"] for o in fresh) / seconds if seconds else None,
@@ -379,8 +495,13 @@ class RunOptions:
     cache_dir: Path | None = None  # None: no output cache
     shard: Shard | None = None  # None: from RANK / WORLD_SIZE
     baseline: bool = True  # add vanilla ("none") when it is not among the methods
+    shard_timeout: float = 1800.0  # seconds shard 0 waits at the barrier without a new sample from the others
 
     def __post_init__(self) -> None:
+        timeout = self.shard_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+                or timeout <= 0:
+            raise HallucError(f"--shard-timeout must be a number of seconds > 0; got {timeout!r}")
         for name, low in (("batch_size", 1), ("limit", 1), ("max_new_tokens", 1)):
             value = getattr(self, name)
             if value is None and name != "batch_size":
@@ -390,8 +511,8 @@ class RunOptions:
                 raise HallucError(f"{flag} must be an integer >= {low}; got {value!r}")
 
 
-# Fields that must match to resume a run (limit and batch size may change).
-_RESUME_KEYS = ("model", "methods", "benchmark", "protocol", "decoding", "task_version", "seed")
+# What a config.json from before run identities recorded, all of which must match to resume it.
+_LEGACY_RESUME_KEYS = ("model", "methods", "benchmark", "protocol", "decoding", "task_version", "seed")
 
 
 def default_out(model: str, benchmark: str, protocol: str) -> Path:
@@ -404,8 +525,9 @@ def default_out(model: str, benchmark: str, protocol: str) -> Path:
 
 
 def check_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
-    """Refuse to mix runs before any work: an existing directory needs --resume and the same configuration;
-    `--out` must be a directory halluc can create or use."""
+    """Refuse to mix runs before any work: an existing directory needs --resume and the same identity
+    (`halluc.evaluation.identity`: coverage may grow); `--out` must be a directory halluc can create or use.
+    A shard refused here leaves a `.refused` marker with the reason, so shard 0 stops waiting for it."""
     if out.exists() and not out.is_dir():
         raise HallucError(f"--out {out} is a file, not a directory")
     config_path = out / "config.json"
@@ -416,19 +538,53 @@ def check_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -
         previous = _read_results(config_path)
         if previous is None:
             raise HallucError(f"cannot resume {out}: {config_path} is not readable JSON")
-        as_stored = _as_json(spec.describe())
-        changed = [k for k in _RESUME_KEYS if previous.get(k) != as_stored.get(k)]
-        if changed:
-            raise HallucError(f"cannot resume {out}: {', '.join(changed)} differ from the original run")
+        try:
+            _check_same_run(out, previous, spec)
+        except HallucError as err:
+            if shard.count > 1 and shard.index != 0:
+                with contextlib.suppress(OSError):
+                    mark_shard(out, shard, "refused", str(err))
+            raise
     elif options.resume:
         raise HallucError(f"nothing to resume: {config_path} does not exist")
     else:
         _check_writable(out)
 
 
+def _check_same_run(out: Path, previous: dict, spec: RunSpec) -> None:
+    stored = ident.stored_identity(previous)
+    if stored is None:  # written before run identities: the fields it has
+        as_stored = _as_json(spec.describe())
+        changed = [k for k in _LEGACY_RESUME_KEYS if previous.get(k) != as_stored.get(k)]
+        if changed:
+            raise HallucError(f"cannot resume {out}: {', '.join(changed)} differ from the original run")
+        return
+    current = dict(spec.identity())
+    for name in ("weights", "dtype"):  # known only once the model is loaded: checked again then
+        if current[name] is None:
+            current[name] = stored.get(name)
+    conflicts = ident.resume_conflicts(stored, current, spec.reread)
+    if conflicts:
+        raise ident.refuse_resume(out, stored, current, conflicts)
+
+
+def mark_shard(out: Path, shard: Shard, state: str, reason: str = "") -> None:
+    """`shards/<i>-of-<n>.<state>` (failed, refused), holding the one-line reason."""
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / "shards" / f"{shard.index}-of-{shard.count}.{state}").write_text(reason + "\n", encoding="utf-8")
+
+
 def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard) -> None:
-    """Check the directory, then record the run's config (unchanged on a resume that changes nothing)."""
+    """Check the directory, then record the run's config (unchanged on a resume that changes nothing);
+    every shard of several records its identity and clears its markers of an earlier attempt."""
     check_run_dir(out, spec, options, shard)
+    if shard.count > 1:
+        name = f"{shard.index}-of-{shard.count}"
+        for state in ("failed", "refused"):
+            (out / "shards" / f"{name}.{state}").unlink(missing_ok=True)
+        record = out / "shards" / f"{name}.json"
+        if ident.read_record(record) != spec.identity():
+            write_json_atomic(record, spec.identity())
     if shard.index != 0:
         return
     config_path = out / "config.json"

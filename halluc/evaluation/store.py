@@ -113,8 +113,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 class OutputCache:
-    """Outputs keyed by everything that determines them (model, revision, methods and parameters,
-    protocol and decoding, prompt, image file, seed), so repeated runs reuse them."""
+    """Outputs keyed by everything that determines them (the run identity's generation part: model, weights
+    fingerprint, dtype, methods and parameters, decoding; then prompt, image contents, seed), so repeated
+    runs reuse them. The Runner builds the key (`Runner._cache_key`)."""
 
     def __init__(self, root: Path | None):
         self.root = Path(root) if root else None
@@ -140,8 +141,3 @@ class OutputCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-
-def image_fingerprint(path: Path) -> str:
-    """Cheap identity of an image file for cache keys: name, size and modification time."""
-    st = Path(path).stat()
-    return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"

@@ -149,6 +149,13 @@ def _not_available(name: str, source: str, err: Exception) -> str:
             f"HF_HOME at that cache, or pass the local directory instead of '{name}'.")
 
 
+def load_dtype(name: str, dtype: str | torch.dtype = "auto", device: str = "auto") -> torch.dtype:
+    """The dtype `load(name, dtype=..., device=...)` gives the weights, without loading anything."""
+    if dtype == "auto" and str(name) in offline_models():
+        return torch.float32  # offline models are built in float32
+    return _resolve_dtype(dtype, _resolve_device(device))
+
+
 def check_device_and_dtype(device: str, dtype: str | torch.dtype) -> None:
     """The errors `load` would give for a device or dtype, without loading anything."""
     _resolve_dtype(dtype, _resolve_device(device))

@@ -496,6 +496,7 @@ def provenance_summary(report: Report) -> dict[str, str]:
         "commit": distinct(str(p.get("commit"))[:12] for p in prov if p.get("commit")),
         "device": distinct(p.get("device") for p in prov),
         "limit": distinct(r.get("limit") for r in report.rows),
+        "question set": distinct(r.get("question_set") for r in report.rows),
         "bootstrap": f"{report.bootstrap} resamples" if report.bootstrap else "",
     }
     return {name: value for name, value in summary.items() if value}

@@ -11,10 +11,13 @@ intervals of its differences to it (`halluc.evaluation.intervals`). The formats:
 
 Repeated input: a directory given twice is read once. Two runs may hold the same row (each run has its
 vanilla): it is kept once when its metrics agree, and the report is refused when they differ, since one
-leaderboard cannot hold two different results under one name. Costs are timings of one machine at one
-time, so a method's cost is relative to the vanilla of its own run whenever that run has one. Methods
-run under one label with different parameters in different runs are told apart by those parameters
-(`vcd[alpha=2]`).
+leaderboard cannot hold two different results under one name. Runs whose rows share a leaderboard (same
+model, revision, benchmark and protocol) must be the same run apart from their methods: their identities
+(`halluc.evaluation.identity`: weights, dtype, data files, splits, limit, seed, ...) are compared, and a
+difference is refused naming the fields, since a delta against another run's vanilla would mix them.
+Costs are timings of one machine at one time, so a method's cost is relative to the vanilla of its own
+run whenever that run has one. Methods run under one label with different parameters in different runs
+are told apart by those parameters (`vcd[alpha=2]`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from halluc.benchmarks.spec import Metric, benchmark_spec
 from halluc.errors import HallucError
+from halluc.evaluation.identity import FIELDS, describe_differences, differences, stored_identity
 
 BASELINE = "none"
 REQUIRED = ("model", "method", "benchmark", "protocol", "split")
@@ -146,6 +150,7 @@ class Report:
 
 def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
     """Join the runs' rows: names made unambiguous, intervals attached, repeated rows kept once."""
+    check_same_runs(runs)
     methods = _method_names(runs)
     models = _model_names(runs)
     kept: dict[tuple, dict] = {}
@@ -166,6 +171,27 @@ def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
             else:
                 kept[key] = joined
     return Report(list(runs), list(kept.values()), bootstrap, run_vanilla)
+
+
+def check_same_runs(runs: Sequence[Run]) -> None:
+    """Runs that share a leaderboard must have one identity apart from their methods (runs written before
+    run identities, which have none, are not compared)."""
+    fields = [f for f in FIELDS if f != "methods"]
+    seen: dict[tuple, tuple[Run, dict]] = {}
+    for run in runs:
+        identity = stored_identity(run.config)
+        if identity is None:
+            continue
+        for group in dict.fromkeys((r["model"], r.get("revision"), r["benchmark"], r["protocol"]) for r in run.rows):
+            if group not in seen:
+                seen[group] = (run, identity)
+                continue
+            other, theirs = seen[group]
+            differing = differences(theirs, identity, fields)
+            if differing:
+                raise HallucError(f"{other.path} and {run.path} both hold {group[0]} on {group[2]} {group[3]} but are "
+                                  f"not the same run: {describe_differences(theirs, identity, differing)} differ; "
+                                  "report them separately")
 
 
 def report_from_rows(rows: Sequence[dict]) -> Report:

@@ -60,7 +60,7 @@ def test_existing_run_needs_resume_and_same_config(pope_world, tmp_path):
     halluc.run("tiny-llava", ["none"], "pope", options(pope_world, out, max_new_tokens=2, splits=("random",)))
     with pytest.raises(HallucError, match="already holds a run: pass --resume"):
         halluc.run("tiny-llava", ["none"], "pope", options(pope_world, out, max_new_tokens=2, splits=("random",)))
-    with pytest.raises(HallucError, match="cannot resume .*: seed differ"):
+    with pytest.raises(HallucError, match=r"cannot resume .*: .*seed \(0 vs 5\) differ"):
         halluc.run("tiny-llava", ["none"], "pope", options(pope_world, out, max_new_tokens=2, splits=("random",),
                                                            resume=True, seed=5))
     with pytest.raises(HallucError, match="nothing to resume"):

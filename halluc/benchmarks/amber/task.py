@@ -88,6 +88,10 @@ class AmberTask(Task):
             return {**amber.generative_metrics(units), "extractor": self.extractor().name}
         return {**amber.discriminative_metrics(units), "extractor": self.extractor().name}
 
+    def data_files(self) -> dict[str, Path]:
+        names = ("annotations.json", "relation.json", "safe_words.txt", "query/query_all.json")
+        return {name: Path(self.data_dir) / name for name in names if (Path(self.data_dir) / name).is_file()}
+
     def describe(self) -> dict:
         return {**super().describe(), "extractor": self.extractor_kind}
 

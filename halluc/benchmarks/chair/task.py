@@ -46,6 +46,12 @@ class ChairTask(Task):
         return [Sample(str(i), Path(self.images_dir) / self.image_name.format(i), CHAIR_PROMPT, i)
                 for i in self.image_ids]
 
+    def data_files(self) -> dict[str, Path]:
+        """The ground truth: gt_objects.json, or the COCO annotation files of annotations/."""
+        source = Path(self.gt_source)
+        files = sorted(source.glob("*.json")) if source.is_dir() else [source]
+        return {f"{source.name}/{p.name}" if source.is_dir() else p.name: p for p in files}
+
     def gt(self) -> Mapping[int, frozenset[str]]:
         if self._gt is None:
             self._gt = chair.load_chair_gt(self.gt_source, self.image_ids)

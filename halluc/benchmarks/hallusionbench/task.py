@@ -57,6 +57,9 @@ class HallusionBenchTask(Task):
             self._questions = hb.read_questions(self.question_file)
         return self._questions
 
+    def data_files(self) -> dict[str, Path]:
+        return {Path(self.question_file).name: Path(self.question_file)}
+
     def samples(self, split: str) -> list[Sample]:
         if split != "image":
             raise unknown_choice("HallusionBench split", split, ["image"])

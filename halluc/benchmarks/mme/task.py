@@ -41,6 +41,11 @@ class MMETask(Task):
         return [Sample(f"{item.image}|{item.question}", Path(item.image_path), prompt(item.question), item)
                 for item in self._items if item.subtask == split]
 
+    def data_files(self) -> dict[str, Path]:
+        """Every subtask's question files (`question<TAB>answer` lines), in either release layout."""
+        root = Path(self.release_dir)
+        return {str(p.relative_to(root)): p for sub in self.subtasks for p in sorted((root / sub).rglob("*.txt"))}
+
     def units(self, split, samples, texts):
         by_image: dict[str, list] = {}
         for s in samples:

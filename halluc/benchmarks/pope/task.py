@@ -1,6 +1,8 @@
 """POPE as a task: question files in, official POPE metrics out; mean over the three splits."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,19 @@ class PopeTask(Task):
                        self.preset.prompt(q.text), q)
                 for q in pope.read_pope_questions(path, split)]
 
+    def data_files(self) -> dict[str, Path]:
+        return {f"coco_pope_{split}.json": Path(self.data_dir) / f"coco_pope_{split}.json" for split in self.splits()}
+
+    def question_set(self) -> str | None:
+        """"coco" (the 3,000-question files) or "coco_2910" (POPE e3e3926, whose random split has 2,910),
+        known by the content of every chosen split (ids and texts; the two differ in ids and typos), or by
+        the pinned HF dataset (the 3,000-question version); None for other files (the toy world's, yours)."""
+        found = {_KNOWN_SETS.get(_content_digest(self.samples(split))) for split in self.splits()}
+        if len(found) == 1 and None not in found:
+            return found.pop()
+        pinned = (self.data_source or {}).get("dataset") == "lmms-lab/POPE"
+        return "coco" if pinned and found <= {None, "coco"} else None
+
     def units(self, split, samples, texts):
         """(prediction or None when unanswered/unparsed, label) per question, as `score_pope` counts them."""
         predict = pope.predictor(self.preset.parser)
@@ -54,6 +69,16 @@ class PopeTask(Task):
 
     def aggregate(self, split, units):
         return pope.pope_metrics([u[0] for u in units], [u[1] for u in units]).as_dict()
+
+
+# sha256 (first 16 hex digits) of the sorted [question_id, text] pairs of each published split
+_KNOWN_SETS = {"8f50fb53edb0ef74": "coco", "6ac67e02d5457f60": "coco", "48f4e106cda92f07": "coco",
+               "716b827da84d207a": "coco_2910", "2dec912df905ccd1": "coco_2910", "2f0006e56e1958bb": "coco_2910"}
+
+
+def _content_digest(samples: list[Sample]) -> str:
+    pairs = sorted([str(s.target.question_id), s.target.text] for s in samples)
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
 
 
 def build(protocol: str | None = None, splits: list[str] | None = None, data: Path | None = None,

@@ -46,6 +46,9 @@ class RepopeTask(Task):
     def aggregate(self, split, units):
         return self.base.aggregate(split, units)
 
+    def data_files(self) -> dict[str, Path]:
+        return {Path(path).name: Path(path) for path in self.label_files.values()}
+
     def describe(self) -> dict:
         return {**self.base.describe(), "benchmark": self.name,
                 "labels": {split: str(path) for split, path in self.label_files.items()}}
