@@ -1,5 +1,5 @@
 """Layers import one way: base -> kernels -> modeling -> engine -> interventions -> generation ->
-benchmarks -> api -> cli; the toy world is a leaf nothing imports. Every import counts: module level,
+benchmarks -> api -> integrations -> cli; the toy world is a leaf nothing imports. Every import counts: module level,
 inside functions, under TYPE_CHECKING, and `importlib.import_module("halluc...")` with a literal name."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
-LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api", "cli", "world"]
+LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api", "integrations", "cli",
+          "world"]
 BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.version"}
 FACADE = {"halluc", "halluc.__main__"}  # the package's lazy facade and entry point sit with the CLI
 
