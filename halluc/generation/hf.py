@@ -93,58 +93,60 @@ class HallucGenerate:
 
     def __call__(self, model, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
                  stopping_criteria: StoppingCriteriaList, generation_config, synced_gpus: bool = False,
-                 streamer=None, images=None, prompts=None, pixel_values=None, image_sizes=None,
-                 image_grid_thw=None, pixel_attention_mask=None, qformer_input_ids=None,
-                 qformer_attention_mask=None, interpolate_pos_encoding=None, batch_num_images=None,
-                 vision_feature_layer=None, vision_feature_select_strategy=None, vision_aspect_ratio=None,
-                 **model_kwargs):
-        given = {"pixel_values": pixel_values, "image_sizes": image_sizes, "image_grid_thw": image_grid_thw,
-                 "pixel_attention_mask": pixel_attention_mask, "qformer_input_ids": qformer_input_ids,
-                 "qformer_attention_mask": qformer_attention_mask,
-                 "interpolate_pos_encoding": interpolate_pos_encoding, "batch_num_images": batch_num_images,
-                 "vision_feature_layer": vision_feature_layer,
-                 "vision_feature_select_strategy": vision_feature_select_strategy,
-                 "vision_aspect_ratio": vision_aspect_ratio}
+                 streamer=None, images=None, prompts=None, **model_kwargs):
         _check_vision_language(model)
         _check_encoder_inputs(model)
+        given = {k: model_kwargs.pop(k) for k in IMAGE_INPUTS if k in model_kwargs}
+        given = {k: v for k, v in given.items() if v is not None}
+        lvlm, request, declared = self._plan(model, input_ids, generation_config, images, prompts)
+        session, width = self._session(lvlm, request, declared, input_ids, given, model_kwargs)
+        _shift_max_length(stopping_criteria, generation_config, session.inputs["input_ids"].shape[1] - width)
+        with attach(session, list(self.methods)) as attached:
+            processors = LogitsProcessorList([*logits_processor, *attached.logits_processors])
+            if declared:
+                combiner, _ = _combiner(declared, session.layout, request.decoding, lvlm)
+                processors.append(combiner)  # last, as in halluc.generate
+            loop_kwargs = _prepared(model, session.inputs, model_kwargs, generation_config, lvlm)
+            output = type(model)._sample(model, loop_kwargs.pop("input_ids"), logits_processor=processors,
+                                         stopping_criteria=stopping_criteria, generation_config=generation_config,
+                                         synced_gpus=synced_gpus, streamer=streamer, **loop_kwargs)
+        return _original_rows(output, input_ids.shape[0], session.inputs["input_ids"].shape[1] - width)
+
+    # transformers hands over the generate() keywords that this signature names and `_sample`'s does not:
+    # `images`, `prompts` and the raw image inputs, which it would otherwise encode (and drop) before the loop
+    __signature__ = inspect.Signature(
+        [p for p in inspect.signature(__call__).parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in IMAGE_INPUTS]
+        + [inspect.Parameter("model_kwargs", inspect.Parameter.VAR_KEYWORD)])
+
+    def _plan(self, model, input_ids, generation_config, images, prompts):
+        """The model as an LVLM, the Request (what is missing stands in as `_Missing`), the declared views."""
         names = "+".join(m.name for m in self.methods)
         processor = self.processor if self.processor is not None else _Missing(names, "processor", _HOW["processor"])
         lvlm = LVLM(model=model, processor=processor, adapter=adapter_or_generic(model),
                     name=getattr(model.config, "_name_or_path", "") or type(model).__name__)
         check_compatible(lvlm.adapter, self.methods)
-        decoding = _decoding_of(generation_config, input_ids.shape[0])
-        rows = input_ids.shape[0]
+        rows, decoding = input_ids.shape[0], _decoding_of(generation_config)
         request = Request(lvlm, _images(images, rows, names), _prompts(prompts, rows, names), decoding)
         declared = _declared_branches(request, list(self.methods))
-        self._check_needs(declared, request, decoding, generation_config)
+        self._check_needs(declared, decoding, generation_config)
+        return lvlm, request, declared
 
+    def _session(self, lvlm, request, declared, input_ids, given: dict, model_kwargs: dict) -> tuple[Session, int]:
+        """The batch with its views (the given rows first) as the methods' Session, and the given width."""
         model_kwargs.pop("mm_encoder_outputs", None)  # nothing was encoded: we hold the pixels
-        width = input_ids.shape[1]
+        model_kwargs.pop("position_ids", None)  # recomputed for the whole batch (and with the image grids)
         attention_mask = model_kwargs.pop("attention_mask", None)
         original = {"input_ids": input_ids,
                     "attention_mask": attention_mask if attention_mask is not None else torch.ones_like(input_ids),
-                    **{k: v for k, v in given.items() if v is not None},
+                    **given,
                     **{k: model_kwargs.pop(k) for k in ("mm_token_type_ids", "token_type_ids") if k in model_kwargs}}
         branches = [replace(b, name=qualified_view(m.name, b.name)) for m, own in declared for b in own]
         inputs = self._view_batch(lvlm, request, original, branches)
-        layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), rows)
-        session = Session(request, inputs, layout)
-        model_kwargs.pop("position_ids", None)  # recomputed for the whole batch (and with the image grids)
-        _shift_max_length(stopping_criteria, generation_config, inputs["input_ids"].shape[1] - width)
+        layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), input_ids.shape[0])
+        return Session(request, inputs, layout), input_ids.shape[1]
 
-        with attach(session, list(self.methods)) as attached:
-            processors = LogitsProcessorList([*logits_processor, *attached.logits_processors])
-            if declared:
-                combiner, _ = _combiner(declared, layout, decoding, lvlm)
-                processors.append(combiner)  # last, as in halluc.generate
-            loop_kwargs = _prepared(model, inputs, model_kwargs, generation_config, lvlm)
-            loop = type(model)._sample
-            output = loop(model, loop_kwargs.pop("input_ids"), logits_processor=processors,
-                          stopping_criteria=stopping_criteria, generation_config=generation_config,
-                          synced_gpus=synced_gpus, streamer=streamer, **loop_kwargs)
-        return _original_rows(output, rows, inputs["input_ids"].shape[1] - width)
-
-    def _check_needs(self, declared, request: Request, decoding: Decoding, generation_config) -> None:
+    def _check_needs(self, declared, decoding: Decoding, generation_config) -> None:
         if decoding.mode == "beam" or (generation_config.num_return_sequences or 1) > 1:
             raise HallucError("halluc's custom_generate runs greedy decoding and sampling (one sequence per input); "
                               "for beam search use halluc.generate(halluc.wrap(model, processor), ..., num_beams=N)")
@@ -194,7 +196,7 @@ def _check_encoder_inputs(model) -> None:
                               "halluc's custom_generate does not know; use halluc.generate(halluc.wrap(...)) instead")
 
 
-def _decoding_of(config, rows: int) -> Decoding:
+def _decoding_of(config) -> Decoding:
     """halluc's Decoding for transformers' prepared GenerationConfig (the mode decides what runs)."""
     return Decoding(max_new_tokens=max(1, config.max_new_tokens or 1), do_sample=bool(config.do_sample),
                     num_beams=int(config.num_beams or 1))

@@ -99,11 +99,17 @@ class Halluc(lmms):
 
     # ---- likelihood ----------------------------------------------------------------------------------
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """Refused: halluc's methods are decoding rules (see the README, lmms-eval)."""
+        """Refused. lmms-eval 0.7 sends likelihood requests only to simple (legacy) models: for a chat model it
+        builds `ConfigurableMessagesTask`s, whose `construct_requests` accepts generation output types only
+        ("Currently messages is used for generation only"), so a multiple-choice task stops there before
+        reaching any chat model. And halluc's methods are decoding rules (a contrast with extra views cut to a
+        plausible head, hooks set up per generate call, OPERA's beam search), not a likelihood of a given
+        continuation; halluc defines no teacher-forced score for them."""
         raise HallucError(
-            "halluc's lmms-eval model implements generate_until only: its methods change how the next token is "
-            "chosen (a contrast with extra views cut to a plausible head, hooks set up per generate call, OPERA's "
-            "beam search), not a likelihood of a given continuation; use generate_until tasks (POPE, MME, ...)")
+            "halluc's lmms-eval model implements generate_until only: lmms-eval sends loglikelihood requests to "
+            "simple models, not chat models, and halluc's methods change how the next token is chosen (a contrast "
+            "with extra views cut to a plausible head, hooks, OPERA's beam search), not the likelihood of a given "
+            "continuation; use generate_until tasks (POPE, MME, ...)")
 
 
 def _gen_kwargs(request: Instance) -> dict:
