@@ -23,7 +23,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "hf":  # halluc.hf.custom_generate: a method inside transformers' own model.generate
-        from halluc.generation import hf
+        import halluc.hf
 
-        return hf
+        return halluc.hf
     raise AttributeError(f"module 'halluc' has no attribute '{name}'")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
-LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api", "integrations", "cli",
-          "world"]
+LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api",
+          "integrations", "cli", "world"]
 BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.version"}
-FACADE = {"halluc", "halluc.__main__"}  # the package's lazy facade and entry point sit with the CLI
+FACADE = {"halluc", "halluc.__main__", "halluc.hf"}  # the package's facades and entry point sit with the CLI
 
 
 def layer_of(module: str) -> str:
