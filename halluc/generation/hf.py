@@ -186,12 +186,10 @@ def _check_vision_language(model) -> None:
 
 def _check_encoder_inputs(model) -> None:
     """Refuse a model whose image encoder reads an input not declared on the callable (it would be lost)."""
-    for modality in ("image", "video"):
-        encoder = getattr(model.base_model, f"get_{modality}_features", None)
-        if encoder is None:
-            continue
+    encoder = getattr(model.base_model, "get_image_features", None)
+    if encoder is not None:
         unknown = set(inspect.signature(encoder).parameters) - set(IMAGE_INPUTS) - _READS_ONLY_CONFIG
-        if unknown and modality == "image":
+        if unknown:
             raise HallucError(f"{type(model).__name__}'s image encoder reads {', '.join(sorted(unknown))}, which "
                               "halluc's custom_generate does not know; use halluc.generate(halluc.wrap(...)) instead")
 
