@@ -5,6 +5,7 @@
     halluc.generate(m, images, prompts, method="vcd")
     with halluc.apply(m, "vhr"):
         ...
+    model.generate(**inputs, custom_generate=halluc.hf.custom_generate("vhr"))   # transformers' own generate
 
 The API is imported on first use, so `halluc score` and other light commands start without torch.
 """
@@ -22,4 +23,8 @@ def __getattr__(name: str):
         from halluc import api
 
         return getattr(api, name)
+    if name == "hf":  # halluc.hf.custom_generate: a method inside transformers' own model.generate
+        import halluc.hf
+
+        return halluc.hf
     raise AttributeError(f"module 'halluc' has no attribute '{name}'")

@@ -1,7 +1,8 @@
 """Layers import one way: base -> kernels -> modeling -> engine -> interventions -> generation ->
-benchmarks -> evaluation -> reports -> api -> serve -> cli; the toy world is a leaf nothing imports. Every
-import counts: module level, inside functions, under TYPE_CHECKING, and `importlib.import_module("halluc...")`
-with a literal name. No two modules import each other, directly or through others, in any layer."""
+benchmarks -> evaluation -> reports -> api -> serve, integrations -> cli; the toy world is a leaf nothing
+imports. Every import counts: module level, inside functions, under TYPE_CHECKING, and
+`importlib.import_module("halluc...")` with a literal name. No two modules import each other, directly or
+through others, in any layer."""
 from __future__ import annotations
 
 import ast
@@ -10,10 +11,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "evaluation",
-          "reports", "api", "serve", "cli", "world"]
+          "reports", "api", "serve", "integrations", "cli", "world"]
 BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.registry", "halluc.safe_paths",
         "halluc.version"}
-FACADE = {"halluc", "halluc.__main__"}  # the package's lazy facade and entry point sit with the CLI
+FACADE = {"halluc", "halluc.__main__", "halluc.hf"}  # the package's facades and entry point sit with the CLI
 
 
 def layer_of(module: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 import halluc
 import halluc.api
+import halluc.api.core
 from halluc.errors import HallucError
 from halluc.evaluation import identity as ident
 from halluc.evaluation.run import Runner, RunOptions, Shard, parse_entries
@@ -188,17 +189,17 @@ def test_a_hub_commit_known_only_after_loading_is_checked_before_any_generation(
                                                                                  monkeypatch):
     """A hub model's commit is known once loaded: the run directory is checked again before generating."""
     out = tmp_path / "run"
-    monkeypatch.setattr(halluc.api, "weights_before_load", lambda model, seed: None)
+    monkeypatch.setattr(halluc.api.core, "weights_before_load", lambda model, seed: None)
     halluc.run("tiny-llava", ["none"], "pope", small(pope_world, out))
     assert json.loads((out / "config.json").read_text())["identity"]["weights"] == "random-init seed=0"
-    real_load = halluc.api.load
+    real_load = halluc.api.core.load
 
     def moved_hub_branch(*args, **kwargs):
         lvlm = real_load(*args, **kwargs)
         lvlm.revision = "b" * 40
         return lvlm
 
-    monkeypatch.setattr(halluc.api, "load", moved_hub_branch)
+    monkeypatch.setattr(halluc.api.core, "load", moved_hub_branch)
     before = sorted((p.name, p.read_text()) for p in out.glob("samples/*/*.jsonl"))
     with pytest.raises(HallucError, match=r'weights \("random-init seed=0" vs "bbbb.*"\) differ'):
         halluc.run("tiny-llava", ["none"], "pope", small(pope_world, out, limit=3, resume=True))
