@@ -176,31 +176,36 @@ class Rows:
         return logits, record.attention_row.to(logits.device)  # the OPERA layer may sit on another device
 
 
-def finished_scale(top_tokens: torch.Tensor, eos: torch.Tensor | None, cur: int, prompt: int,
+def finished_scale(top_tokens: torch.Tensor, eos: torch.Tensor | None, cur: int, prompt: int, counted,
                    length_penalty: float) -> torch.Tensor:
     """Factors that turn transformers 5's finished-beam score into the official OPERA one (transformers 4.29).
 
     5.x divides a finished hypothesis's log-prob by (generated tokens, the last one included) ** lp.
-    4.29's `BeamHypotheses.add` divides by the length of the whole hypothesis, prompt included: a beam
-    that ends on EOS is stored without the EOS token (cur tokens), one cut at max_length with its last
-    token (cur + 1). top_tokens: the candidates' new tokens; returns factors of the same shape.
+    4.29's `BeamHypotheses.add` divides by the length of the hypothesis as its `input_ids` held it: the
+    prompt as the official code passed it (`counted` tokens, see `halluc.interventions.opera`), plus the
+    generated tokens; a beam that ends on EOS is stored without the EOS token, one cut at max_length with
+    its last token. `prompt` is the width of our own prompt (where generation starts); `counted` an int
+    or a tensor that broadcasts against top_tokens. Returns factors of top_tokens' shape.
     """
     ended = torch.isin(top_tokens, eos.to(top_tokens.device)) if eos is not None else torch.zeros_like(top_tokens,
                                                                                                          dtype=torch.bool)
-    whole = torch.where(ended, cur, cur + 1).double()
-    return (((cur + 1 - prompt) / whole) ** length_penalty).to(torch.float32)
+    generated = cur - prompt  # before the new token
+    whole = torch.where(ended, 0, 1) + generated + torch.as_tensor(counted, device=top_tokens.device)
+    return (((generated + 1) / whole.double()) ** length_penalty).to(torch.float32)
 
 
 class Beams:
     """HF's static-shape beam state for one sample, advanced with `GenerationMixin`'s beam helpers.
 
-    `normalise="whole"` scores finished beams as the official OPERA code did (by the whole sequence
-    length, see `finished_scale`); "generated" as transformers 5 does. It can change which finished
-    beam wins (tested)."""
+    `normalise="whole"` scores finished beams as the official OPERA code did (by the length of the whole
+    hypothesis, its prompt counted as `counted` tokens: see `finished_scale`), and stops early by 4.29's
+    heuristic; "generated" as transformers 5 does. It can change which finished beam wins (tested)."""
 
-    def __init__(self, model, input_ids: torch.Tensor, config, stopping_criteria, normalise: str = "whole"):
+    def __init__(self, model, input_ids: torch.Tensor, config, stopping_criteria, normalise: str = "whole",
+                 counted: int | None = None):
         self.model, self.config, self.stopping, self.normalise = model, config, stopping_criteria, normalise
         self.k, (_, self.prompt) = config.num_beams, input_ids.shape
+        self.counted = self.prompt if counted is None else counted  # the prompt's length as 4.29 counted it
         eos, pad = hf_compat.eos_and_pad(config)
         fill = int(pad) if pad is not None else int(eos.flatten()[0]) if eos is not None else -1
         self.keep = max(2, 1 + (eos.numel() if eos is not None else 0)) * self.k
@@ -246,10 +251,11 @@ class Beams:
         s["running"], s["running_scores"], s["running_idx"] = hf_compat.running_beams_for_next_iteration(
             m, topk_log_probs=top_lp, topk_running_sequences=top_seq, topk_running_beam_indices=top_idx,
             next_token_hits_stopping_criteria=hits, num_beams=k)
-        finished_lp = top_lp
-        if self.normalise == "whole":
+        finished_lp, whole = top_lp, self.normalise == "whole"
+        if whole:
             eos, _ = hf_compat.eos_and_pad(c)
-            finished_lp = top_lp * finished_scale(top_seq[0, :, cur], eos, cur, self.prompt, c.length_penalty)
+            finished_lp = top_lp * finished_scale(top_seq[0, :, cur], eos, cur, self.prompt, self.counted,
+                                                  c.length_penalty)
         s["best"], s["best_scores"], s["best_idx"], s["finished"] = hf_compat.update_finished_beams(
             m, sequences=s["best"], topk_running_sequences=top_seq, beam_scores=s["best_scores"],
             topk_log_probs=finished_lp,
@@ -259,12 +265,14 @@ class Beams:
             decoder_prompt_len=self.prompt, length_penalty=c.length_penalty, early_stopping=c.early_stopping)
         parents, tokens = s["running_idx"][0, :, cur - self.prompt].long(), s["running"][0, :, cur]
         s["cur"] = cur + 1
+        # 4.29's `BeamHypotheses.is_done(next_scores.max(), cur_len)`: the best of all 2K continuations (an EOS
+        # one included) over cur_len = the hypothesis length with the new token, prompt counted as `counted`;
+        # 5.x takes the best running beam over the generated length. (5.x divides by cur + 1 − the argument.)
         s["open"] = hf_compat.check_early_stop_heuristic(
-            m, is_early_stop_heuristic_unsatisfied=s["open"], running_beam_scores=s["running_scores"],
-            beam_scores=s["best_scores"], is_sent_finished=s["finished"], cur_len=cur + 1, max_length=c.max_length,
-            # 4.29's heuristic divides by the whole length before the new token (cur): 5.x's cur_len - prompt
-            decoder_prompt_len=1 if self.normalise == "whole" else self.prompt, early_stopping=c.early_stopping,
-            length_penalty=c.length_penalty)
+            m, is_early_stop_heuristic_unsatisfied=s["open"], running_beam_scores=top_lp if whole else
+            s["running_scores"], beam_scores=s["best_scores"], is_sent_finished=s["finished"], cur_len=cur + 1,
+            max_length=c.max_length, decoder_prompt_len=self.prompt - self.counted if whole else self.prompt,
+            early_stopping=c.early_stopping, length_penalty=c.length_penalty)
         s["done"] = not bool(hf_compat.has_unfinished_sequences(m, s["open"], s["finished"], hits, c.early_stopping))
         return parents, tokens
 
@@ -284,12 +292,14 @@ class _Step:
 
 class OperaSearch:
     """`custom_generate` callable (a `halluc.engine.search.Search`): OPERA for one sample, which HF has
-    expanded to `settings.beams` rows. `edit` is the attention edit that returns the OPERA layer's rows."""
+    expanded to `settings.beams` rows. `edit` is the attention edit that returns the OPERA layer's rows;
+    `counted` the prompt's length as the official code's transformers 4.29 counted it (for the length
+    normalisation of finished beams; None: our own prompt length)."""
 
     one_sample = True  # the rollback decision is per sample: generation runs one sample per search
 
-    def __init__(self, settings: OperaSettings, edit, image_mask: torch.Tensor):
-        self.settings, self.edit = settings, edit
+    def __init__(self, settings: OperaSettings, edit, image_mask: torch.Tensor, counted: int | None = None):
+        self.settings, self.edit, self.counted = settings, edit, counted
         self.image_mask = image_mask.reshape(1, -1)  # (1, prompt) bool
 
     def decoding(self, requested: Decoding) -> Decoding:
@@ -313,7 +323,7 @@ class OperaSearch:
         step = _Step(out.logits[:, -1].float(), torch.zeros(k, 0, dtype=torch.float64, device=input_ids.device),
                      torch.zeros(k, 0, dtype=torch.long, device=input_ids.device))
         del out
-        beams = Beams(model, input_ids, generation_config, stopping_criteria, self.settings.normalise)
+        beams = Beams(model, input_ids, generation_config, stopping_criteria, self.settings.normalise, self.counted)
         retro, redo = Retrospection(self.settings), False
         while not beams.done:
             if redo:

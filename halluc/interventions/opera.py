@@ -27,15 +27,30 @@ Paper / code discrepancies and our choices (official `opera_beam_search`, spec Â
     the code clears rejected tokens at the wrong window positions, ours clears those after the target;
   - beams = 1 (greedy) is allowed (the code asserts beams > 1);
   - candidates renormalised by log-softmax over the candidate set, as in the paper and the code;
-  - finished beams are length-normalised as the official code's transformers 4.29 did (by the whole
-    sequence, prompt included; without the EOS token when a beam ends on it), not as transformers 5
-    does (by the generated tokens): `normalise="whole"` (default, both presets); "generated" is 5.x's.
-    The two can pick different finished beams (a short answer weighs more against a long prompt).
+  - finished beams are length-normalised as the official code's transformers 4.29 did, by the length of
+    the hypothesis in the `input_ids` it passed to `generate` (without the EOS token when a beam ends on
+    it), not as transformers 5 does (by the generated tokens): `normalise="whole"` (default, both presets);
+    "generated" is 5.x's. The two can pick different finished beams (a short answer weighs more against a
+    long prompt). The prompt's part of that length, per family (`counted_prompt`):
+      LLaVA-1.5 (`minigpt4/models/llava.py`): `[bos, text before, IMAGE_TOKEN_INDEX, text after]`, so the
+        image counts as ONE token (its 576 tokens enter only inside the forward): text tokens + 1;
+      InstructBLIP (`blip2_vicuna_instruct.py`) and MiniGPT-4 (`mini_gpt4.py`): `generate(inputs_embeds=â€¦)`
+        with no `input_ids`, which 4.29 replaces by a dummy `[[bos]]`: the whole prompt counts as 1 token;
+      Shikra (not a halluc family) wrote every image patch token into `input_ids`;
+      every family the official code never ran: the LLaVA rule, one token per image (the family's image
+        tokens, `image_mask`; markers a processor writes around or between them, as Qwen's vision
+        start/end or Idefics3's and Pixtral's row markers, count as the text they are). Left padding is
+        not counted (4.29 counted a padded batch's padding; here a sample's length is its own);
+  - the early-stop heuristic is 4.29's with the same length: the best of all 2K continuations (an EOS
+    one included) divided by the hypothesis length with the new token; 5.x divides the best running
+    beam by the generated length;
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+import torch
 
 from halluc.engine.opera_search import OperaSearch, OperaSettings
 from halluc.errors import HallucError
@@ -61,7 +76,7 @@ class OPERA(Method):
         layer: decoder layer whose attention is read (-1 = last, as the paper).
         preset: "paper" or "fast" (threshold 25, candidates 1).
         normalise: how finished beams are length-normalised: "whole" (the official code on transformers
-            4.29: by the whole sequence, prompt included) or "generated" (transformers 5: by the new tokens).
+            4.29: by the whole hypothesis, each image counted as one token) or "generated" (transformers 5).
     """
 
     name = "opera"
@@ -113,4 +128,18 @@ class OPERA(Method):
                               f"branches ({', '.join(session.views[1:])})")
         if session.inputs["input_ids"].shape[0] != 1:
             raise HallucError("opera searches one sample at a time")
-        return OperaSearch(self.settings(), session.state[self.name], session.image_mask)
+        return OperaSearch(self.settings(), session.state[self.name], session.image_mask, counted_prompt(session))
+
+
+OFFICIAL_EMBEDS_FAMILIES = ("instructblip",)  # the official code passed them as inputs_embeds (4.29: one dummy BOS)
+
+
+def counted_prompt(session) -> int:
+    """The prompt's length as the official code's `input_ids` held it (its transformers 4.29 normalised
+    finished beams by it): 1 for a family passed as embeddings, else the text tokens plus one per image."""
+    if session.lvlm.family in OFFICIAL_EMBEDS_FAMILIES:
+        return 1
+    image = session.image_mask[0]  # (T,) one sample: OPERA's search runs per sample
+    mask = session.inputs.get("attention_mask")
+    present = mask[0].bool() if mask is not None else torch.ones_like(image)  # left padding is not counted
+    return int((present & ~image).sum()) + int(bool(image.any()))  # one image per sample (`Request.images`)
