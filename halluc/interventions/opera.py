@@ -82,6 +82,7 @@ class OPERA(Method):
     name = "opera"
     kind = "decoding"
     replaces_search = True
+    batched_search = True  # each sample keeps its own beams, rollback and length in one batched search
     modes = ("greedy", "beam")  # greedy = its beam search with its own beams; never sampling
     paper = "Huang et al., CVPR 2024"
     formula = "beam search on ℓ_c − λ·max_j ∏_{i≥j} σ·w_ij over top-N candidates; rollback after r repeats"
@@ -126,20 +127,18 @@ class OPERA(Method):
         if len(session.views) > 1:
             raise HallucError(f"opera replaces the search; it cannot be stacked with a method that adds decoding "
                               f"branches ({', '.join(session.views[1:])})")
-        if session.inputs["input_ids"].shape[0] != 1:
-            raise HallucError("opera searches one sample at a time")
         return OperaSearch(self.settings(), session.state[self.name], session.image_mask, counted_prompt(session))
 
 
 OFFICIAL_EMBEDS_FAMILIES = ("instructblip",)  # the official code passed them as inputs_embeds (4.29: one dummy BOS)
 
 
-def counted_prompt(session) -> int:
-    """The prompt's length as the official code's `input_ids` held it (its transformers 4.29 normalised
+def counted_prompt(session) -> torch.Tensor:
+    """(B,) each prompt's length as the official code's `input_ids` held it (its transformers 4.29 normalised
     finished beams by it): 1 for a family passed as embeddings, else the text tokens plus one per image."""
+    image = session.image_mask  # (B, T)
     if session.lvlm.family in OFFICIAL_EMBEDS_FAMILIES:
-        return 1
-    image = session.image_mask[0]  # (T,) one sample: OPERA's search runs per sample
+        return torch.ones(image.shape[0], dtype=torch.long)
     mask = session.inputs.get("attention_mask")
-    present = mask[0].bool() if mask is not None else torch.ones_like(image)  # left padding is not counted
-    return int((present & ~image).sum()) + int(bool(image.any()))  # one image per sample (`Request.images`)
+    present = mask.bool() if mask is not None else torch.ones_like(image)  # left padding is not counted
+    return (present & ~image).sum(-1) + image.any(-1).long()  # one image per sample (`Request.images`)

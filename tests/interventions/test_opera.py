@@ -249,9 +249,9 @@ def run_beams(model, rows, *, prompt: int = 10, counted: int | None = None, norm
     config._eos_token_tensor, config._pad_token_tensor = torch.tensor([eos]), torch.tensor(0)
     stopping = StoppingCriteriaList([MaxLengthCriteria(prompt + max_new), EosTokenCriteria(eos)])
     search = Beams(model, torch.zeros(beams, prompt, dtype=torch.long), config, stopping, normalise, counted)
-    while not search.done:
+    while not search.done.all():
         search.advance(torch.stack([rows(seq.tolist()) for seq in search.sequences()[:, prompt:]]))
-    tokens = search.result()[0, prompt:].tolist()
+    tokens = search.result(0)[prompt:].tolist()
     return tokens[:tokens.index(eos) + 1] if eos in tokens else tokens
 
 
@@ -362,5 +362,43 @@ def test_the_search_gets_the_prompt_length_the_official_code_counted(tiny_models
     image = lvlm.adapter.image_mask(lvlm.model, inputs["input_ids"])[0]
     text = int((~image).sum())
     expected = 1 if lvlm.family == "instructblip" else text + 1
-    assert image.sum() > 1 and seen[0] == expected
-    assert seen[1] > seen[0] or lvlm.family == "instructblip"  # the longer prompt, alone
+    assert image.sum() > 1 and seen[0][0] == expected
+    assert seen[0][1] > seen[0][0] or lvlm.family == "instructblip"  # the longer prompt, its padding not counted
+
+
+def test_a_batch_equals_each_sample_alone_past_the_bonus_and_through_rollbacks(tiny_llava, images, monkeypatch):
+    """Three samples of different prompt lengths in one search, with a summary token planted at response
+    position 10 so that they roll back (a sample that rolls back in a batch leaves it and finishes alone):
+    each sample's tokens equal its own run, and rollbacks happened inside the batch."""
+    real, prompt = opera.normalise_rows, []
+
+    def planted(rows):
+        out = real(rows)
+        column = prompt[-1] + FIRST_TOKENS
+        if out.shape[-1] > column:
+            out = out.clone()
+            out[:, column] += 1.0
+            out = out / out.sum(-1, keepdim=True)
+        return out
+
+    call, alone = OperaSearch.__call__, OperaSearch._alone
+    seen = {"alone": 0}
+
+    def remember_prompt(self, model, input_ids, *args, **kwargs):
+        prompt.append(input_ids.shape[1])
+        return call(self, model, input_ids, *args, **kwargs)
+
+    def counted_alone(self, *args, **kwargs):
+        seen["alone"] += 1
+        return alone(self, *args, **kwargs)
+
+    monkeypatch.setattr(opera, "normalise_rows", planted)
+    monkeypatch.setattr(OperaSearch, "__call__", remember_prompt)
+    monkeypatch.setattr(OperaSearch, "_alone", counted_alone)
+    prompts = ["What is in the image?", "Describe it.", "Is there a dog in the picture, and what colour is it?"]
+    kwargs = dict(beams=3, candidates=2, threshold=2, max_new_tokens=16)
+    batch = halluc.generate(tiny_llava, [images[0], images[1], images[0]], prompts, "opera", **kwargs)
+    assert seen["alone"] >= 1
+    singles = [halluc.generate(tiny_llava, [i], [p], "opera", **kwargs)[0]
+               for i, p in zip([images[0], images[1], images[0]], prompts)]
+    assert batch == singles
