@@ -335,6 +335,12 @@ class _Samples:
                         self.image[torch.tensor(keep, dtype=torch.long, device=self.image.device)])
 
 
+def _beam_rows(samples: list[int], k: int, device) -> torch.Tensor:
+    """(len(samples)·K,) the rows of these samples' beams."""
+    first = torch.tensor(samples, dtype=torch.long, device=device)[:, None] * k
+    return (first + torch.arange(k, device=device)).flatten()
+
+
 class OperaSearch:
     """`custom_generate` callable (a `halluc.engine.search.Search`): OPERA for B samples, which HF has expanded
     to `settings.beams` rows each. All samples' candidate rows run as one forward; each sample keeps its own
@@ -406,7 +412,7 @@ class OperaSearch:
         if not keep:
             return step, samples.keep(keep)
         k, device = beams.k, step.logits.device
-        row_index = (torch.tensor(keep, dtype=torch.long, device=device)[:, None] * k + torch.arange(k, device=device)).flatten()
+        row_index = _beam_rows(keep, k, device)
         beams.keep(torch.tensor(keep, dtype=torch.long, device=beams.counted.device))
         rows.select(row_index)
         return step.keep(row_index), samples.keep(keep)
@@ -445,8 +451,7 @@ class OperaSearch:
             keep = [i for i in range(b) if i not in targets]
             if not keep:
                 return step, samples.keep([]), None
-            beam_rows = (torch.tensor(keep, dtype=torch.long, device=logits.device)[:, None] * k + torch.arange(k, device=logits.device))
-            beam_rows = beam_rows.flatten()  # (B'·K,)
+            beam_rows = _beam_rows(keep, k, logits.device)  # (B'·K,)
             probe_rows = (beam_rows[:, None] * count + torch.arange(count, device=logits.device)).flatten()
             beams.keep(torch.tensor(keep, dtype=torch.long, device=beams.counted.device))
             rows.select(probe_rows)

@@ -82,7 +82,7 @@ class OPERA(Method):
     name = "opera"
     kind = "decoding"
     replaces_search = True
-    batched_search = True  # each sample keeps its own beams, rollback and length in one batched search
+    batched_search = True  # alone, each sample keeps its own beams, rollback and length in one batched search
     modes = ("greedy", "beam")  # greedy = its beam search with its own beams; never sampling
     paper = "Huang et al., CVPR 2024"
     formula = "beam search on ℓ_c − λ·max_j ∏_{i≥j} σ·w_ij over top-N candidates; rollback after r repeats"
@@ -119,7 +119,9 @@ class OPERA(Method):
         layers = session.adapter.num_layers(session.model)
         if not -layers <= self.layer < layers:
             raise HallucError(f"opera: layer {self.layer} does not exist ({session.lvlm.family} has {layers} layers)")
-        edit = AttentionEdit(return_attention_row=True)
+        # an empty column set: OPERA reads the attention row only, and attach would otherwise give the edit the
+        # image mask, whose rows are per sample while the search's batch shrinks as samples finish
+        edit = AttentionEdit(return_attention_row=True, columns=torch.zeros(1, 0, dtype=torch.bool))
         session.state[self.name] = edit  # the search reads the rows this edit returns
         return {self.layer % layers: edit}
 
