@@ -32,14 +32,18 @@ from halluc.engine import opera_search  # noqa: E402
 POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 CHAIR_PROMPT = "Please describe this image in detail."
 PARAMS = {"agla": {"matcher": "lvlm-attention"}}  # the main job's AGLA on toy-llava (no BLIP weights)
+UNBATCHED = "opera-per-sample"  # OPERA with one sample per search, as before its search was batched
 
 
 def world_samples(pope: int, chair: int) -> dict[str, tuple[list, list[str], int]]:
-    """(images, prompts, max_new_tokens) per benchmark, from the toy world in the data home (`halluc run`
-    renders it on first use)."""
+    """(images, prompts, max_new_tokens) per benchmark, from the toy world in the data home (rendered there
+    on first use, as `halluc run` does)."""
     from PIL import Image
 
-    root = next((data_home() / "world").glob("*/pope/coco_pope_random.json")).parents[1]
+    from halluc.world.benchmark import eval_config, prepare_world_benchmarks
+    from halluc.world.model import TRAIN_WORLD
+
+    root = prepare_world_benchmarks(data_home(), eval_config(TRAIN_WORLD)).root
     questions = [json.loads(line) for line in (root / "pope" / "coco_pope_random.json").open()][:pope]
     load = lambda name: Image.open(root / "val" / "images" / name).convert("RGB")  # noqa: E731
     captions = sorted((root / "val" / "images").glob("*.png"))[:chair]
@@ -70,6 +74,14 @@ class StepCounter:
 
 
 def timed(lvlm, method: str, images, prompts, max_new_tokens: int, profile: Path | None):
+    if method == UNBATCHED:
+        from halluc.interventions.opera import OPERA
+
+        OPERA.batched_search = False
+        try:
+            return timed(lvlm, "opera", images, prompts, max_new_tokens, profile)
+        finally:
+            OPERA.batched_search = True
     profiler = cProfile.Profile() if profile else None
     with StepCounter() as counter:
         start = time.perf_counter()
@@ -86,7 +98,7 @@ def timed(lvlm, method: str, images, prompts, max_new_tokens: int, profile: Path
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="opera,agla")
+    parser.add_argument("--methods", default="opera,agla", help=f"also: {UNBATCHED}")
     parser.add_argument("--pope", type=int, default=64)
     parser.add_argument("--chair", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)

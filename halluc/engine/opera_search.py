@@ -3,9 +3,9 @@ over-trust in a summary token, with retrospection-allocation (rollback). Used th
 `model.generate(custom_generate=OperaSearch(...))`: HF prepares the inputs, the beams and the cache,
 this loop replaces `_beam_search` and reuses its bookkeeping helpers (top 2K, EOS, length penalty).
 
-One step, for K beams with N candidates each (the top-N tokens of the beam's logits):
+One step, for B samples of K beams with N candidates each (the top-N tokens of the beam's logits):
   1. probe: the cache is repeated N times (`batch_repeat_interleave`: every candidate gets its own
-     copy) and the K·N candidate tokens run as one batch. This gives each candidate's attention row
+     copy) and the B·K·N candidate tokens run as one batch. This gives each candidate's attention row
      in the OPERA layer (the kernel's `return_attention_row`; max over heads, row-normalised) and the
      logits of the step after, so the chosen (beam, candidate) rows are kept (`batch_select_indices`)
      and no second forward is needed;
@@ -19,12 +19,14 @@ One step, for K beams with N candidates each (the top-N tokens of the beam's log
      ancestry. When for every beam the beams' mode location s (≥ 10) occurs more than r times, the
      search returns to the state before token s+1 (at most N times per position, then s), rebuilds
      those beams' cache from the prompt (crop + one forward of their response), forbids the
-     (beam, token) pairs chosen there before, and chooses from the full vocabulary.
+     (beam, token) pairs chosen there before, and chooses from the full vocabulary. In a batch, that
+     sample leaves it and finishes alone (the batch's rows share one cache length); a sample whose
+     beams are done leaves it too.
 
 Compared with the official `opera_beam_search` (see `halluc.interventions.opera` for the full list):
 the main forward and the N candidate forwards are one batched forward; rollback recomputes only the
-response (the prompt's cache is kept); the rollback decision is per sample (the caller runs one sample
-per search) and per beam ancestry instead of per beam slot; numerics are float64/log-space.
+response (the prompt's cache is kept); the rollback decision is per sample (the official code took it
+over the whole batch) and per beam ancestry instead of per beam slot; numerics are float64/log-space.
 """
 from __future__ import annotations
 
