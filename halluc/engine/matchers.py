@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from halluc.engine.image_views import visible_box
+from halluc.engine.shared_images import distinct_images_once
 from halluc.errors import HallucError
 
 BLIP_ITM = "Salesforce/blip-itm-large-coco"
@@ -89,6 +90,39 @@ class _Captured(Exception):
 
 def lvlm_attention_match(lvlm, image: Image.Image, prompt: str, layer: int) -> Match:
     """Attention of decoder layer `layer` from the text after the image to the image tokens, on the image grid."""
+    return lvlm_attention_matches(lvlm, [image], [prompt], layer)[0]
+
+
+def lvlm_attention_matches(lvlm, images: list, prompts: list[str], layer: int) -> list[Match]:
+    """`lvlm_attention_match` of every (image, prompt) pair. Pairs whose inputs have the same shapes run as one
+    batch without padding (so each row is what it is alone), each distinct image through the vision tower
+    once (POPE asks six questions about each image), and the forward stops at `layer`."""
+    adapter, model = lvlm.adapter, lvlm.model
+    rows = [_match_inputs(lvlm, image, prompt) for image, prompt in zip(images, prompts)]
+    groups: dict[tuple, list[int]] = {}
+    for i, (inputs, span) in enumerate(rows):
+        key = (int(span.positions.max()), *((k, tuple(v.shape)) for k, v in inputs.items() if torch.is_tensor(v)))
+        groups.setdefault(key, []).append(i)
+    scores: dict[int, torch.Tensor] = {}
+    tower = adapter.resolve(model, "vision") if adapter.paths.vision_tower else None
+    for members in groups.values():
+        first = rows[members[0]][0]
+        batch = {k: torch.cat([rows[i][0][k] for i in members]) if torch.is_tensor(v) else v for k, v in first.items()}
+        with distinct_images_once(tower):
+            attention = _layer_attention(adapter, model, batch, layer, int(rows[members[0]][1].positions.max()) + 1)
+        scores.update(zip(members, attention))
+    matches = []
+    for i, (image, (_, span)) in enumerate(zip(images, rows)):
+        grid = scores[i][span.positions.to(scores[i].device)].view(*span.grid).cpu()  # the layer's own device
+        if span.kind == "tiles":  # the last column holds LLaVA-NeXT's row-newline tokens; the grid covers the image
+            matches.append(Match(grid[:, :-1], (0, 0, *image.size)))
+        else:
+            matches.append(Match(grid, visible_box(lvlm.processor.image_processor, image.size)))
+    return matches
+
+
+def _match_inputs(lvlm, image: Image.Image, prompt: str):
+    """One pair's unpadded inputs on the model's device, and the span of its image grid."""
     adapter, model = lvlm.adapter, lvlm.model
     inputs = adapter.build_inputs(lvlm.processor, [image], [prompt])
     inputs = {k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
@@ -99,7 +133,11 @@ def lvlm_attention_match(lvlm, image: Image.Image, prompt: str, layer: int) -> M
         kinds = ", ".join(sorted({s.kind for s in spans})) or "none"
         raise HallucError(f"matcher 'lvlm-attention' needs image tokens laid out on a 2-D grid; {lvlm.family} has "
                           f"{kinds} (use matcher='blip')")
-    first_text = int(span.positions.max()) + 1
+    return inputs, span
+
+
+def _layer_attention(adapter, model, inputs: dict, layer: int, first_text: int) -> torch.Tensor:
+    """(B, T) text-to-key attention of decoder layer `layer` for a batch of unpadded rows; the forward stops there."""
     seen = []
 
     def capture(module, args, kwargs):
@@ -115,28 +153,24 @@ def lvlm_attention_match(lvlm, image: Image.Image, prompt: str, layer: int) -> M
         pass
     finally:
         handle.remove()
-    rows, cols = span.grid
-    scores = seen[0][span.positions.to(seen[0].device)].view(rows, cols).cpu()  # the layer's own device
-    if span.kind == "tiles":  # the last column holds LLaVA-NeXT's row-newline tokens; the grid covers the image
-        return Match(scores[:, :-1], (0, 0, *image.size))
-    return Match(scores, visible_box(lvlm.processor.image_processor, image.size))
+    return seen[0]
 
 
 def _text_to_key_attention(attn, hidden: torch.Tensor, position_embeddings, first_text: int) -> torch.Tensor:
-    """(T,) attention of the queries at positions >= first_text to every key, mean over heads and queries,
-    recomputed in fp32 from the module's q/k projections and rotary embedding (one unpadded row)."""
+    """(B, T) attention of the queries at positions >= first_text to every key, mean over heads and queries,
+    recomputed in fp32 from the module's q/k projections and rotary embedding (unpadded rows)."""
     if not (hasattr(attn, "q_proj") and hasattr(attn, "k_proj")) or position_embeddings is None:
         raise HallucError(f"matcher 'lvlm-attention' needs a rotary q_proj/k_proj attention; got {type(attn).__name__}")
-    t, d = hidden.shape[1], attn.head_dim
-    q = attn.q_proj(hidden).float().view(1, t, -1, d).transpose(1, 2)  # (1, H, T, D)
-    k = attn.k_proj(hidden).float().view(1, t, -1, d).transpose(1, 2)  # (1, Hkv, T, D)
-    cos, sin = (x.float()[:, None] for x in position_embeddings)  # (1, 1, T, D)
+    b, t, d = hidden.shape[0], hidden.shape[1], attn.head_dim
+    q = attn.q_proj(hidden).float().view(b, t, -1, d).transpose(1, 2)  # (B, H, T, D)
+    k = attn.k_proj(hidden).float().view(b, t, -1, d).transpose(1, 2)  # (B, Hkv, T, D)
+    cos, sin = (x.float()[:, None] for x in position_embeddings)  # (B or 1, 1, T, D)
     q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    scores = q[:, :, first_text:] @ k.transpose(-1, -2) * attn.scaling  # (1, H, Tq, T)
+    scores = q[:, :, first_text:] @ k.transpose(-1, -2) * attn.scaling  # (B, H, Tq, T)
     keys, queries = torch.arange(t, device=hidden.device), torch.arange(first_text, t, device=hidden.device)
     causal = keys[None, :] <= queries[:, None]
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1).mean((0, 1, 2))  # (T,)
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1).mean((1, 2))  # (B, T)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

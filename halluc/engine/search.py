@@ -2,8 +2,8 @@
 
 `model.generate(custom_generate=search)` calls it with HF's prepared inputs, processors, stopping
 criteria and generation config; `decoding()` says which HF decoding settings it needs (e.g. its
-own beam count). Searches that decide per sample set `one_sample`, and generation then runs the
-batch one sample at a time.
+own beam count). `one_sample` says whether the search takes one sample only; generation runs the batch
+one sample at a time unless the method declares `batched_search` and runs alone.
 """
 from __future__ import annotations
 

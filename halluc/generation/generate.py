@@ -45,7 +45,9 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
     methods = [m for m in lvlm.active + make_methods(method, params) if m.name != "none"]
     check_compatible(lvlm.adapter, methods)
     check_modes(methods, decoding)
-    if len(prompts) > 1 and any(m.replaces_search for m in methods):  # such a search decides per sample
+    # a search that decides per sample runs one sample at a time; a batched one only alone (it drops finished
+    # samples' rows, which a stacked method's per-row state would not follow)
+    if len(prompts) > 1 and any(m.replaces_search and not (m.batched_search and len(methods) == 1) for m in methods):
         parts = [generate(lvlm, [i], [p], method, decoding=decoding, params=params, return_scores=return_scores)
                  for i, p in zip(images, prompts)]
         return Generation([t for g in parts for t in g.texts], [t for g in parts for t in g.tokens])

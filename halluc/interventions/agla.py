@@ -26,7 +26,14 @@ import warnings
 from dataclasses import dataclass
 
 from halluc.engine.image_views import mask_image
-from halluc.engine.matchers import BLIP_ITM, MatcherUnavailable, blip_match, load_blip, lvlm_attention_match
+from halluc.engine.matchers import (
+    BLIP_ITM,
+    MatcherUnavailable,
+    blip_match,
+    load_blip,
+    lvlm_attention_match,
+    lvlm_attention_matches,
+)
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
@@ -76,9 +83,13 @@ class AGLA(Method):
     def branches(self, request):
         if self.is_identity():
             return []
-        matcher = self.resolve_matcher(str(request.lvlm.device))
-        return [Branch("augmented", image=lambda image, row: self.augment(request.lvlm, image, request.prompts[row],
-                                                                          matcher))]
+        matcher, views = self.resolve_matcher(str(request.lvlm.device)), {}
+
+        def view(image, row):
+            if not views:  # every row's view at once: the lvlm-attention matcher batches its forwards
+                views.update(enumerate(self.augment_all(request.lvlm, request.images, request.prompts, matcher)))
+            return views[row]
+        return [Branch("augmented", image=view)]
 
     def combine(self, views):
         return views[ORIGINAL] + self.alpha * views["augmented"]
@@ -98,6 +109,14 @@ class AGLA(Method):
             warnings.warn(f"{err}; AGLA falls back to matcher='lvlm-attention'", stacklevel=2)
             return "lvlm-attention"
         return "blip"
+
+    def augment_all(self, lvlm, images, prompts, matcher: str) -> list:
+        """The augmented view of every (image, prompt) pair."""
+        if matcher == "blip":
+            return [self.augment(lvlm, image, prompt, matcher) for image, prompt in zip(images, prompts)]
+        depth = lvlm.adapter.num_layers(lvlm.model) - 1
+        matches = lvlm_attention_matches(lvlm, images, prompts, layer=round(self.layer * depth))
+        return [mask_image(image, m.scores, self.keep or LVLM_KEEP, m.box) for image, m in zip(images, matches)]
 
     def augment(self, lvlm, image, prompt: str, matcher: str):
         """The augmented view of one image for one prompt."""

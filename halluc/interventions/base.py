@@ -78,6 +78,8 @@ class Method:
     zero_params: ClassVar[Mapping[str, Any] | None] = None
     # True when the method supplies its own search loop (`search()`); two such methods cannot stack
     replaces_search: ClassVar[bool] = False
+    # True when its search takes a batch (used when it is the only method; else one sample per search)
+    batched_search: ClassVar[bool] = False
     # True when the method keeps per-row state sized at prefill, so a search that re-batches rows
     # (OPERA's beams x candidates probes) cannot run with it
     fixed_rows: ClassVar[bool] = False

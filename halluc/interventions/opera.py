@@ -27,15 +27,30 @@ Paper / code discrepancies and our choices (official `opera_beam_search`, spec �
     the code clears rejected tokens at the wrong window positions, ours clears those after the target;
   - beams = 1 (greedy) is allowed (the code asserts beams > 1);
   - candidates renormalised by log-softmax over the candidate set, as in the paper and the code;
-  - finished beams are length-normalised as the official code's transformers 4.29 did (by the whole
-    sequence, prompt included; without the EOS token when a beam ends on it), not as transformers 5
-    does (by the generated tokens): `normalise="whole"` (default, both presets); "generated" is 5.x's.
-    The two can pick different finished beams (a short answer weighs more against a long prompt).
+  - finished beams are length-normalised as the official code's transformers 4.29 did, by the length of
+    the hypothesis in the `input_ids` it passed to `generate` (without the EOS token when a beam ends on
+    it), not as transformers 5 does (by the generated tokens): `normalise="whole"` (default, both presets);
+    "generated" is 5.x's. The two can pick different finished beams (a short answer weighs more against a
+    long prompt). The prompt's part of that length, per family (`counted_prompt`):
+      LLaVA-1.5 (`minigpt4/models/llava.py`): `[bos, text before, IMAGE_TOKEN_INDEX, text after]`, so the
+        image counts as ONE token (its 576 tokens enter only inside the forward): text tokens + 1;
+      InstructBLIP (`blip2_vicuna_instruct.py`) and MiniGPT-4 (`mini_gpt4.py`): `generate(inputs_embeds=…)`
+        with no `input_ids`, which 4.29 replaces by a dummy `[[bos]]`: the whole prompt counts as 1 token;
+      Shikra (not a halluc family) wrote every image patch token into `input_ids`;
+      every family the official code never ran: the LLaVA rule, one token per image (the family's image
+        tokens, `image_mask`; markers a processor writes around or between them, as Qwen's vision
+        start/end or Idefics3's and Pixtral's row markers, count as the text they are). Left padding is
+        not counted (4.29 counted a padded batch's padding; here a sample's length is its own);
+  - the early-stop heuristic is 4.29's with the same length: the best of all 2K continuations (an EOS
+    one included) divided by the hypothesis length with the new token; 5.x divides the best running
+    beam by the generated length;
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+import torch
 
 from halluc.engine.opera_search import OperaSearch, OperaSettings
 from halluc.errors import HallucError
@@ -61,12 +76,13 @@ class OPERA(Method):
         layer: decoder layer whose attention is read (-1 = last, as the paper).
         preset: "paper" or "fast" (threshold 25, candidates 1).
         normalise: how finished beams are length-normalised: "whole" (the official code on transformers
-            4.29: by the whole sequence, prompt included) or "generated" (transformers 5: by the new tokens).
+            4.29: by the whole hypothesis, each image counted as one token) or "generated" (transformers 5).
     """
 
     name = "opera"
     kind = "decoding"
     replaces_search = True
+    batched_search = True  # alone, each sample keeps its own beams, rollback and length in one batched search
     modes = ("greedy", "beam")  # greedy = its beam search with its own beams; never sampling
     paper = "Huang et al., CVPR 2024"
     formula = "beam search on ℓ_c − λ·max_j ∏_{i≥j} σ·w_ij over top-N candidates; rollback after r repeats"
@@ -103,7 +119,9 @@ class OPERA(Method):
         layers = session.adapter.num_layers(session.model)
         if not -layers <= self.layer < layers:
             raise HallucError(f"opera: layer {self.layer} does not exist ({session.lvlm.family} has {layers} layers)")
-        edit = AttentionEdit(return_attention_row=True)
+        # an empty column set: OPERA reads the attention row only, and attach would otherwise give the edit the
+        # image mask, whose rows are per sample while the search's batch shrinks as samples finish
+        edit = AttentionEdit(return_attention_row=True, columns=torch.zeros(1, 0, dtype=torch.bool))
         session.state[self.name] = edit  # the search reads the rows this edit returns
         return {self.layer % layers: edit}
 
@@ -111,6 +129,18 @@ class OPERA(Method):
         if len(session.views) > 1:
             raise HallucError(f"opera replaces the search; it cannot be stacked with a method that adds decoding "
                               f"branches ({', '.join(session.views[1:])})")
-        if session.inputs["input_ids"].shape[0] != 1:
-            raise HallucError("opera searches one sample at a time")
-        return OperaSearch(self.settings(), session.state[self.name], session.image_mask)
+        return OperaSearch(self.settings(), session.state[self.name], session.image_mask, counted_prompt(session))
+
+
+OFFICIAL_EMBEDS_FAMILIES = ("instructblip",)  # the official code passed them as inputs_embeds (4.29: one dummy BOS)
+
+
+def counted_prompt(session) -> torch.Tensor:
+    """(B,) each prompt's length as the official code's `input_ids` held it (its transformers 4.29 normalised
+    finished beams by it): 1 for a family passed as embeddings, else the text tokens plus one per image."""
+    image = session.image_mask  # (B, T)
+    if session.lvlm.family in OFFICIAL_EMBEDS_FAMILIES:
+        return torch.ones(image.shape[0], dtype=torch.long)
+    mask = session.inputs.get("attention_mask")
+    present = mask.bool() if mask is not None else torch.ones_like(image)  # left padding is not counted
+    return (present & ~image).sum(-1) + image.any(-1).long()  # one image per sample (`Request.images`)

@@ -161,3 +161,26 @@ def test_blip_matcher_cache_can_be_cleared(tiny_blip, images):
     assert matchers.load_blip.cache_info().currsize >= 1
     matchers.clear_matcher_cache()
     assert matchers.load_blip.cache_info().currsize == 0
+
+
+def test_matches_run_batched_by_shape_and_equal_each_pair_alone(tiny_llava, images, monkeypatch):
+    """Pairs whose inputs have the same shapes share one forward (stopped at the layer); every match equals
+    the pair's own match."""
+    from halluc.engine.matchers import lvlm_attention_matches
+
+    imgs = [load_image(images[i]) for i in (0, 1, 0, 0)]
+    prompts = ["Is there a dog?", "Is there a cat?", "Is there a cow?", "Describe the picture in a few words."]
+    calls = {"lm": 0}
+    lm = tiny_llava.adapter.attention(tiny_llava.model, 0)
+    handles = [lm.register_forward_pre_hook(lambda *a: calls.__setitem__("lm", calls["lm"] + 1))]
+    lengths = {len(tiny_llava.processor.tokenizer(p).input_ids) for p in prompts}
+    try:
+        batched = lvlm_attention_matches(tiny_llava, imgs, prompts, layer=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls["lm"] == len(lengths) < len(prompts)  # one forward per shape
+    alone = [lvlm_attention_match(tiny_llava, i, p, layer=1) for i, p in zip(imgs, prompts)]
+    for got, want in zip(batched, alone):
+        torch.testing.assert_close(got.scores, want.scores, atol=1e-6, rtol=1e-5)
+        assert got.box == want.box

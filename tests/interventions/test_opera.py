@@ -1,6 +1,7 @@
 """OPERA: the over-trust penalty and the rollback rule on hand-made rows, independent candidate caches, the cache
 after a rollback, identity with HF's beam search, refusals, and runs on every family."""
 import math
+import zlib
 
 import pytest
 import torch
@@ -234,35 +235,170 @@ def test_opera_refuses_methods_with_prefill_row_state(tiny_models, images, other
         halluc.generate(tiny_models("tiny-llava"), images, ["a", "b"], [other, "opera"], max_new_tokens=2)
 
 
-def planted_beam_search(model, normalise: str) -> list[int]:
-    """Two beams over a 5-token vocabulary (EOS = 4) after a 10-token prompt, with planted log-probs:
-    A ends on EOS at the first step with log-prob −0.25; B = [1, EOS] ends at the second with −0.3;
-    everything else is far worse. Returns the winner's new tokens."""
+def run_beams(model, rows, *, prompt: int = 10, counted: int | None = None, normalise: str = "whole", beams: int = 2,
+              max_new: int = 3, vocab: int = 5, eos: int = 4) -> list[int]:
+    """Our `Beams` over planted log-probs: `rows(prefix)` gives the (vocab,) log-probs after the generated
+    `prefix`. The prompt is `prompt` tokens wide and counts as `counted` (None: `prompt`). Returns the
+    winner's new tokens, up to its EOS."""
     from transformers import GenerationConfig, StoppingCriteriaList
     from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
     from halluc.engine.opera_search import Beams
 
-    prompt, eos = 10, 4
-    config = GenerationConfig(num_beams=2, max_length=prompt + 3, length_penalty=1.0, early_stopping=False)
+    config = GenerationConfig(num_beams=beams, max_length=prompt + max_new, length_penalty=1.0, early_stopping=False)
     config._eos_token_tensor, config._pad_token_tensor = torch.tensor([eos]), torch.tensor(0)
-    beams = Beams(model, torch.zeros(2, prompt, dtype=torch.long), config,
-                  StoppingCriteriaList([MaxLengthCriteria(prompt + 3), EosTokenCriteria(eos)]), normalise)
-    worst = torch.full((2, 5), -100.0)
-    first = worst.clone()
-    first[0, 1], first[0, eos], first[0, 2] = -0.2, -0.25, -0.3  # A ends (EOS in the top 2); B goes on
-    second = worst.clone()
-    second[0, eos] = -0.1  # B (on token 1, sum −0.2) ends on EOS: −0.3
-    for log_probs in (first, second, worst):
-        if not beams.done:
-            beams.advance(log_probs)
-    tokens = beams.result()[0, prompt:].tolist()
-    return tokens[:tokens.index(eos) + 1]  # (the rest is padding)
+    stopping = StoppingCriteriaList([MaxLengthCriteria(prompt + max_new), EosTokenCriteria(eos)])
+    search = Beams(model, torch.zeros(beams, prompt, dtype=torch.long), config, stopping, normalise, counted)
+    while not search.done.all():
+        search.advance(torch.stack([rows(seq.tolist()) for seq in search.sequences()[:, prompt:]]))
+    tokens = search.result(0)[prompt:].tolist()
+    return tokens[:tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+def planted(table: dict, vocab: int = 5):
+    """Log-probs from a table {prefix: {token: log-prob}}; every other token −100."""
+    def rows(prefix):
+        out = torch.full((vocab,), -100.0)
+        for token, value in table.get(tuple(prefix), {}).items():
+            out[token] = value
+        return out
+    return rows
 
 
 def test_official_normalisation_can_pick_another_finished_beam(tiny_llava):
-    """By the generated length B wins (−0.3 / 2 > −0.25 / 1); by the whole length, as OPERA's transformers
-    4.29 scored it (EOS not counted), A wins (−0.25 / 10 > −0.3 / 11)."""
-    assert planted_beam_search(tiny_llava.model, "generated") == [1, 4]
-    assert planted_beam_search(tiny_llava.model, "whole") == [4]
+    """A ends on EOS at the first step with log-prob −0.25; B = [1, EOS] ends at the second with −0.3. By the
+    generated length B wins (−0.3 / 2 > −0.25 / 1); by the whole length, as OPERA's transformers 4.29 scored
+    it (EOS not counted), A wins (−0.25 / 10 > −0.3 / 11)."""
+    rows = planted({(): {1: -0.2, 4: -0.25, 2: -0.3}, (1,): {4: -0.1}})
+    assert run_beams(tiny_llava.model, rows, normalise="generated") == [1, 4]
+    assert run_beams(tiny_llava.model, rows, normalise="whole") == [4]
     assert OPERA().normalise == "whole" and OPERA(preset="fast").normalise == "whole"
+
+
+def test_the_image_counts_as_one_token_and_that_picks_another_winner(tiny_llava):
+    """A 10-token prompt whose 6 image tokens the official code's input_ids held as one placeholder: it
+    counts as 5. A = [EOS] (−0.25), B = [1, EOS] (−0.29): counted as 10 A wins (−0.25/10 > −0.29/11),
+    counted as 5 B wins (−0.29/6 > −0.25/5)."""
+    rows = planted({(): {1: -0.2, 4: -0.25, 2: -0.3}, (1,): {4: -0.09}})
+    assert run_beams(tiny_llava.model, rows, counted=None) == [4]
+    assert run_beams(tiny_llava.model, rows, counted=5) == [1, 4]
+
+
+def test_early_stop_divides_the_best_continuation_by_the_length_with_the_new_token(tiny_llava):
+    """4.29's `is_done(next_scores.max(), input_ids.shape[-1] + 1)`, the prompt counted as 5. After step 2,
+    A = [EOS] (−0.5/5 = −0.1) and B = [1, EOS] (−0.582/6 = −0.097) are kept; at step 3 the best continuation
+    is [1, 3, 3] (−0.75). Divided by the length with the new token (8) it can still beat the worst kept
+    (−0.09375 > −0.1): the search goes on and C = [1, 3, 3, EOS] (−0.751/8 = −0.0939) wins. Divided by the
+    length before the new token (7: −0.107) the search would stop there and return B."""
+    rows = planted({(): {1: -0.1, 4: -0.5, 2: -0.6}, (1,): {4: -0.482, 3: -0.45}, (1, 3): {3: -0.2},
+                    (1, 3, 3): {4: -0.001}})
+    assert run_beams(tiny_llava.model, rows, counted=5, max_new=6) == [1, 3, 3, 4]
+
+
+V, EOS = 6, 5
+
+
+def seeded(seed: int):
+    """A log-prob row per prefix, a fixed function of (seed, prefix)."""
+    def rows(prefix):
+        g = torch.Generator().manual_seed(zlib.crc32(repr((seed, tuple(prefix))).encode()))
+        x = torch.randn(V, generator=g) * 1.5
+        x[EOS] += 0.5
+        return x.log_softmax(-1)
+    return rows
+
+
+def beam_search_4_29(rows, counted: int, k: int, max_new: int) -> list[int]:
+    """transformers 4.29's beam scorer as OPERA's code ran it, re-derived from its `BeamSearchScorer.process`,
+    `finalize` and `BeamHypotheses` (length penalty 1, early_stopping False): top 2K continuations; an EOS
+    one of rank < K becomes a hypothesis of length counted + its tokens (EOS not counted); stop when K are
+    kept and the worst kept ≥ the best continuation / (counted + tokens so far + 1); at max_length every
+    running beam becomes a hypothesis of length counted + max_new. Returns the best one's tokens."""
+    running, kept = [((), 0.0)] + [((), -1e9)] * (k - 1), []
+
+    def add(tokens, score, length):
+        kept.append((score / length, tokens))
+        kept.sort(reverse=True)
+        del kept[k:]
+
+    for step in range(max_new):
+        top = sorted(((score + float(rows(list(tokens))[v]), tokens, v) for tokens, score in running for v in range(V)),
+                     key=lambda c: -c[0])[:2 * k]
+        running = []
+        for rank, (score, tokens, v) in enumerate(top):
+            if v == EOS and rank < k:
+                add(tokens + (EOS,), score, counted + len(tokens))
+            elif v != EOS and len(running) < k:
+                running.append((tokens + (v,), score))
+        if len(kept) == k and kept[-1][0] >= top[0][0] / (counted + step + 1):
+            return list(kept[0][1])
+    for tokens, score in running:
+        add(tokens, score, counted + max_new)
+    return list(kept[0][1])
+
+
+def test_beams_pick_what_transformers_4_29_picked_with_the_official_length(tiny_llava):
+    """On 100 seeded log-prob tables (3 beams, 6 new tokens, a 30-token prompt that counts as 5), our
+    `Beams` returns the 4.29 scorer's winner every time; in some of them the full prompt length would not."""
+    differs = 0
+    for seed in range(100):
+        rows = seeded(seed)
+        official = beam_search_4_29(rows, 5, 3, 6)
+        assert run_beams(tiny_llava.model, rows, prompt=30, counted=5, beams=3, max_new=6, vocab=V, eos=EOS) == official
+        differs += official != beam_search_4_29(rows, 30, 3, 6)
+    assert differs >= 10
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_search_gets_the_prompt_length_the_official_code_counted(tiny_models, images, monkeypatch, name):
+    """One token per image (and the text as it is), or 1 for InstructBLIP, whose official path passed
+    inputs_embeds (4.29 then holds a dummy [[bos]] as input_ids); left padding is not counted."""
+    lvlm, seen = tiny_models(name), []
+    real = OperaSearch.__init__
+    monkeypatch.setattr(OperaSearch, "__init__", lambda self, *a: (seen.append(a[-1]), real(self, *a))[1])
+    halluc.generate(lvlm, images, ["Is there a cat?", "Describe the picture in a few words, please."], "opera",
+                    preset="fast", beams=2, max_new_tokens=2)
+    inputs = lvlm.adapter.build_inputs(lvlm.processor, [load_image(images[0])], ["Is there a cat?"])
+    image = lvlm.adapter.image_mask(lvlm.model, inputs["input_ids"])[0]
+    text = int((~image).sum())
+    expected = 1 if lvlm.family == "instructblip" else text + 1
+    assert image.sum() > 1 and seen[0][0] == expected
+    assert seen[0][1] > seen[0][0] or lvlm.family == "instructblip"  # the longer prompt, its padding not counted
+
+
+def test_a_batch_equals_each_sample_alone_past_the_bonus_and_through_rollbacks(tiny_llava, images, monkeypatch):
+    """Three samples of different prompt lengths in one search, with a summary token planted at response
+    position 10 so that they roll back (a sample that rolls back in a batch leaves it and finishes alone):
+    each sample's tokens equal its own run, and rollbacks happened inside the batch."""
+    real, prompt = opera.normalise_rows, []
+
+    def planted(rows):
+        out = real(rows)
+        column = prompt[-1] + FIRST_TOKENS
+        if out.shape[-1] > column:
+            out = out.clone()
+            out[:, column] += 1.0
+            out = out / out.sum(-1, keepdim=True)
+        return out
+
+    call, alone = OperaSearch.__call__, OperaSearch._alone
+    seen = {"alone": 0}
+
+    def remember_prompt(self, model, input_ids, *args, **kwargs):
+        prompt.append(input_ids.shape[1])
+        return call(self, model, input_ids, *args, **kwargs)
+
+    def counted_alone(self, *args, **kwargs):
+        seen["alone"] += 1
+        return alone(self, *args, **kwargs)
+
+    monkeypatch.setattr(opera, "normalise_rows", planted)
+    monkeypatch.setattr(OperaSearch, "__call__", remember_prompt)
+    monkeypatch.setattr(OperaSearch, "_alone", counted_alone)
+    prompts = ["What is in the image?", "Describe it.", "Is there a dog in the picture, and what colour is it?"]
+    kwargs = dict(beams=3, candidates=2, threshold=2, max_new_tokens=16)
+    batch = halluc.generate(tiny_llava, [images[0], images[1], images[0]], prompts, "opera", **kwargs)
+    assert seen["alone"] >= 1
+    singles = [halluc.generate(tiny_llava, [i], [p], "opera", **kwargs)[0]
+               for i, p in zip([images[0], images[1], images[0]], prompts)]
+    assert batch == singles
