@@ -363,3 +363,51 @@ def _axis_label(metric: Metric, better: bool = False) -> str:
 
 def _delta_unit(metric: Metric) -> str:
     return "points" if metric.unit in ("%", "") else metric.unit
+
+
+# ---------------------------------------------------------------- "Is the gain real?": vanilla's frontier
+
+def frontier_figures(report: Report, benchmark: str, protocol: str, colours: dict[str, str]) -> list[Figure]:
+    """Per model: vanilla's calibration frontier (F1 against yes ratio, every threshold on its yes−no margin)
+    on the benchmark's yes/no samples (all splits together), with each method as a labelled point."""
+    from halluc.benchmarks.gain import pooled_split
+
+    rows = [g for g in report.gain if g["benchmark"] == benchmark and g["protocol"] == protocol]
+    split = pooled_split(rows, benchmark)
+    figures = []
+    with _style():
+        for model in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == model and r["split"] == split]
+            base = next((r for r in mine if r["method"] == BASELINE and r.get("frontier")), None)
+            if base is None:
+                continue
+            fig, (ax,) = _figure(1)
+            curve = list(zip(*base["frontier"]))
+            ax.plot(curve[0], curve[1], color=VANILLA_COLOUR, linewidth=1.4, label="vanilla's frontier")
+            labels = {}
+            for r in mine:
+                if number(r.get("yes_ratio")) and number(r.get("f1")):
+                    shift = " (balance shift)" if r.get("verdict") == "balance shift" else ""
+                    ax.plot([r["yes_ratio"]], [r["f1"]], "o", color=colours.get(r["method"], VANILLA_COLOUR),
+                            markeredgecolor="#222222", markeredgewidth=0.5, markersize=7, zorder=3)
+                    labels.setdefault((round(r["yes_ratio"], 6), round(r["f1"], 6)), []).append(
+                        method_name(r["method"]) + shift)
+            low = min(p[1] for p in labels) if labels else 0
+            ax.set_xlim(0, 100)
+            ax.set_ylim(max(0.0, low - 15), min(100.0, max(max(curve[1]), max(p[1] for p in labels)) + 4))
+            ax.set_xlabel("yes ratio (%)")
+            ax.set_ylabel("F1 (%), yes positive")
+            ax.legend(loc="lower right")
+            _place_labels(ax, {p: ", ".join(names) for p, names in labels.items()})
+            key = f"{benchmark}-{protocol}-{model}-frontier".replace(" ", "-")
+            which = "all splits together" if split == "all" else f"split {split}"
+            figures.append(_figure_out(
+                fig, re.sub(r"[^A-Za-z0-9_-]", "-", key), f"Vanilla's calibration frontier{_model_words(model, rows)}",
+                f"F1 that moving one threshold on vanilla's yes−no margin reaches at every yes ratio ({which}); each "
+                "method at its own yes ratio and F1. A point on the curve does what a threshold does; only a point "
+                "above it ranks the answers better."))
+    return figures
+
+
+def _model_words(model: str, rows) -> str:
+    return f" · {model}" if len({r['model'] for r in rows}) > 1 else ""

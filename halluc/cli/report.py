@@ -19,6 +19,7 @@ def report(
     wide: bool = typer.Option(False, "--wide", help="Terminal: every column and interval, however wide."),
 ) -> None:
     """Per-benchmark leaderboards of one or more runs: deltas against vanilla with intervals, and cost."""
+    from halluc.benchmarks.gain import run_gain
     from halluc.benchmarks.intervals import run_intervals
 
     directories, repeated = distinct_run_dirs(runs)
@@ -27,6 +28,7 @@ def report(
     loaded = load_runs(directories)
     if bootstrap:
         loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
+    loaded = [replace(run, gain=run_gain(run.path, run.config, n=bootstrap)) for run in loaded]  # "Is the gain real?"
     board = build_report(loaded, bootstrap)
     typer.echo(render_terminal(board, wide=wide))
     if out is not None:

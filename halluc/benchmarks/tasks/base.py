@@ -60,6 +60,24 @@ class Task:
     def score(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> dict[str, float]:
         return self.aggregate(split, self.units(split, samples, texts))
 
+    # ---- the gain analysis (`halluc.benchmarks.gain`): which splits are yes/no questions or captions
+    def yes_no_splits(self) -> list[str]:
+        """Splits of yes/no questions: their sample lines record the yes/no evidence (default: none)."""
+        return []
+
+    def yes_no(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> list[tuple]:
+        """(answer, truth) per sample of a yes/no split: answer True (yes), False (no) or None (unanswered or
+        unparsed, read with the protocol's own parser); truth True when the right answer is yes."""
+        raise NotImplementedError
+
+    def caption_splits(self) -> list[str]:
+        """Splits of captions scored by the objects they name (default: none)."""
+        return []
+
+    def caption_objects(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> list[tuple]:
+        """(hallucinated, true) objects per caption, each a `collections.Counter` of object names."""
+        raise NotImplementedError
+
     def companions(self) -> list[Task]:
         """Other benchmarks scored from this task's generated texts, no extra generation (POPE's RePOPE
         twin). A companion's samples are a subset of this task's, with the same ids; its rows count the

@@ -51,6 +51,12 @@ class PopeTask(Task):
     def aggregate(self, split, units):
         return pope.pope_metrics([u[0] for u in units], [u[1] for u in units]).as_dict()
 
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return self.units(split, samples, texts)
+
     def companions(self) -> list[Task]:
         """RePOPE rows for the splits whose RePOPE file relabels exactly these questions (the 3,000 files)."""
         from halluc.benchmarks.tasks.repope import repope_twin

@@ -45,6 +45,12 @@ class RepopeTask(Task):
     def aggregate(self, split, units):
         return self.base.aggregate(split, units)
 
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return self.base.yes_no(split, samples, texts)
+
     def describe(self) -> dict:
         return {**self.base.describe(), "benchmark": self.name,
                 "labels": {split: str(path) for split, path in self.label_files.items()}}
