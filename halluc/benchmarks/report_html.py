@@ -69,7 +69,8 @@ figure svg { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: var(--muted); margin-bottom: 4px; }
 figcaption b { color: var(--ink); display: block; font-size: 14px; }
 .gain { margin-top: 22px; } .gain h3 { font-size: 17px; margin: 0 0 2px; } .gain h4 { margin: 10px 0 4px; }
-td.verdict { white-space: normal; min-width: 16ch; max-width: 46ch; text-align: left; }
+td.verdict { white-space: normal; min-width: 14ch; max-width: 34ch; text-align: left; }
+table.gain-table { font-size: 12px; }
 .params td, .params th { font-size: 12px; white-space: normal; text-align: left; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--rule);
          padding-top: 10px; }
@@ -237,8 +238,9 @@ def _gain_table(rows: list[dict], colours: dict[str, str]) -> str:
         for key in ("auroc", "ap", "cut_share", "yes_ratio"):
             cells.append(_plain(r.get(key), "{:.1f}"))
         verdict = r.get("verdict") or ""
-        reason = f"<small>{_e(r.get('reason'))}</small>" if r.get("reason") else ""
-        cells.append(f'<td class="text verdict" data-sort="{_e(verdict)}"><b>{_e(verdict or "–")}</b>{reason}</td>')
+        reason = f"<small>{_e(r.get('reason'))}</small>" if verdict and r.get("reason") else ""
+        cells.append(f'<td class="text verdict" data-sort="{_e(verdict)}" title="{_e(r.get("reason") or "")}">'
+                     f'<b>{_e(verdict or "–")}</b>{reason}</td>')
         body.append(f'<tr{" class=vanilla" if r["method"] == BASELINE else ""}>{"".join(cells)}</tr>')
     return (f'<div class="table-wrap"><table class="gain-table sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
@@ -267,12 +269,17 @@ def _caption_flips_table(rows: list[dict], colours: dict[str, str]) -> str:
 def _gain_cell(value, interval, integer: bool = False, digits: int = 1) -> str:
     if not isinstance(value, (int, float)):
         return '<td class="number">–</td>'
-    text = f"{value:+.0f}" if integer else f"{value:+.{digits}f}"
+    places = 0 if integer else digits
+    text = _signed(value, places)
     significant = interval is not None and (interval[0] > 0 or interval[1] < 0)
-    detail = (f"<small>[{interval[0]:+.{0 if integer else digits}f}, {interval[1]:+.{0 if integer else digits}f}]"
-              "</small>") if interval else ""
+    detail = f"<small>[{_signed(interval[0], places)}, {_signed(interval[1], places)}]</small>" if interval else ""
     classes = "number sig " + ("up" if value > 0 else "down") if significant else "number"
     return f'<td class="{classes}" data-sort="{value}">{_e(text)}{"*" if significant else ""}{detail}</td>'
+
+
+def _signed(value: float, places: int) -> str:
+    """+1.0 / −1.0, and a rounded zero without its sign (never "-0.0")."""
+    return f"{round(value, places) + 0.0:+.{places}f}"
 
 
 def _plain(value, spec: str) -> str:

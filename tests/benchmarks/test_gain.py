@@ -133,3 +133,69 @@ def test_caption_flips_by_hand():
     assert (row["removed"], row["added"], row["true_lost"]) == (0.5, 0.5, 0.5)
     assert row["net_hallucinated"] == 0.0 and row["captions_changed"] == 2
     assert set(row["intervals"]) == {"removed", "added", "true_lost", "net_hallucinated"}
+
+
+# ---------------------------------------------------------------- in the report
+
+def gain_run(seed: int = 0, sampled: bool = False):
+    """A made-up POPE run whose 'logit-shift' is a pure shift of vanilla's margins, with its gain rows."""
+    from dataclasses import replace
+
+    from tests.benchmarks.fake_runs import fake_run
+
+    run = fake_run(None, "toy", "pope", ("none", "logit-shift"), seed=seed)
+    vanilla, shifted = shifted_world(seed=seed)
+    gain = [{"model": "toy", "protocol": "llava", "benchmark": "pope", **r}
+            for r in yes_no_rows("all", {"none": vanilla, "logit-shift": shifted}, n=200)]
+    rows = [{**r, "seed": seed} for r in run.rows]
+    config = {**run.config, "seed": seed, "decoding": {"do_sample": sampled}}
+    return replace(run, rows=rows, config=config, gain=gain, path=None)
+
+
+def test_the_report_labels_a_balance_shift_everywhere():
+    from halluc.benchmarks.report import build_report, render_csv, render_json, render_terminal
+    from halluc.benchmarks.report_html import render_html
+
+    report = build_report([gain_run()], bootstrap=200)
+    terminal = render_terminal(report)
+    assert "gain real?" in terminal and "balance shift" in terminal
+    page = render_html(report)
+    assert "Is the gain real?" in page and "Vanilla&#x27;s calibration frontier" in page
+    assert "logit-shift (balance shift)" in page  # the figure's label of the point
+    csv = render_csv(report)
+    assert "gain:delta_auroc" in csv and "gain:verdict" in csv and "gain:mcnemar_p" in csv
+    import json
+
+    data = json.loads(render_json(report))
+    shift = next(g for g in data["gain"] if g["method"] == "logit-shift")
+    assert shift["verdict"] == BALANCE_SHIFT and shift["delta_auroc"] == 0.0
+
+
+def test_a_sampled_method_against_greedy_vanilla_is_refused_in_one_line():
+    from dataclasses import replace
+
+    from halluc.benchmarks.report import build_report
+    from halluc.errors import HallucError
+
+    greedy, sampled = gain_run(), gain_run(sampled=True)
+    vanilla_only = replace(greedy, rows=[r for r in greedy.rows if r["method"] == "none"], gain=[])
+    method_only = replace(sampled, rows=[r for r in sampled.rows if r["method"] != "none"], gain=[])
+    with pytest.raises(HallucError, match="was sampled but its vanilla was greedy") as caught:
+        build_report([vanilla_only, method_only])
+    assert "\n" not in str(caught.value)
+
+
+def test_several_seeds_give_mean_and_sd():
+    from halluc.benchmarks.report import build_report, render_terminal
+
+    runs = [gain_run(seed=s, sampled=True) for s in (0, 1, 2)]
+    report = build_report(runs)
+    shift = next(r for r in report.rows if r["method"] == "logit-shift" and r["split"] == "mean")
+    values = [next(r["f1"] for r in run.rows if r["method"] == "logit-shift" and r["split"] == "mean") for run in runs]
+    assert shift["f1"] == pytest.approx(np.mean(values)) and shift["seeds"] == [0, 1, 2]
+    assert shift["seed_sd"]["f1"] == pytest.approx(np.std(values, ddof=1))
+    low, high = shift["intervals"]["f1"]
+    assert low < shift["f1"] - next(r["f1"] for r in report.rows if r["method"] == "none" and r["split"] == "mean") < high
+    assert f"± {np.std(values, ddof=1):.1f}" in render_terminal(report)
+    (gain,) = [g for g in report.gain if g["method"] == "logit-shift"]
+    assert gain["seeds"] == [0, 1, 2] and gain["verdict"] in (BALANCE_SHIFT, "survives", "loss", "")

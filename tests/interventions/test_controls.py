@@ -153,3 +153,22 @@ def test_logit_shift_has_delta_auroc_exactly_zero_on_toy_llava(tiny_models, pope
     assert auroc(margins["logit-shift"], truth) == auroc(margins["none"], truth)
     assert sum(t.startswith("Yes") for t in runs["logit-shift"].texts) >= sum(
         t.startswith("Yes") for t in runs["none"].texts)
+
+
+def test_controls_and_seeds_in_the_plan(tmp_path):
+    from halluc.api import RunOptions, plan_runs
+    from halluc.errors import HallucError
+
+    greedy = plan_runs("toy-llava", ["vcd"], ["pope"], RunOptions(dataset="world", out=tmp_path / "g", limit=2),
+                       controls=True, seeds=3)
+    assert [e.label for e in greedy[0].spec.entries] == ["none", "vcd", "yes-prompt", "yes-bias", "logit-shift"]
+    assert len(greedy) == 1 and greedy[0].out == tmp_path / "g"  # greedy protocols run once
+    sampled = plan_runs("toy-llava", ["vcd"], ["pope"], RunOptions(dataset="world", protocol="vcd",
+                                                                   out=tmp_path / "s", limit=2),
+                        controls=True, seeds=3)
+    assert [e.label for e in sampled[0].spec.entries] == ["none", "vcd", "yes-prompt", "logit-shift", "apc"]
+    assert [(p.out.name, p.spec.seed) for p in sampled] == [("seed-0", 0), ("seed-1", 1), ("seed-2", 2)]
+    with pytest.raises(HallucError, match="yes-bias' supports greedy decoding, not sample"):
+        plan_runs("toy-llava", ["yes-bias"], ["pope"], RunOptions(dataset="world", protocol="vcd", out=tmp_path / "x"))
+    with pytest.raises(HallucError, match="--seeds must be an integer >= 1"):
+        plan_runs("toy-llava", ["vcd"], ["pope"], RunOptions(dataset="world", out=tmp_path / "y"), seeds=0)
