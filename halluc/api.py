@@ -205,11 +205,13 @@ def methods() -> list[dict]:
     rows = []
     for name in method_names():
         cls = method_class(name)
-        rows.append({"name": name, "kind": cls.kind, "category": cls.category, "paper": cls.paper, "formula": cls.formula,
+        rows.append({"name": name, "kind": cls.kind, "category": cls.category, "paper": cls.paper,
+                     "formula": cls.formula,
                      "cost": cls.cost, "families": sorted(cls.families) if cls.families else "all",
                      "modes": list(cls.modes), "parameters": cls.parameters()})
     for name, stack in aliases().items():
-        rows.append({"name": name, "kind": "alias", "category": "method", "paper": f"stacks {' + '.join(stack)}", "formula": "",
+        rows.append({"name": name, "kind": "alias", "category": "method", "paper": f"stacks {' + '.join(stack)}",
+                     "formula": "",
                      "cost": "", "families": "as its methods", "modes": [], "parameters": [], "alias_of": list(stack)})
     return rows
 

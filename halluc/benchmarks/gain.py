@@ -388,10 +388,17 @@ def pooled_split(rows: Sequence[Mapping], benchmark: str) -> str | None:
 
 def _task(config: Mapping):
     options = config.get("options", {})
-    path = (lambda v: Path(v) if v else None)
     return build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
-                      data=path(options.get("data")), images=path(options.get("images")),
+                      data=_path(options.get("data")), images=_path(options.get("images")),
                       max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
+
+
+def _number(value) -> float:
+    return np.nan if value is None else value
 
 
 def _texts(samples, lines: Mapping[str, dict]) -> dict:
@@ -401,8 +408,7 @@ def _texts(samples, lines: Mapping[str, dict]) -> dict:
 def _answers(task, split: str, samples, lines: Mapping[str, dict]) -> Answers:
     pairs = task.yes_no(split, samples, _texts(samples, lines))
     evidence = [lines.get(s.id, {}).get("yes_no") for s in samples]
-    number = (lambda v: np.nan if v is None else v)
     return Answers(np.array([np.nan if a is None else float(a) for a, _ in pairs]),
                    np.array([bool(t) for _, t in pairs]),
-                   np.array([number(margin(e, "pre")) for e in evidence], dtype=float),
-                   np.array([number(margin(e, "decoded")) for e in evidence], dtype=float))
+                   np.array([_number(margin(e, "pre")) for e in evidence], dtype=float),
+                   np.array([_number(margin(e, "decoded")) for e in evidence], dtype=float))

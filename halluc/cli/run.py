@@ -87,9 +87,8 @@ def run(
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
                              shard=parse_shard(shard))
-    results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=lambda *plan: _say_plan(*plan, seeds=seeds),
-                                 controls=controls,
-                                 seeds=seeds, **params)
+    results = api.run_benchmarks(model, methods, benchmarks, options, controls=controls, seeds=seeds,
+                                 on_plan=lambda *plan: _say_plan(*plan, seeds=seeds), **params)
     rows = []
     for run_dir, bench_rows in results:
         stderr(f"results: {run_dir / 'results.json'}")

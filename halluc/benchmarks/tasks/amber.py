@@ -89,7 +89,8 @@ class AmberTask(Task):
         return [s for s in self.splits() if s == "discriminative"]
 
     def yes_no(self, split, samples, texts):
-        return [(None if u.said is None else u.said == "Yes", not u.truth_no) for u in self.units(split, samples, texts)]
+        return [(None if u.said is None else u.said == "Yes", not u.truth_no)
+                for u in self.units(split, samples, texts)]
 
     def caption_splits(self) -> list[str]:
         return [s for s in self.splits() if s == "generative"]
