@@ -259,19 +259,28 @@ def percentile_interval(values: np.ndarray) -> list[float] | None:
 
 
 def verdict(stats: Mapping, intervals: Mapping) -> tuple[str, str]:
-    """("balance shift" / "survives" / "loss" / "", one-line reason) from the ΔF1, ΔAUROC and frontier intervals."""
+    """("balance shift" / "survives" / "loss" / "", one-line reason) from the ΔF1, ΔAUROC and frontier intervals.
+
+    balance shift: ΔF1's interval excludes 0, and neither ΔAUROC's nor the frontier gain's shows a gain (both
+    include 0, or the ranking got worse): vanilla gets the same F1 by moving its yes/no threshold.
+    survives: ΔF1 > 0 and ΔAUROC's or the frontier gain's interval lies above 0. loss: ΔF1 < 0 otherwise."""
     f1, auc, front = (intervals.get(k) for k in ("delta_f1", "delta_auroc", "frontier_f1"))
     if f1 is None:
         return "", "no intervals (bootstrap 0)"
     if not _excludes_zero(f1):
         return "", f"ΔF1 {_show(stats['delta_f1'], f1)} includes 0: no F1 change to explain"
     auc_text, front_text = _show(stats.get("delta_auroc"), auc), _show(stats.get("frontier_f1"), front)
-    if auc is not None and front is not None and not _excludes_zero(auc) and not _excludes_zero(front):
+    better = [i for i in (auc, front) if i is not None and i[0] > 0]
+    if auc is None or front is None:
+        return ("survives" if stats["delta_f1"] > 0 else "loss"), f"ΔF1 {_show(stats['delta_f1'], f1)}; no evidence"
+    if stats["delta_f1"] > 0 and better:
+        return "survives", f"ΔF1 {_show(stats['delta_f1'], f1)}; ΔAUROC {auc_text}; gain over the frontier {front_text}"
+    if not _excludes_zero(auc) and not _excludes_zero(front) or stats["delta_f1"] > 0:
+        ranking = "include 0" if not _excludes_zero(auc) else "show no gain (the ranking got worse)"
         return BALANCE_SHIFT, (f"ΔF1 {_show(stats['delta_f1'], f1)} excludes 0, but ΔAUROC {auc_text} and the gain "
-                               f"over vanilla's frontier {front_text} include 0: vanilla gets there by moving its "
+                               f"over vanilla's frontier {front_text} {ranking}: vanilla gets there by moving its "
                                "yes/no threshold")
-    word = "survives" if stats["delta_f1"] > 0 else "loss"
-    return word, f"ΔF1 {_show(stats['delta_f1'], f1)}; ΔAUROC {auc_text}; gain over the frontier {front_text}"
+    return "loss", f"ΔF1 {_show(stats['delta_f1'], f1)}; ΔAUROC {auc_text}; gain over the frontier {front_text}"
 
 
 def _excludes_zero(interval) -> bool:

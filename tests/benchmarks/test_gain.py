@@ -200,3 +200,12 @@ def test_several_seeds_give_mean_and_sd():
     assert f"± {np.std(values, ddof=1):.1f}" in render_terminal(report)
     (gain,) = [g for g in report.gain if g["method"] == "logit-shift"]
     assert gain["seeds"] == [0, 1, 2] and gain["verdict"] in (BALANCE_SHIFT, "survives", "loss", "")
+
+
+def test_a_gain_with_a_worse_ranking_and_no_frontier_gain_is_a_balance_shift():
+    word, reason = verdict({"delta_f1": 2.5, "delta_auroc": -0.6, "frontier_f1": 0.0},
+                           {"delta_f1": [0.3, 4.9], "delta_auroc": [-1.3, -0.1], "frontier_f1": [0.0, 0.0]})
+    assert word == BALANCE_SHIFT and "ranking got worse" in reason
+    word, _ = verdict({"delta_f1": -12.0, "delta_auroc": -7.0, "frontier_f1": -8.0},
+                      {"delta_f1": [-15, -8], "delta_auroc": [-9, -5], "frontier_f1": [-11, -4]})
+    assert word == "loss"
