@@ -290,7 +290,11 @@ def _excludes_zero(interval) -> bool:
 def _show(value, interval) -> str:
     if value is None:
         return "n/a"
-    return f"{value:+.1f}" + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
+    return _signed(value) + (f" [{_signed(interval[0])}, {_signed(interval[1])}]" if interval else "")
+
+
+def _signed(value: float) -> str:
+    return f"{round(value, 1) + 0.0:+.1f}"  # a rounded zero without its sign
 
 
 def yes_no_rows(split: str, answers: Mapping[str, Answers], n: int = 1000, seed: int = 0) -> list[dict]:

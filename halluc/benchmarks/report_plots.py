@@ -387,14 +387,14 @@ def frontier_figures(report: Report, benchmark: str, protocol: str, colours: dic
             labels = {}
             for r in mine:
                 if number(r.get("yes_ratio")) and number(r.get("f1")):
-                    shift = " (balance shift)" if r.get("verdict") == "balance shift" else ""
+                    shift = "*" if r.get("verdict") == "balance shift" else ""
                     ax.plot([r["yes_ratio"]], [r["f1"]], "o", color=colours.get(r["method"], VANILLA_COLOUR),
                             markeredgecolor="#222222", markeredgewidth=0.5, markersize=7, zorder=3)
                     labels.setdefault((round(r["yes_ratio"], 6), round(r["f1"], 6)), []).append(
                         method_name(r["method"]) + shift)
-            low = min(p[1] for p in labels) if labels else 0
-            ax.set_xlim(0, 100)
-            ax.set_ylim(max(0.0, low - 15), min(100.0, max(max(curve[1]), max(p[1] for p in labels)) + 4))
+            xs, ys = [p[0] for p in labels] or [50.0], [p[1] for p in labels] or [50.0]
+            ax.set_xlim(max(0.0, min(xs) - 12), min(100.0, max(xs) + 12))  # the region the methods are in
+            ax.set_ylim(max(0.0, min(ys) - 6), min(100.0, max(max(curve[1]), max(ys)) + 3))
             ax.set_xlabel("yes ratio (%)")
             ax.set_ylabel("F1 (%), yes positive")
             ax.legend(loc="lower right")
@@ -404,8 +404,8 @@ def frontier_figures(report: Report, benchmark: str, protocol: str, colours: dic
             figures.append(_figure_out(
                 fig, re.sub(r"[^A-Za-z0-9_-]", "-", key), f"Vanilla's calibration frontier{_model_words(model, rows)}",
                 f"F1 that moving one threshold on vanilla's yes−no margin reaches at every yes ratio ({which}); each "
-                "method at its own yes ratio and F1. A point on the curve does what a threshold does; only a point "
-                "above it ranks the answers better."))
+                "method at its own yes ratio and F1 (* balance shift). A point on the curve does what a threshold "
+                "does; only a point above it ranks the answers better."))
     return figures
 
 
