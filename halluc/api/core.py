@@ -117,36 +117,68 @@ class PlannedRun:
     samples: dict = field(default_factory=dict)
 
 
-def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], options: RunOptions,
-              **params) -> list[PlannedRun]:
+def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], options: RunOptions, *,
+              controls: bool = False, seeds: int = 1, **params) -> list[PlannedRun]:
     """Every check a run makes before loading weights or generating anything, for every benchmark at once:
     the model name, the methods and their parameters, stacking and family conflicts, the benchmark files,
-    the images and the run directories."""
+    the images and the run directories.
+
+    `controls`: add the control methods that fit the benchmarks' decoding (`control_methods`).
+    `seeds`: a sampling protocol runs with seeds seed, seed+1, ..., each in `<out>/seed-<s>` (greedy and
+    beam protocols run once)."""
     check_model_name(model)
     check_device_and_dtype(options.device, options.dtype)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise HallucError(f"--seeds must be an integer >= 1; got {seeds!r}")
     entries = parse_entries(methods, params, options.baseline)
+    tasks = {benchmark: build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
+                                   data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
+                                   dataset=options.dataset, source=options.source)
+             for benchmark in dict.fromkeys(benchmarks)}
+    decodings = [Decoding(**task.protocol.decoding) for task in tasks.values()]
+    if controls:
+        wanted = [m for m in control_methods([d.mode for d in decodings]) if m not in methods]
+        entries = parse_entries([*methods, *wanted], params, options.baseline)
     family = known_family(model)
-    for entry in entries if family else []:  # refuse unsupported families before loading weights
-        check_compatible(family, entry.methods)
+    for entry in entries:
+        if family:  # refuse unsupported families before loading weights
+            check_compatible(family, entry.methods)
+        for decoding in decodings:  # and decoding modes a method does not define
+            check_modes(entry.methods, decoding)
     shard = options.shard or Shard.from_env()
     weights = weights_before_load(model, options.seed)
     dtype = str(load_dtype(model, options.dtype, options.device)).removeprefix("torch.")
     plans = []
-    for benchmark in dict.fromkeys(benchmarks):
-        task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
-                          data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
-                          dataset=options.dataset, source=options.source)
-        spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size, weights, dtype)
+    for (benchmark, task), decoding in zip(tasks.items(), decodings):
         where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
         out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out
         out = Path(out or default_out(model, where, task.protocol.name))
-        check_run_dir(out, spec, options, shard)
-        plans.append(PlannedRun(benchmark, out, spec, shard))
+        repeats = [options.seed + i for i in range(seeds)] if decoding.do_sample and seeds > 1 else [options.seed]
+        for seed in repeats:
+            spec = RunSpec(model, entries, task, options.limit, seed, options.batch_size, weights, dtype)
+            where_to = out / f"seed-{seed}" if len(repeats) > 1 else out
+            check_run_dir(where_to, spec, options, shard)
+            plans.append(PlannedRun(benchmark, where_to, spec, shard))
     return plans
 
 
+CONTROLS = ("yes-prompt", "yes-bias", "logit-shift", "apc")
+
+
+def control_methods(modes: Sequence[str]) -> list[str]:
+    """The controls `halluc run --controls` adds for benchmarks decoded in `modes` ("greedy", "sample",
+    "beam"): each control that defines every one of them; `apc` only when one samples (it is the identity
+    under greedy decoding and beam search)."""
+    chosen = []
+    for name in CONTROLS:
+        if all(mode in method_class(name).modes for mode in modes) and (name != "apc" or "sample" in modes):
+            chosen.append(name)
+    return chosen
+
+
 def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: Sequence[str] = ("pope",),
-                   options: RunOptions | None = None, *, on_plan=None, **params) -> list[tuple[Path, list[dict]]]:
+                   options: RunOptions | None = None, *, on_plan=None, controls: bool = False, seeds: int = 1,
+                   **params) -> list[tuple[Path, list[dict]]]:
     """Run MODEL with each of METHODS (vanilla added) on every benchmark: everything is checked first,
     the model is loaded once, and one progress display covers the whole job.
 
@@ -154,7 +186,7 @@ def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: S
     Returns (run directory, result rows) per benchmark.
     """
     options = options or RunOptions()
-    plans = plan_runs(model, methods, benchmarks, options, **params)
+    plans = plan_runs(model, methods, benchmarks, options, controls=controls, seeds=seeds, **params)
     for plan in plans:
         note = question_set_note(plan.spec.task)
         if note:
@@ -202,11 +234,13 @@ def methods() -> list[dict]:
     rows = []
     for name in method_names():
         cls = method_class(name)
-        rows.append({"name": name, "kind": cls.kind, "paper": cls.paper, "formula": cls.formula,
+        rows.append({"name": name, "kind": cls.kind, "category": cls.category, "paper": cls.paper,
+                     "formula": cls.formula,
                      "cost": cls.cost, "families": sorted(cls.families) if cls.families else "all",
                      "modes": list(cls.modes), "parameters": cls.parameters()})
     for name, stack in aliases().items():
-        rows.append({"name": name, "kind": "alias", "paper": f"stacks {' + '.join(stack)}", "formula": "",
+        rows.append({"name": name, "kind": "alias", "category": "method", "paper": f"stacks {' + '.join(stack)}",
+                     "formula": "",
                      "cost": "", "families": "as its methods", "modes": [], "parameters": [], "alias_of": list(stack)})
     return rows
 

@@ -51,13 +51,18 @@ def score(benchmark: str, **files) -> dict:
     return commands[benchmark].run(**files)
 
 
-def report(run_dirs: Sequence[Path], bootstrap: int = 1000) -> Report:
+def report(run_dirs: Sequence[Path], bootstrap: int = 1000, gain: bool = True) -> Report:
     """Per-benchmark leaderboards of finished runs, with paired-bootstrap 95% intervals of every delta
-    against vanilla (`bootstrap` resamples; 0: none). Render with `render_terminal` or `write_report`."""
+    against vanilla (`bootstrap` resamples; 0: none) and, with `gain`, the "Is the gain real?" analysis
+    (threshold-free metrics, the calibration frontier, flips). Render with `render_terminal` or `write_report`."""
     directories, _ = distinct_run_dirs(run_dirs)
     loaded = load_runs(directories)
     if bootstrap:
         from halluc.evaluation.intervals import run_intervals  # reads the samples; imports the runner
 
         loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
+    if gain:
+        from halluc.evaluation.gain import run_gain
+
+        loaded = [replace(run, gain=run_gain(run.path, run.config, n=bootstrap)) for run in loaded]
     return build_report(loaded, bootstrap)

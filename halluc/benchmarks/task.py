@@ -68,6 +68,24 @@ class Task:
         """Which published question set the files are, when the benchmark has several (POPE); else None."""
         return None
 
+    # ---- the gain analysis (`halluc.evaluation.gain`): which splits are yes/no questions or captions
+    def yes_no_splits(self) -> list[str]:
+        """Splits of yes/no questions: their sample lines record the yes/no evidence (default: none)."""
+        return []
+
+    def yes_no(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> list[tuple]:
+        """(answer, truth) per sample of a yes/no split: answer True (yes), False (no) or None (unanswered or
+        unparsed, read with the protocol's own parser); truth True when the right answer is yes."""
+        raise NotImplementedError
+
+    def caption_splits(self) -> list[str]:
+        """Splits of captions scored by the objects they name (default: none)."""
+        return []
+
+    def caption_objects(self, split: str, samples: Sequence[Sample], texts: Mapping[str, str | None]) -> list[tuple]:
+        """(hallucinated, true) objects per caption, each a `collections.Counter` of object names."""
+        raise NotImplementedError
+
     def describe(self) -> dict:
         described = {"benchmark": self.name, "task_version": self.version, "protocol": self.protocol.name,
                      "decoding": dict(self.protocol.decoding)}

@@ -42,8 +42,10 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
     if verbose:
         for row in api.support_matrix():
             support.setdefault(row["method"], []).append(row)
-    for row in api.methods():
-        typer.echo(f"{row['name']:<10} {row['kind']:<9} {row['paper']}")
+    rows = api.methods()  # the controls (cd_rethink's spurious baselines, `halluc run --controls`) listed last
+    for row in [r for r in rows if r["category"] != "control"] + [r for r in rows if r["category"] == "control"]:
+        kind = "control" if row["category"] == "control" else row["kind"]
+        typer.echo(f"{row['name']:<10} {kind:<9} {row['paper']}")
         if verbose:
             typer.echo(f"{'':<10} formula: {row['formula']}; cost: {row['cost']}; families: {row['families']}")
             for p in row["parameters"]:

@@ -51,6 +51,10 @@ def run(
     shard_timeout: float = typer.Option(1800.0, help="Seconds shard 0 waits for a new sample from the other shards "
                                         "before it stops and names the missing ones."),
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE or METHOD.NAME=VALUE."),
+    controls: bool = typer.Option(False, "--controls", help="Add the control methods (yes-prompt, yes-bias, "
+                                  "logit-shift; apc under sampling) that tell a balance shift from a real gain."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat sampling protocols with N seeds (seed, seed+1, ...), each "
+                              "in OUT/seed-S; the report gives mean ± sd."),
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
     """Run MODEL with each METHOD (and vanilla) on benchmarks; print the leaderboard.
@@ -69,20 +73,26 @@ def run(
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
                              shard=api.parse_shard(shard), shard_timeout=shard_timeout)
-    results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=_say_plan, **params)
+    results = api.run_benchmarks(model, methods, benchmarks, options, controls=controls, seeds=seeds,
+                                 on_plan=lambda *plan: _say_plan(*plan, seeds=seeds), **params)
     rows = []
     for run_dir, bench_rows in results:
         stderr(f"results: {run_dir / 'results.json'}")
         rows += bench_rows
-    if rows:
+    if rows and seeds > 1:  # one report over the seeds' run directories: mean ± sd
+        typer.echo(api.render_terminal(api.report([d for d, r in results if r], bootstrap=0, gain=False)))
+    elif rows:
         typer.echo(api.render_terminal(rows))
 
 
-def _say_plan(plans, total: int, done: int) -> None:
+def _say_plan(plans, total: int, done: int, seeds: int = 1) -> None:
     """The work up front: configurations x benchmarks x samples, and what is already done."""
     entries = plans[0].spec.entries
     parts = [f"{p.benchmark} ({sum(len(s) for s in p.samples.values())} samples in {len(p.samples)} "
              f"split{'s' if len(p.samples) > 1 else ''})" for p in plans]
     left = f"; {done} already done, {total - done} to generate" if done else ""
+    once = sorted({p.benchmark for p in plans if not p.spec.task.protocol.decoding.get("do_sample")})
+    if seeds > 1 and once:  # --seeds N: greedy and beam protocols run once
+        stderr(f"--seeds repeats sampling protocols only: {', '.join(once)} (not sampled) run once")
     stderr(f"{plans[0].spec.model}: {len(entries)} configurations ({', '.join(e.label for e in entries)}) x "
            f"{' + '.join(parts)} = {total} generations{left}")

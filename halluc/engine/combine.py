@@ -43,12 +43,22 @@ class Combination:
 
 def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination]) -> torch.Tensor:
     """(N, V) stacked combination of per-view log-probs (see the module docstring)."""
+    return apply_cutoffs(combine_before_cutoff(by_view, combinations), by_view[ORIGINAL], combinations)
+
+
+def combine_before_cutoff(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination]) -> torch.Tensor:
+    """(N, V) stacked combination of per-view log-probs, no plausibility cutoff yet."""
     original = by_view[ORIGINAL]
     combined = None
     for c in combinations:
         local = {ORIGINAL: original, **{name: by_view[view] for name, view in c.views.items()}}
         result = c.combine(local)
         combined = result if combined is None else combined + (result - original)
+    return combined
+
+
+def apply_cutoffs(combined: torch.Tensor, original: torch.Tensor, combinations: Sequence[Combination]) -> torch.Tensor:
+    """Tokens below the largest β's plausibility threshold on the original view set to −inf."""
     betas = [c.cutoff for c in combinations if c.cutoff]
     if betas:
         cutoff = original.max(-1, keepdim=True).values + math.log(max(betas))
@@ -59,13 +69,19 @@ def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Co
 class BranchCombiner:
     """LogitsProcessor over a view-major batch: (views * N, V) scores -> the same combined row per view."""
 
-    def __init__(self, views: Sequence[str], combinations: Sequence[Combination], sampler: Sampler | None = None):
+    def __init__(self, views: Sequence[str], combinations: Sequence[Combination], sampler: Sampler | None = None,
+                 recorder=None):
         self.views, self.combinations, self.sampler = list(views), list(combinations), sampler
+        self.recorder = recorder  # an EvidenceRecorder: sees the combination before and after the cutoff
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         n_views = len(self.views)
         logp = scores.float().log_softmax(-1).view(n_views, -1, scores.shape[-1])  # (R, N, V)
-        combined = combine_views(dict(zip(self.views, logp)), self.combinations)  # (N, V)
+        by_view = dict(zip(self.views, logp))
+        before = combine_before_cutoff(by_view, self.combinations)  # (N, V)
+        combined = apply_cutoffs(before, by_view[ORIGINAL], self.combinations)
+        if self.recorder is not None:
+            self.recorder.record(before, combined)
         if self.sampler is not None:  # HF runs greedy on our one-hot: every view gets this one draw
             token = self.sampler(combined)
             combined = torch.full_like(combined, -math.inf).scatter_(-1, token[:, None], 0.0)

@@ -78,13 +78,14 @@ ALL_METHODS = "all"  # `--method all`: every registered method, each as one conf
 
 
 def expand_all(methods: Sequence[str]) -> list[str]:
-    """`all` replaced by every registered method except `none` (aliases, which are stacks, left out), in
-    registry order; a method also named on its own is kept once (without `all`, a repeat stays, to be refused)."""
-    from halluc.interventions import method_names
+    """`all` replaced by every registered method except `none` and the controls (aliases, which are stacks,
+    left out), in registry order; a method also named on its own is kept once (without `all`, a repeat
+    stays, to be refused)."""
+    from halluc.interventions import method_class, method_names
 
     if ALL_METHODS not in methods:
         return list(methods)
-    every = [n for n in method_names() if n != "none"]
+    every = [n for n in method_names() if n != "none" and method_class(n).category != "control"]
     return list(dict.fromkeys(n for m in methods for n in (every if m == ALL_METHODS else [m])))
 
 
@@ -255,21 +256,23 @@ class Runner:
         if not todo:
             return
         decoding = self._decoding()
+        yes_no = split in self.spec.task.yes_no_splits()  # lines then record the answer's yes/no evidence
         part = self.progress.part(f"{entry.label} · {self.spec.task.name} {split}", len(samples),
                                   len(samples) - len(todo)) if self.progress else contextlib.nullcontext()
         with part:
             for batch in _batches(todo, 1 if decoding.do_sample else self.spec.batch_size):
-                for row in self._generate_batch(entry, batch, decoding):
+                for row in self._generate_batch(entry, batch, decoding, yes_no):
                     log.append(row)
                     self.generated += 1
                     if self.progress:
                         self.progress.advance()
 
-    def _generate_batch(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> list[dict]:
+    def _generate_batch(self, entry: Entry, batch: list[Sample], decoding: Decoding,
+                        yes_no: bool = False) -> list[dict]:
         keys = [self._cache_key(entry, s, decoding) for s in batch]
         cached = [self.cache.get(k) for k in keys]
         misses = [s for s, c in zip(batch, cached) if c is None]
-        fresh = iter(self._run_model(entry, misses, decoding) if misses else [])
+        fresh = iter(self._run_model(entry, misses, decoding, yes_no) if misses else [])
         rows = []
         for sample, key, hit in zip(batch, keys, cached):
             row = {**hit, "cached": True} if hit is not None else next(fresh)
@@ -278,15 +281,17 @@ class Runner:
             rows.append({"id": sample.id, **{k: v for k, v in row.items() if k != "id"}})
         return rows
 
-    def _run_model(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> list[dict]:
+    def _run_model(self, entry: Entry, batch: list[Sample], decoding: Decoding, yes_no: bool = False) -> list[dict]:
         if decoding.do_sample:  # one seed per sample: results do not depend on batching, sharding or resume
             decoding = replace(decoding, seed=_sample_seed(self.spec.seed, batch[0].id))
         start = time.perf_counter()
         result = generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
-                          decoding=decoding)
+                          decoding=decoding, yes_no=yes_no)
         seconds = (time.perf_counter() - start) / len(batch)
-        return [{"text": text, "tokens": len(tokens), "seconds": seconds, "cached": False}
-                for text, tokens in zip(result.texts, result.tokens)]
+        evidence = result.evidence if yes_no else [None] * len(batch)
+        return [{"text": text, "tokens": len(tokens), "seconds": seconds, "cached": False,
+                 **({"yes_no": found} if yes_no else {})}
+                for text, tokens, found in zip(result.texts, result.tokens, evidence)]
 
     def _decoding(self) -> Decoding:
         fields = dict(self.spec.task.protocol.decoding)

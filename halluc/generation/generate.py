@@ -19,6 +19,7 @@ from halluc.engine.decoding import Decoding
 from halluc.engine.sampler import Sampler
 from halluc.engine.shared_images import distinct_images_once
 from halluc.engine.views import ORIGINAL, Branch, ViewLayout, build_view_batch, qualified_view
+from halluc.engine.yes_no import EvidenceRecorder, YesNoTokens
 from halluc.errors import HallucError
 from halluc.images import load_images
 from halluc.interventions import Method, Request, Session, attach, check_compatible, make_methods
@@ -32,12 +33,17 @@ class Generation:
     texts: list[str]
     tokens: list[list[int]]  # generated token ids per row (padding and EOS removed)
     scores: torch.Tensor | None = None  # (B, steps, V) processed logits per step, when asked for
+    evidence: list[dict | None] | None = None  # yes/no answer evidence per row, when asked for (`yes_no`)
 
 
 def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", *,
              decoding: Decoding | None = None, params: Mapping[str, Any] | None = None,
-             return_scores: bool = False) -> Generation:
-    """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`)."""
+             return_scores: bool = False, yes_no: bool = False) -> Generation:
+    """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`).
+
+    `yes_no`: also record each row's yes/no evidence at the first step (`halluc.engine.yes_no`); it changes
+    no score and no token. A method with its own search (OPERA) records none: its processors see
+    candidate subsets, not the vocabulary."""
     images, prompts = pair_inputs(images, prompts)
     decoding = decoding or Decoding()
     if return_scores and decoding.num_beams > 1:
@@ -50,7 +56,9 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
     if len(prompts) > 1 and any(m.replaces_search and not (m.batched_search and len(methods) == 1) for m in methods):
         parts = [generate(lvlm, [i], [p], method, decoding=decoding, params=params, return_scores=return_scores)
                  for i, p in zip(images, prompts)]
-        return Generation([t for g in parts for t in g.texts], [t for g in parts for t in g.tokens])
+        return Generation([t for g in parts for t in g.texts], [t for g in parts for t in g.tokens],
+                          evidence=[None] * len(prompts) if yes_no else None)
+    prompts = rewritten_prompts(methods, prompts)
     request = Request(lvlm, load_images(images), list(prompts), decoding)
     declared = _declared_branches(request, methods)
     branches = [replace(b, name=qualified_view(m.name, b.name)) for m, own in declared for b in own]
@@ -60,15 +68,31 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
         inputs = lvlm.adapter.build_inputs(lvlm.processor, request.images, request.prompts)
     layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), len(prompts))
     session = Session(request, _to_device(inputs, lvlm), layout)
+    tokens = YesNoTokens.of(lvlm.processor.tokenizer) if yes_no else None
+    recorder = EvidenceRecorder(tokens, len(prompts), decoding.num_beams) if tokens else None
     with attach(session, methods) as attached:
         processors, hf_decoding = list(attached.logits_processors), decoding
         if attached.search is not None:
-            hf_decoding = attached.search.decoding(decoding)
+            hf_decoding, recorder = attached.search.decoding(decoding), None
         if declared:
             combiner, hf_decoding = _combiner(declared, layout, decoding, lvlm)
+            combiner.recorder = recorder  # it sees the combination before and after the cutoff
             processors.append(combiner)  # last: it sees every other edit, and may draw the token itself
+        elif recorder is not None:
+            processors.append(recorder)  # last: what the model decodes from, read and left unchanged
         output = _hf_generate(lvlm, session.inputs, hf_decoding, processors, return_scores, attached.search)
-    return _decode(lvlm, session.inputs, output, return_scores, rows=len(prompts))
+    result = _decode(lvlm, session.inputs, output, return_scores, rows=len(prompts))
+    if yes_no:
+        result.evidence = recorder.evidence() if recorder else [None] * len(prompts)
+    return result
+
+
+def rewritten_prompts(methods: Sequence[Method], prompts: Sequence[str]) -> list[str]:
+    """The prompts after every method's `rewrite_prompt`, in stacking order (the yes-prompt control)."""
+    out = list(prompts)
+    for m in methods:
+        out = [m.rewrite_prompt(p) for p in out]
+    return out
 
 
 def check_modes(methods: Sequence[Method], decoding: Decoding) -> None:
@@ -80,7 +104,7 @@ def check_modes(methods: Sequence[Method], decoding: Decoding) -> None:
 
 def _declared_branches(request: Request, methods: list[Method]) -> list[tuple[Method, list[Branch]]]:
     declared = [(m, m.branches(request)) for m in methods]
-    declared = [(m, own) for m, own in declared if own]
+    declared = [(m, own) for m, own in declared if own or (m.cutoff_alone and m.plausibility_cutoff())]
     alone = [m.name for m, _ in declared if not m.additive]
     if len(declared) > 1 and alone:
         others = ", ".join(m.name for m, _ in declared if m.name != alone[0])

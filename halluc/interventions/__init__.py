@@ -4,10 +4,12 @@ Importing this package registers every method shipped with halluc.
 """
 from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F401  (decoding methods)  # noqa: F401  (attention-editing methods)
                                            agla,
+                                           apc,
                                            cca,
                                            damro,
                                            deco,
                                            icd,
+                                           logit_shift,
                                            memvr,
                                            none,  # noqa: F401  (registers "none")
                                            only,
@@ -20,6 +22,8 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            vcd,
                                            vhr,
                                            vista,
+                                           yes_bias,
+                                           yes_prompt,
 )
 from halluc.interventions.attach import attach, check_compatible
 from halluc.interventions.base import Method, param

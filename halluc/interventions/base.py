@@ -11,6 +11,8 @@ A method never touches the model directly. It declares, each optional:
     logits_processors(session) -> list             per-step logit transforms
     search(session) -> Search | None               a search that replaces transformers' loop
                                                    (set `replaces_search = True` on the class)
+    rewrite_prompt(text) -> text                   the user prompt as the method asks it (a control's
+                                                   appended instruction), before any input is built
 
 `halluc.interventions.attach` wires them up and removes exactly what it added. `branches` runs
 before any input is built, so it gets the `Request` (model, PIL images, prompts, decoding); every
@@ -57,7 +59,7 @@ class Method:
 
     Class attributes describe the method for `halluc methods`, the README and the contract tests:
         name      registry key;  paper  citation;  formula  one line;
-        kind      "in-model" or "decoding";  families  supported model families (None = all);
+        kind      "in-model", "decoding" or "prompt";  families  supported model families (None = all);
         cost      the extra passes it makes, in words;
         modes     the decodings it defines (greedy, sample, beam); others are refused;
         needs     what it needs of a family's adapter beyond image positions ("grid", "vision_cls",
@@ -86,6 +88,12 @@ class Method:
     # True when `combine` adds to the original view (its contribution is combine − original), so it
     # stacks with other branch methods by summing; False: it must be the only branch method
     additive: ClassVar[bool] = True
+    # True when the method's combination is its plausibility cutoff alone (no branch views): it joins the
+    # view combination without extra rows (the `apc` control)
+    cutoff_alone: ClassVar[bool] = False
+    # "method" (a published mitigation) or "control" (a spurious baseline that only moves the yes/no balance
+    # or the sampling, cd_rethink's: listed apart, never in `--method all`, run with `--controls`)
+    category: ClassVar[str] = "method"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -127,6 +135,10 @@ class Method:
     def search(self, session: Session) -> Search | None:
         """The search loop that replaces transformers' (with `replaces_search = True`)."""
         return None
+
+    def rewrite_prompt(self, text: str) -> str:
+        """The user prompt as this method asks it (default: unchanged)."""
+        return text
 
     def is_identity(self) -> bool:
         """True when the parameters make the method a no-op (used to skip work, never required)."""

@@ -21,7 +21,7 @@ from halluc.reports.leaderboard import (
     provenance_summary,
 )
 from halluc.reports.model import BASELINE, Report, report_from_rows
-from halluc.reports.plots import Figure, benchmark_figures, method_colours
+from halluc.reports.plots import Figure, benchmark_figures, frontier_figures, method_colours
 from halluc.version import __version__
 
 CSS = """
@@ -68,6 +68,9 @@ figure { margin: 0; min-width: 0; }
 figure svg { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: var(--muted); margin-bottom: 4px; }
 figcaption b { color: var(--ink); display: block; font-size: 14px; }
+.gain { margin-top: 22px; } .gain h3 { font-size: 17px; margin: 0 0 2px; } .gain h4 { margin: 10px 0 4px; }
+td.verdict { white-space: normal; min-width: 14ch; max-width: 34ch; text-align: left; }
+table.gain-table { font-size: 12px; }
 .params td, .params th { font-size: 12px; white-space: normal; text-align: left; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--rule);
          padding-top: 10px; }
@@ -172,12 +175,117 @@ def _benchmark_section(report: Report, board: Leaderboard, colours: dict[str, st
     figures = "".join(_figure(f) for f in benchmark_figures(report, board, colours))
     return (f'<section id="{_e(board.anchor)}"><h2>{_e(spec.title)} <small>protocol {_e(board.protocol)}</small></h2>'
             f'<p class="about">{_e(about)}</p>{_table(board, colours)}'
-            f'<p class="notes">{notes}{_MARKS}</p><div class="figures">{figures}</div></section>')
+            f'<p class="notes">{notes}{_MARKS}</p><div class="figures">{figures}</div>'
+            f'{_gain_section(report, board, colours)}</section>')
 
 
 _MARKS = ("Shaded bold: best in its column. Δ: difference to vanilla of the same model, with its paired-bootstrap "
           "95% interval below; * and colour: the interval excludes 0. Cost: mean per sample, relative to vanilla "
           "below.")
+
+
+GAIN_ABOUT = ("Most POPE gains of contrastive decoding are a shift of the yes/no balance (Yin et al. 2025, "
+              "arXiv 2504.10020). ΔAUROC: the change in how well the pre-cutoff yes−no margin ranks the answers, "
+              "which no shift of the balance can move. Gain over the frontier: F1 (accuracy) minus what vanilla "
+              "reaches at the method's own yes ratio by moving one threshold on its margin. Flips: answers vanilla "
+              "got right and the method wrong (r→w) and the reverse, on the same samples, with McNemar's exact p. "
+              "Cut: share of answers the plausibility cutoff decided (one answer word removed). Brackets: paired-"
+              "bootstrap 95% intervals. F1 here: yes the positive class, for every benchmark.")
+GAIN_COLUMNS = (("delta_f1", "ΔF1"), ("delta_auroc", "ΔAUROC"), ("frontier_f1", "F1 over frontier"),
+                ("frontier_accuracy", "acc. over frontier"), ("net_flips", "net flips"))
+
+
+def _gain_section(report: Report, board: Leaderboard, colours: dict[str, str]) -> str:
+    """The "Is the gain real?" block of a benchmark: table, per-split details, frontier figure, caption flips."""
+    from halluc.evaluation.gain import pooled_split
+
+    rows = [g for g in report.gain if g["benchmark"] == board.benchmark and g["protocol"] == board.protocol]
+    if not rows:
+        return ""
+    parts = []
+    split = pooled_split(rows, board.benchmark)
+    if split is not None:
+        chosen = [r for r in rows if r["split"] == split and "kind" not in r]
+        which = "all splits together" if split == "all" else f"split {split}"
+        parts.append(f'<p class="about">{_e(GAIN_ABOUT)} Main table: {_e(which)}.</p>{_gain_table(chosen, colours)}')
+        others = [s for s in dict.fromkeys(r["split"] for r in rows if "kind" not in r) if s != split]
+        if others:
+            tables = "".join(f"<h4>{_e(s)}</h4>{_gain_table([r for r in rows if r['split'] == s], colours)}"
+                             for s in others)
+            parts.append(f"<details><summary>Per split</summary>{tables}</details>")
+        figures = "".join(_figure(f) for f in frontier_figures(report, board.benchmark, board.protocol, colours))
+        parts.append(f'<div class="figures">{figures}</div>')
+    captions = [r for r in rows if r.get("kind") == "captions"]
+    if captions:
+        parts.append(_caption_flips_table(captions, colours))
+    return f'<div class="gain" id="{_e(board.anchor)}-gain"><h3>Is the gain real?</h3>{"".join(parts)}</div>'
+
+
+def _gain_table(rows: list[dict], colours: dict[str, str]) -> str:
+    heads = ["method", *(label for _, label in GAIN_COLUMNS), "flips r→w / w→r", "McNemar p", "AUROC", "AP",
+             "cut", "yes ratio", "verdict"]
+    head = "".join(f'<th class="{"text" if i in (0, len(heads) - 1) else "number"}" '
+                   f'data-type="{"text" if i in (0, len(heads) - 1) else "number"}" scope="col">{_e(h)}</th>'
+                   for i, h in enumerate(heads))
+    body = []
+    for r in sorted(rows, key=lambda r: (r["method"] != BASELINE, -(r.get("delta_f1") or 0))):
+        cells = [f'<td class="text">{_swatch(colours.get(r["method"], "#6e6e6e"))}{_e(method_name(r["method"]))}</td>']
+        for key, _ in GAIN_COLUMNS:
+            cells.append(_gain_cell(r.get(key), (r.get("intervals") or {}).get(key), integer=key == "net_flips"))
+        flips = (f'{r["right_to_wrong"]} / {r["wrong_to_right"]}' if "right_to_wrong" in r else "–")
+        cells.append(f'<td class="number">{_e(flips)}</td>')
+        cells.append(_plain(r.get("mcnemar_p"), "{:.3g}"))
+        for key in ("auroc", "ap", "cut_share", "yes_ratio"):
+            cells.append(_plain(r.get(key), "{:.1f}"))
+        verdict = r.get("verdict") or ""
+        reason = f"<small>{_e(r.get('reason'))}</small>" if verdict and r.get("reason") else ""
+        cells.append(f'<td class="text verdict" data-sort="{_e(verdict)}" title="{_e(r.get("reason") or "")}">'
+                     f'<b>{_e(verdict or "–")}</b>{reason}</td>')
+        body.append(f'<tr{" class=vanilla" if r["method"] == BASELINE else ""}>{"".join(cells)}</tr>')
+    return (f'<div class="table-wrap"><table class="gain-table sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _caption_flips_table(rows: list[dict], colours: dict[str, str]) -> str:
+    keys = (("removed", "hallucinated removed"), ("added", "hallucinated added"), ("true_lost", "true objects lost"),
+            ("net_hallucinated", "net hallucinated"))
+    head = "".join(f'<th class="number" data-type="number" scope="col">{_e(label)}<small>per caption</small></th>'
+                   for _, label in keys)
+    body = []
+    for r in rows:
+        cells = [f'<td class="text">{_swatch(colours.get(r["method"], "#6e6e6e"))}{_e(method_name(r["method"]))}</td>',
+                 f'<td class="text">{_e(r["split"])}</td>']
+        cells += [_gain_cell(r.get(k), (r.get("intervals") or {}).get(k), digits=2) for k, _ in keys]
+        cells.append(f'<td class="number">{r.get("captions_changed", 0)} / {r.get("n", 0)}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<p class="about">Captions against vanilla\'s caption of the same image: hallucinated objects the method '
+            "removed and added, and true objects it no longer names, per caption (means, paired-bootstrap 95% "
+            'intervals).</p><div class="table-wrap"><table class="caption-flips sortable"><thead><tr>'
+            f'<th class="text" data-type="text" scope="col">method</th><th class="text" data-type="text" scope="col">'
+            f'split</th>{head}<th class="number" data-type="number" scope="col">captions changed</th></tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _gain_cell(value, interval, integer: bool = False, digits: int = 1) -> str:
+    if not isinstance(value, (int, float)):
+        return '<td class="number">–</td>'
+    places = 0 if integer else digits
+    text = _signed(value, places)
+    significant = interval is not None and (interval[0] > 0 or interval[1] < 0)
+    detail = f"<small>[{_signed(interval[0], places)}, {_signed(interval[1], places)}]</small>" if interval else ""
+    classes = "number sig " + ("up" if value > 0 else "down") if significant else "number"
+    return f'<td class="{classes}" data-sort="{value}">{_e(text)}{"*" if significant else ""}{detail}</td>'
+
+
+def _signed(value: float, places: int) -> str:
+    """+1.0 / −1.0, and a rounded zero without its sign (never "-0.0")."""
+    return f"{round(value, places) + 0.0:+.{places}f}"
+
+
+def _plain(value, spec: str) -> str:
+    if not isinstance(value, (int, float)):
+        return '<td class="number">–</td>'
+    return f'<td class="number" data-sort="{value}">{_e(spec.format(value))}</td>'
 
 
 def _comparison_section(boards: list[Leaderboard], colours: dict[str, str]) -> str:

@@ -166,6 +166,7 @@ def _columns(report: Report, spec: BenchmarkSpec, layout: Layout,
                     lambda e: Cell(method_name(e.method), method_name(e.method))))
     columns.append(_metric_column(headline, layout.main, main_label, compact=True))
     columns.append(_delta_column(headline, layout.main, main_label))
+    columns += _gain_column(report, spec)
     columns += [_metric_column(headline, split, split, compact=len(layout.split_columns) <= 3)
                 for split in layout.split_columns]
     compact = spec.compact or tuple(m.key for m in spec.metrics if m.key != spec.headline and m.better)[:2]
@@ -178,10 +179,33 @@ def _columns(report: Report, spec: BenchmarkSpec, layout: Layout,
     return columns
 
 
+def _gain_column(report: Report, spec: BenchmarkSpec) -> list[tuple[Column, Callable]]:
+    """"Is the gain real?" in one compact column: the verdict of `halluc.evaluation.gain` on the benchmark's yes/no
+    samples (all splits together): "balance shift", "survives", "loss", or – (no F1 change to explain)."""
+    from halluc.evaluation.gain import pooled_split
+
+    rows = [g for g in report.gain if g["benchmark"] == spec.name and "delta_f1" in g]
+    if not rows:
+        return []
+    split = pooled_split(rows, spec.name)
+    verdicts = {(g["model"], g["method"], g["protocol"]): g.get("verdict") or DASH for g in rows if g["split"] == split}
+    column = Column("gain", "gain real?", "", numeric=False, compact=True,
+                    description="balance shift: ΔF1's interval excludes 0 but ΔAUROC's and the gain over vanilla's "
+                    "calibration frontier include 0")
+
+    def cell(entry: Entry) -> Cell:
+        protocol = next((r["protocol"] for r in entry.rows.values()), "")
+        text = DASH if entry.method == BASELINE else verdicts.get((entry.model, entry.method, protocol), DASH)
+        return Cell(text, text)
+
+    return [(column, cell)]
+
+
 def _metric_column(metric: Metric, split: str, split_label: str, compact: bool = False):
     column = Column(f"{metric.key}@{split}", metric.label, split_label, metric.unit, metric.better, metric.reference,
                     metric.description, compact=compact)
-    return column, lambda e: _value_cell(e.value(metric.key, split), metric)
+    return column, lambda e: _value_cell(e.value(metric.key, split), metric,
+                                         (e.rows.get(split, {}).get("seed_sd") or {}).get(metric.key))
 
 
 def _delta_column(metric: Metric, split: str, split_label: str):
@@ -271,8 +295,11 @@ def _ranks_within_models(spec: BenchmarkSpec, layout: Layout, entries: list[Entr
     return ranks
 
 
-def _value_cell(value, metric: Metric) -> Cell:
-    return Cell(format_value(value, metric.unit), value) if value is not None else Cell(DASH)
+def _value_cell(value, metric: Metric, sd: float | None = None) -> Cell:
+    """The value; with several seeds (`halluc run --seeds N`) the mean ± the standard deviation over seeds."""
+    if value is None:
+        return Cell(DASH)
+    return Cell(format_value(value, metric.unit) + (f" ± {sd:.1f}" if number(sd) else ""), value)
 
 
 def format_value(value: float, unit: str = "%") -> str:

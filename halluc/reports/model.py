@@ -44,12 +44,14 @@ Interval = tuple[float, float]
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory's results; `intervals` {(split, method label, metric key): (low, high)} when computed."""
+    """One run directory's results; `intervals` {(split, method label, metric key): (low, high)} when computed;
+    `gain` the rows of `halluc.evaluation.gain.run_gain` (threshold-free metrics, frontier, flips) when computed."""
 
     path: Path | None
     config: dict = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
     intervals: Mapping = field(default_factory=dict)
+    gain: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- reading run directories
@@ -115,6 +117,7 @@ class Report:
     rows: list[dict]
     bootstrap: int = 0  # resamples behind the intervals (0: none)
     run_vanilla: dict = field(default_factory=dict)  # (group, run path) -> that run's vanilla row (timings)
+    gain: list = field(default_factory=list)  # "Is the gain real?" rows of every run, names as in `rows`
     _vanilla: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -162,7 +165,7 @@ def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
                          if split == row["split"] and name == label}
             joined = {**row, "model": models[(row["model"], row.get("revision"))],
                       "method": methods[(index, label)], "run": str(run.path) if run.path else None,
-                      "intervals": intervals}
+                      "intervals": intervals, "sampled": _sampled(run)}
             key = _identity(joined)
             if label == BASELINE:
                 run_vanilla[(_group(joined), joined["run"])] = joined
@@ -170,7 +173,105 @@ def build_report(runs: Sequence[Run], bootstrap: int = 0) -> Report:
                 _check_same(kept[key], joined)
             else:
                 kept[key] = joined
-    return Report(list(runs), list(kept.values()), bootstrap, run_vanilla)
+    gain = [{**g, "model": models[(g["model"], _revision(run))], "method": methods[(index, g["method"])],
+             "run": str(run.path) if run.path else None, "seed": run.config.get("seed"), "sampled": _sampled(run)}
+            for index, run in enumerate(runs) for g in run.gain if (index, g["method"]) in methods]
+    rows = merge_seeds(list(kept.values()))
+    check_matched_decoding(rows)
+    return Report(list(runs), rows, bootstrap, run_vanilla, merge_seeds(gain, gain=True))
+
+
+def _sampled(run: Run) -> bool:
+    return bool((run.config.get("decoding") or {}).get("do_sample"))
+
+
+def check_matched_decoding(rows: Sequence[dict]) -> None:
+    """A delta compares like with like: a sampled method against sampled vanilla with the same seeds, a greedy
+    (or beam) one against greedy vanilla. Anything else is refused in one line."""
+    vanilla = {_group(r): r for r in rows if r["method"] == BASELINE}
+    for row in rows:
+        base = vanilla.get(_group(row))
+        if row["method"] == BASELINE or base is None:
+            continue
+        where = f"{row['method']} on {row['model']} {row['benchmark']} {row['protocol']} {row['split']}"
+        if bool(row.get("sampled")) != bool(base.get("sampled")):
+            mode, other = ("sampled", "greedy") if row.get("sampled") else ("greedy", "sampled")
+            raise HallucError(f"{where} was {mode} but its vanilla was {other}: a delta needs the same decoding "
+                              "(run vanilla with the same protocol)")
+        if row.get("sampled") and _seeds(row) != _seeds(base):
+            raise HallucError(f"{where} was sampled with seeds {_seeds(row)} but its vanilla with {_seeds(base)}: a "
+                              "delta needs the same seeds")
+
+
+def _seeds(row: Mapping) -> list:
+    return list(row.get("seeds") or [row.get("seed")])
+
+
+def merge_seeds(rows: list[dict], gain: bool = False) -> list[dict]:
+    """Sampled rows of one model × method × benchmark × protocol × split run with several seeds (`halluc run
+    --seeds N`) become one row: each number the mean over seeds, `seed_sd` their standard deviations, `seeds`
+    the seeds, and each interval the 95% t-interval over seeds of the per-seed difference to vanilla (for the
+    gain rows: of the per-seed statistic)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((*_group(row), row["method"]), []).append(row)
+    if all(len(g) == 1 for g in groups.values()):
+        return rows
+    vanilla = {key[:-1]: {r.get("seed"): r for r in group} for key, group in groups.items() if key[-1] == BASELINE}
+    out = []
+    for key, group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        numbers = [k for k, v in group[0].items() if number(v) and k not in ("seed", "limit")]
+        merged = {**group[0], "seeds": [r.get("seed") for r in group], "seed": None}
+        merged.update({k: _mean([r.get(k) for r in group]) for k in numbers})
+        merged["seed_sd"] = {k: _sd([r.get(k) for r in group]) for k in numbers}
+        if gain:
+            merged["intervals"] = {k: _t_interval([r.get(k) for r in group]) for k in group[0].get("intervals", {})}
+            merged.pop("frontier", None) if key[-1] != BASELINE else None
+        elif key[-1] != BASELINE:
+            bases = vanilla.get(key[:-1], {})
+            merged["intervals"] = {k: _t_interval([r[k] - bases[r.get("seed")][k] for r in group
+                                                   if number(bases.get(r.get("seed"), {}).get(k))])
+                                   for k in numbers}
+        out.append(merged)
+    if gain:
+        from halluc.evaluation.gain import verdict
+
+        for row in out:
+            if "seeds" in row and "delta_f1" in row:
+                row["verdict"], row["reason"] = verdict(row, row["intervals"])
+    return out
+
+
+def _mean(values: Sequence) -> float | None:
+    kept = [v for v in values if number(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _sd(values: Sequence) -> float | None:
+    kept = [v for v in values if number(v)]
+    if len(kept) < 2:
+        return None
+    mean = sum(kept) / len(kept)
+    return (sum((v - mean) ** 2 for v in kept) / (len(kept) - 1)) ** 0.5
+
+
+def _t_interval(values: Sequence) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean of `values` (scipy's Student t quantile), None with fewer than two."""
+    from scipy.stats import t
+
+    kept = [v for v in values if number(v)]
+    if len(kept) < 2:
+        return None
+    mean, sd = sum(kept) / len(kept), _sd(kept)
+    half = float(t.ppf(0.975, len(kept) - 1)) * sd / len(kept) ** 0.5
+    return mean - half, mean + half
+
+
+def _revision(run: Run) -> str | None:
+    return next((r.get("revision") for r in run.rows), None)
 
 
 def check_same_runs(runs: Sequence[Run]) -> None:
@@ -204,7 +305,8 @@ def _group(row: Mapping) -> tuple:
 
 
 def _identity(row: Mapping) -> tuple:
-    return (*_group(row), row["method"])
+    """A row's place in the report: a sampled row of another seed is another row (merged by `merge_seeds`)."""
+    return (*_group(row), row["method"], row.get("seed") if row.get("sampled") else None)
 
 
 def _check_same(first: Mapping, second: Mapping) -> None:
@@ -284,4 +386,27 @@ def long_rows(report: Report) -> list[dict]:
                 "ci_high": ci[1] if ci else None, "excludes_zero": excludes_zero(ci) if ci else None,
                 "ratio": value / reference if cost and number(reference) and reference else None,
                 "limit": row.get("limit"), "seed": row.get("seed"), "run": row.get("run")})
+    return out
+
+
+def gain_long_rows(report: Report) -> list[dict]:
+    """The "Is the gain real?" statistics in the long format: one row per model × method × benchmark × split ×
+    statistic (metric `gain:<name>`), and one per method and split for its verdict (value) and reason (label)."""
+    from halluc.evaluation.gain import GAIN_LABELS  # the analysis module reads samples: torch, only when asked
+
+    out = []
+    for row in report.gain:
+        base = {"model": row["model"], "revision": None, "benchmark": row["benchmark"], "protocol": row["protocol"],
+                "split": row["split"], "method": row["method"], "vanilla": None, "delta": None, "ratio": None,
+                "limit": None, "seed": None, "run": row.get("run")}
+        for key, (label, unit, better) in GAIN_LABELS.items():
+            if not number(row.get(key)):
+                continue
+            ci = row.get("intervals", {}).get(key)
+            out.append({**base, "metric": f"gain:{key}", "label": label, "unit": unit, "better": better,
+                        "value": row[key], "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+                        "excludes_zero": excludes_zero(tuple(ci)) if ci else None})
+        if row.get("verdict") is not None and "delta_f1" in row:
+            out.append({**base, "metric": "gain:verdict", "label": row.get("reason", ""), "unit": "", "better": None,
+                        "value": row.get("verdict", ""), "ci_low": None, "ci_high": None, "excludes_zero": None})
     return out

@@ -20,11 +20,11 @@ from halluc.reports.model import BASELINE, COST, Report, number
 
 VANILLA_COLOUR = "#6e6e6e"
 # Okabe & Ito (2008), yellow last: it is the hardest to see on white; then Paul Tol's muted scheme, then
-# four more of Tol's (rose, sand, brown, magenta): one distinct colour for each of 18 methods (every
-# registered method in one report, `halluc run --method all`)
+# four more of Tol's (rose, sand, brown, magenta), then four of Tol's bright and dark schemes for the
+# controls: one distinct colour for each of 22 methods (every registered method and control in one report)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#0072b2", "#d55e00", "#cc79a7", "#f0e442",
            "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#88ccee",
-           "#cc6677", "#ddcc77", "#661100", "#ee3377")
+           "#cc6677", "#ddcc77", "#661100", "#ee3377", "#4477aa", "#bbbbbb", "#225555", "#666633")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per model
 WIDTH, HEIGHT = 6.4, 3.5  # inches: two figures side by side at 1280 px
 STYLE = {
@@ -363,3 +363,51 @@ def _axis_label(metric: Metric, better: bool = False) -> str:
 
 def _delta_unit(metric: Metric) -> str:
     return "points" if metric.unit in ("%", "") else metric.unit
+
+
+# ---------------------------------------------------------------- "Is the gain real?": vanilla's frontier
+
+def frontier_figures(report: Report, benchmark: str, protocol: str, colours: dict[str, str]) -> list[Figure]:
+    """Per model: vanilla's calibration frontier (F1 against yes ratio, every threshold on its yes−no margin)
+    on the benchmark's yes/no samples (all splits together), with each method as a labelled point."""
+    from halluc.evaluation.gain import pooled_split
+
+    rows = [g for g in report.gain if g["benchmark"] == benchmark and g["protocol"] == protocol]
+    split = pooled_split(rows, benchmark)
+    figures = []
+    with _style():
+        for model in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == model and r["split"] == split]
+            base = next((r for r in mine if r["method"] == BASELINE and r.get("frontier")), None)
+            if base is None:
+                continue
+            fig, (ax,) = _figure(1)
+            curve = list(zip(*base["frontier"]))
+            ax.plot(curve[0], curve[1], color=VANILLA_COLOUR, linewidth=1.4, label="vanilla's frontier")
+            labels = {}
+            for r in mine:
+                if number(r.get("yes_ratio")) and number(r.get("f1")):
+                    shift = "*" if r.get("verdict") == "balance shift" else ""
+                    ax.plot([r["yes_ratio"]], [r["f1"]], "o", color=colours.get(r["method"], VANILLA_COLOUR),
+                            markeredgecolor="#222222", markeredgewidth=0.5, markersize=7, zorder=3)
+                    labels.setdefault((round(r["yes_ratio"], 6), round(r["f1"], 6)), []).append(
+                        method_name(r["method"]) + shift)
+            xs, ys = [p[0] for p in labels] or [50.0], [p[1] for p in labels] or [50.0]
+            ax.set_xlim(max(0.0, min(xs) - 12), min(100.0, max(xs) + 12))  # the region the methods are in
+            ax.set_ylim(max(0.0, min(ys) - 6), min(100.0, max(max(curve[1]), max(ys)) + 3))
+            ax.set_xlabel("yes ratio (%)")
+            ax.set_ylabel("F1 (%), yes positive")
+            ax.legend(loc="lower right")
+            _place_labels(ax, {p: ", ".join(names) for p, names in labels.items()})
+            key = f"{benchmark}-{protocol}-{model}-frontier".replace(" ", "-")
+            which = "all splits together" if split == "all" else f"split {split}"
+            figures.append(_figure_out(
+                fig, re.sub(r"[^A-Za-z0-9_-]", "-", key), f"Vanilla's calibration frontier{_model_words(model, rows)}",
+                f"F1 that moving one threshold on vanilla's yes−no margin reaches at every yes ratio ({which}); each "
+                "method at its own yes ratio and F1 (* balance shift). A point on the curve does what a threshold "
+                "does; only a point above it ranks the answers better."))
+    return figures
+
+
+def _model_words(model: str, rows) -> str:
+    return f" · {model}" if len({r['model'] for r in rows}) > 1 else ""

@@ -14,7 +14,7 @@ from pathlib import Path
 from halluc.errors import HallucError
 from halluc.reports.html import render_html
 from halluc.reports.leaderboard import markdown, terminal
-from halluc.reports.model import LONG_COLUMNS, Report, long_rows, report_from_rows
+from halluc.reports.model import LONG_COLUMNS, Report, gain_long_rows, long_rows, report_from_rows
 from halluc.version import __version__
 
 
@@ -22,14 +22,14 @@ def render_csv(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LONG_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(long_rows(report))
+    writer.writerows(long_rows(report) + gain_long_rows(report))
     return buffer.getvalue()
 
 
 def render_json(report: Report) -> str:
     data = {"halluc": __version__, "bootstrap": report.bootstrap, "columns": list(LONG_COLUMNS),
             "runs": [{"path": str(run.path) if run.path else None, "config": run.config} for run in report.runs],
-            "rows": long_rows(report)}
+            "rows": long_rows(report) + gain_long_rows(report), "gain": report.gain}
     return json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n"
 
 

@@ -7,6 +7,7 @@ existence / attribute (state, number, action) / relation breakdown in the same r
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,20 @@ class AmberTask(Task):
     def data_files(self) -> dict[str, Path]:
         names = ("annotations.json", "relation.json", "safe_words.txt", "query/query_all.json")
         return {name: Path(self.data_dir) / name for name in names if (Path(self.data_dir) / name).is_file()}
+    def yes_no_splits(self) -> list[str]:
+        return [s for s in self.splits() if s == "discriminative"]
+
+    def yes_no(self, split, samples, texts):
+        return [(None if u.said is None else u.said == "Yes", not u.truth_no)
+                for u in self.units(split, samples, texts)]
+
+    def caption_splits(self) -> list[str]:
+        return [s for s in self.splits() if s == "generative"]
+
+    def caption_objects(self, split, samples, texts):
+        """The official evaluator counts objects without naming them: one count each."""
+        return [(Counter(objects=u.hallucinated), Counter(objects=u.covered))
+                for u in self.units(split, samples, texts)]
 
     def describe(self) -> dict:
         return {**super().describe(), "extractor": self.extractor_kind}

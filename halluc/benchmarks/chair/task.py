@@ -1,6 +1,7 @@
 """CHAIR as a task: captions of COCO images in, CHAIR_S / CHAIR_I / object recall out."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,13 @@ class ChairTask(Task):
             caption = chair.trim_incomplete(caption) if self.trim else caption
             units.append((chair.check_caption(s.target, caption, gt[s.target]), len(set(gt[s.target]))))
         return units
+
+    def caption_splits(self) -> list[str]:
+        return self.splits()
+
+    def caption_objects(self, split, samples, texts):
+        return [(Counter(set(check.hallucinated)), Counter(check.recalled))
+                for check, _ in self.units(split, samples, texts)]
 
     def aggregate(self, split, units):
         return chair.aggregate_checks([u[0] for u in units], [u[1] for u in units]).as_dict()

@@ -70,6 +70,13 @@ class HallusionBenchTask(Task):
     def units(self, split, samples, texts):
         return hb.units(hb.judge([s.target for s in samples], {s.id: texts.get(s.id) for s in samples}))
 
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return [(hb.parse_word(texts[s.id]) if texts.get(s.id) is not None else None, s.target.answer)
+                for s in samples]
+
     def aggregate(self, split, units):
         return {**hb.aggregate(units), "unclear": sum(j.verdict == 2 for unit in units for j in unit)}
 

@@ -55,6 +55,13 @@ class MMETask(Task):
                 mme.MMEItem(item.subtask, item.image, item.question, item.answer, response.replace("\n", " ")))
         return list(by_image.values())  # one unit per image: acc+ needs both of its questions
 
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return [(mme.parse_mme(texts[s.id] or "") if texts.get(s.id) is not None else None, s.target.answer)
+                for s in samples]
+
     def aggregate(self, split, units):
         items = [item for unit in units for item in unit]
         return {**mme.score_mme_subtask(items).as_dict(), "n": len(items)}

@@ -70,6 +70,12 @@ class PopeTask(Task):
     def aggregate(self, split, units):
         return pope.pope_metrics([u[0] for u in units], [u[1] for u in units]).as_dict()
 
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return self.units(split, samples, texts)
+
 
 # sha256 (first 16 hex digits) of the sorted [question_id, text] pairs of each published split
 _KNOWN_SETS = {"8f50fb53edb0ef74": "coco", "6ac67e02d5457f60": "coco", "48f4e106cda92f07": "coco",

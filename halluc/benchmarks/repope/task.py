@@ -48,6 +48,11 @@ class RepopeTask(Task):
 
     def data_files(self) -> dict[str, Path]:
         return {Path(path).name: Path(path) for path in self.label_files.values()}
+    def yes_no_splits(self) -> list[str]:
+        return self.splits()
+
+    def yes_no(self, split, samples, texts):
+        return self.base.yes_no(split, samples, texts)
 
     def describe(self) -> dict:
         return {**self.base.describe(), "benchmark": self.name,
