@@ -22,7 +22,7 @@ from halluc.benchmarks.run import (
 from halluc.benchmarks.store import OutputCache
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
-from halluc.generation.generate import Generation, check_modes, pair_inputs
+from halluc.generation.generate import Generation, check_applied_once, check_context, check_modes, pair_inputs
 from halluc.generation.generate import generate as _generate
 from halluc.images import load_images
 from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
@@ -32,6 +32,7 @@ from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION, GenericAdapter
 from halluc.modeling.loading import check_device_and_dtype, check_model_name, load
 from halluc.modeling.loading import wrap as _wrap
 from halluc.modeling.lvlm import LVLM
+from halluc.modeling.placeholders import check_user_text
 from halluc.modeling.registry import checkpoints, families, known_family, offline_models
 from halluc.modeling.registry import family as family_record
 from halluc.progress import Progress
@@ -68,6 +69,7 @@ def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
         ...     halluc.generate(m, images, prompts)
     """
     added = make_methods(method, params)
+    check_applied_once(model.active + added)
     check_compatible(model.adapter, model.active + added)
     model.active.extend(added)
     try:
@@ -115,6 +117,7 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
         task = build_task(benchmark, protocol=options.protocol, splits=list(options.splits or []) or None,
                           data=options.data, images=options.images, max_new_tokens=options.max_new_tokens,
                           dataset=options.dataset, source=options.source)
+        check_questions(benchmark, task, options.limit)
         spec = RunSpec(model, entries, task, options.limit, options.seed, options.batch_size)
         where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
         out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out
@@ -122,6 +125,13 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
         check_run_dir(out, spec, options, shard)
         plans.append(PlannedRun(benchmark, out, spec, shard))
     return plans
+
+
+def check_questions(benchmark: str, task, limit: int | None) -> None:
+    """Refuse a benchmark question holding an image placeholder before any work (it would fail mid-run)."""
+    for split in task.splits():
+        for sample in task.samples(split)[:limit]:
+            check_user_text(sample.prompt, f"{benchmark} {split} question {sample.id}")
 
 
 def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: Sequence[str] = ("pope",),
@@ -137,6 +147,8 @@ def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: S
     lvlm = load(model, device=options.device, dtype=options.dtype, seed=options.seed)
     for entry in plans[0].spec.entries:
         check_compatible(lvlm.adapter, entry.methods)
+    for plan in plans:  # a protocol's (or --max-new-tokens') length beyond the model's context: before any generation
+        check_context(lvlm, plan.spec.task.protocol.decoding.get("max_new_tokens", Decoding().max_new_tokens))
     cache = OutputCache(options.cache_dir)
     runners = [Runner(p.spec, lvlm, p.out, cache=cache, shard=p.shard, repair=options.resume) for p in plans]
     counts = []

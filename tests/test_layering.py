@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "api", "cli", "world"]
-BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.version"}
+BASE = {"halluc.errors", "halluc.images", "halluc.limits", "halluc.plugins", "halluc.progress", "halluc.version"}
 FACADE = {"halluc", "halluc.__main__"}  # the package's lazy facade and entry point sit with the CLI
 
 

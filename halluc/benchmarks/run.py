@@ -32,6 +32,7 @@ from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
 from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
+from halluc.limits import MAX_BATCH, MAX_NEW_TOKENS, check_number, check_seed
 from halluc.modeling.lvlm import LVLM
 from halluc.progress import Progress
 
@@ -384,6 +385,10 @@ class RunOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 flag = "--" + name.replace("_", "-")
                 raise HallucError(f"{flag} must be an integer >= {low}; got {value!r}")
+        check_seed("--seed", self.seed)
+        check_number("--batch-size", self.batch_size, integer=True, high=MAX_BATCH)
+        if self.max_new_tokens is not None:
+            check_number("--max-new-tokens", self.max_new_tokens, integer=True, high=MAX_NEW_TOKENS)
 
 
 # Fields that must match to resume a run (limit and batch size may change).

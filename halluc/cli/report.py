@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from halluc.benchmarks.intervals import check_bootstrap
 from halluc.benchmarks.report import build_report, distinct_run_dirs, load_runs, render_terminal, write_report
 from halluc.cli.common import friendly_errors, stderr
 
@@ -21,6 +22,7 @@ def report(
     """Per-benchmark leaderboards of one or more runs: deltas against vanilla with intervals, and cost."""
     from halluc.benchmarks.intervals import run_intervals
 
+    check_bootstrap(bootstrap)
     directories, repeated = distinct_run_dirs(runs)
     for run_dir in repeated:
         stderr(f"note: {run_dir} was given more than once; it is read once")

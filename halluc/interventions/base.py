@@ -19,6 +19,7 @@ other declaration gets the complete `Session` (the batch, its view layout, image
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from halluc.errors import HallucError
+from halluc.limits import MAX_SEED
+from halluc.modeling.placeholders import check_user_text
 
 if TYPE_CHECKING:
     from halluc.engine.decoding import Decoding
@@ -167,11 +170,18 @@ def _validate(method: str, f: dataclasses.Field, value: Any) -> None:
         if not isinstance(value, bool):
             raise HallucError(f"{where} must be true or false; got {value!r}")
         return
+    if isinstance(f.default, str) and isinstance(value, str):
+        check_user_text(value, where)  # a text a method puts into the prompt (ICD's disturbance)
+        return
     if isinstance(f.default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HallucError(f"{where} must be a number; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison; 1e999 is inf
+            raise HallucError(f"{where} must be a finite number; got {value!r}")
         if isinstance(f.default, int) and not isinstance(f.default, bool) and int(value) != value:
             raise HallucError(f"{where} must be an integer; got {value!r}")
+        if abs(value) > MAX_SEED:  # beyond 64 bits no tensor, generator or index takes it
+            raise HallucError(f"{where} must be within ±{MAX_SEED} (2**63 - 1); got {value!r}")
         low, high = meta.get("low"), meta.get("high")
         too_low = low is not None and (value <= low if meta.get("open_low") else value < low)
         if too_low or (high is not None and value > high):

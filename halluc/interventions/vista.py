@@ -45,6 +45,7 @@ from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner, aux_pass, image_forward, last_token, text_only_forward
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
+from halluc.limits import check_number
 from halluc.modeling.lvlm import execution_device
 
 PRESETS = {"chair": (0.17, 0.3), "pope": (0.01, 0.3), "mmhal": (0.1, 0.3)}  # (λ, γ), released run scripts
@@ -105,9 +106,8 @@ class VISTA(Method):
         super().__post_init__()
         for pname, high in (("lam", float("inf")), ("gamma", 1.0)):
             value = getattr(self, pname)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 <= value <= high):
-                raise HallucError(f"vista: parameter '{pname}' must be a number in [0, {high}]; got {value!r}")
+            if value is not None:
+                check_number(f"vista: parameter '{pname}'", value, low=0, high=None if high == float("inf") else high)
         object.__setattr__(self, "sla_layers", layer_indices(self.name, "sla_layers", self.sla_layers))
 
     @property
