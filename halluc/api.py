@@ -24,7 +24,7 @@ from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError
 from halluc.generation.generate import Generation, check_applied_once, check_context, check_modes, pair_inputs
 from halluc.generation.generate import generate as _generate
-from halluc.images import load_images
+from halluc.images import check_image_file, load_images
 from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
 from halluc.interventions.attach import unsupported
 from halluc.modeling.base import Adapter
@@ -128,10 +128,15 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
 
 
 def check_questions(benchmark: str, task, limit: int | None) -> None:
-    """Refuse a benchmark question holding an image placeholder before any work (it would fail mid-run)."""
+    """Refuse a benchmark question holding an image placeholder, or an image beyond the size bounds, before any
+    work (either would fail mid-run)."""
+    images = set()
     for split in task.splits():
         for sample in task.samples(split)[:limit]:
             check_user_text(sample.prompt, f"{benchmark} {split} question {sample.id}")
+            images.add(sample.image)
+    for image in sorted(images):
+        check_image_file(image)
 
 
 def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: Sequence[str] = ("pope",),

@@ -56,6 +56,17 @@ def check_image_size(size: tuple[int, int], where: str) -> None:
                           "crop or pad it first")
 
 
+def check_image_file(path: str | os.PathLike) -> None:
+    """The size bounds of an image file, read from its header only (a run checks every image before any work);
+    a file that is missing or not an image is left to `load_image`, which names it when it is needed."""
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError):
+        return
+    check_image_size(size, f"image {path}")
+
+
 def load_images(images: Sequence) -> list[Image.Image]:
     """Each image loaded once: a path (or PIL image) given several times, as POPE's questions about one
     image in a batch, gives one decoded image object in every place (the processor then sees it once)."""

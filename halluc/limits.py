@@ -24,10 +24,13 @@ MAX_SEED = 2**63 - 1             # torch's generators take a signed 64-bit seed
 MAX_IMAGE_PIXELS = 64_000_000    # width x height of one decoded image (8000 x 8000)
 MAX_ASPECT_RATIO = 100           # long side / short side (Qwen's processors refuse above 200)
 MAX_STEPS = 1_000_000            # training steps (`halluc world train`)
+MAX_WORLD_IMAGES = 1_000_000     # scenes rendered by `halluc world generate-data`
+MAX_WORLD_SIDE = 1_024           # the toy world's image side (`halluc world train --image-size`)
 
 LIMITS = {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": MAX_BEAMS, "candidates": MAX_CANDIDATES,
           "batch": MAX_BATCH, "prompt_chars": MAX_PROMPT_CHARS, "top_k": MAX_TOP_K, "bootstrap": MAX_BOOTSTRAP,
-          "seed": MAX_SEED, "image_pixels": MAX_IMAGE_PIXELS, "aspect_ratio": MAX_ASPECT_RATIO, "steps": MAX_STEPS}
+          "seed": MAX_SEED, "image_pixels": MAX_IMAGE_PIXELS, "aspect_ratio": MAX_ASPECT_RATIO, "steps": MAX_STEPS,
+          "world_images": MAX_WORLD_IMAGES, "world_side": MAX_WORLD_SIDE}
 
 
 def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,

@@ -18,6 +18,16 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The large fuzz budget runs only when asked for (`pytest -m fuzz`); the small one runs every time."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="large fuzz budget: run with -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     cache: dict[str, halluc.LVLM] = {}

@@ -386,9 +386,9 @@ class RunOptions:
                 flag = "--" + name.replace("_", "-")
                 raise HallucError(f"{flag} must be an integer >= {low}; got {value!r}")
         check_seed("--seed", self.seed)
-        check_number("--batch-size", self.batch_size, integer=True, high=MAX_BATCH)
+        check_number("--batch-size", self.batch_size, integer=True, low=1, high=MAX_BATCH)
         if self.max_new_tokens is not None:
-            check_number("--max-new-tokens", self.max_new_tokens, integer=True, high=MAX_NEW_TOKENS)
+            check_number("--max-new-tokens", self.max_new_tokens, integer=True, low=1, high=MAX_NEW_TOKENS)
 
 
 # Fields that must match to resume a run (limit and batch size may change).

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.intervals import check_bootstrap
 from halluc.benchmarks.report import build_report, distinct_run_dirs, load_runs, render_terminal, write_report
 from halluc.cli.common import friendly_errors, stderr
 
@@ -20,7 +19,7 @@ def report(
     wide: bool = typer.Option(False, "--wide", help="Terminal: every column and interval, however wide."),
 ) -> None:
     """Per-benchmark leaderboards of one or more runs: deltas against vanilla with intervals, and cost."""
-    from halluc.benchmarks.intervals import run_intervals
+    from halluc.benchmarks.intervals import check_bootstrap, run_intervals
 
     check_bootstrap(bootstrap)
     directories, repeated = distinct_run_dirs(runs)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from halluc.benchmarks import amber, chair, hallusionbench, mme, pope
 from halluc.benchmarks.paths import data_home
+from halluc.cli.common import OneLineUsageErrors
 from halluc.errors import HallucError
 
 score_app = typer.Typer(rich_markup_mode=None,
@@ -40,7 +41,7 @@ def _one_line_errors(fn):
     return wrapper
 
 
-@score_app.command("pope")
+@score_app.command("pope", cls=OneLineUsageErrors)
 @_one_line_errors
 def pope_cmd(
     questions: Path = typer.Option(..., "--questions", help="POPE question file (JSON lines with label)."),
@@ -50,6 +51,8 @@ def pope_cmd(
                                        help="Score questions without an answer as unanswered instead of refusing."),
     labels: str = typer.Option(None, "--labels", help="Corrected labels: a relabelled question file, or 'repope' "
                                "(the fetched RePOPE file of the same split). Adds 'removed'."),
+    allow_partial_labels: bool = typer.Option(False, "--allow-partial-labels",
+                                              help="Accept a label file covering under 80% of the questions."),
     as_json: bool = _JSON,
 ) -> None:
     """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
@@ -62,7 +65,8 @@ def pope_cmd(
         return
     label_file = _repope_file(questions) if labels == "repope" else Path(labels)
     result = pope.score_relabelled(asked, pope.read_pope_questions(label_file), given, parser,
-                                   allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)))
+                                   allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)),
+                                   allow_partial_labels=allow_partial_labels)
     _print(result, as_json, f"RePOPE ({parser} parser, {label_file.name})")
 
 
@@ -78,7 +82,7 @@ def _repope_file(questions: Path) -> Path:
     return path
 
 
-@score_app.command("chair")
+@score_app.command("chair", cls=OneLineUsageErrors)
 @_one_line_errors
 def chair_cmd(
     captions: Path = typer.Option(..., "--captions", help="Captions: JSON lines with image_id and caption."),
@@ -93,7 +97,7 @@ def chair_cmd(
     _print(chair.score_chair(pairs, truth, trim=trim_incomplete).as_dict(), as_json, "CHAIR")
 
 
-@score_app.command("mme")
+@score_app.command("mme", cls=OneLineUsageErrors)
 @_one_line_errors
 def mme_cmd(
     results_dir: Path = typer.Option(..., "--results-dir", help="Folder of eval-tool files <subtask>.txt."),
@@ -107,7 +111,7 @@ def mme_cmd(
         Console().print(_mme_table(scores))
 
 
-@score_app.command("amber")
+@score_app.command("amber", cls=OneLineUsageErrors)
 @_one_line_errors
 def amber_cmd(
     answers: Path = typer.Option(..., "--answers", help="Inference file: [{\"id\": 1, \"response\": ...}, ...]."),
@@ -136,7 +140,7 @@ def amber_cmd(
     _print(flat, False, f"AMBER ({scores['extractor']} extractor, {parser} yes/no)")
 
 
-@score_app.command("hallusionbench")
+@score_app.command("hallusionbench", cls=OneLineUsageErrors)
 @_one_line_errors
 def hallusionbench_cmd(
     answers: Path = typer.Option(..., "--answers", help="Result file in the official format (question rows with "
