@@ -19,18 +19,16 @@ MAX_CANDIDATES = 64              # OPERA's candidates per beam (beams x candidat
 MAX_BATCH = 1_024                # (image, prompt) pairs in one generate call; --batch-size
 MAX_PROMPT_CHARS = 100_000       # one prompt's text, before it is tokenised
 MAX_TOP_K = 1_000_000            # more than any vocabulary
+MIN_TEMPERATURE = 0.01           # logits / 1e-300 overflow to inf and sampling draws from NaN
+MAX_TEMPERATURE = 100.0
 MAX_BOOTSTRAP = 10_000           # paired-bootstrap resamples in `halluc report` (each re-scores every method)
 MAX_SEED = 2**63 - 1             # torch's generators take a signed 64-bit seed
+MAX_PARAMETER = 1e6              # |a method parameter| without a bound of its own (strengths, layer indices)
 MAX_IMAGE_PIXELS = 64_000_000    # width x height of one decoded image (8000 x 8000)
 MAX_ASPECT_RATIO = 100           # long side / short side (Qwen's processors refuse above 200)
 MAX_STEPS = 1_000_000            # training steps (`halluc world train`)
 MAX_WORLD_IMAGES = 1_000_000     # scenes rendered by `halluc world generate-data`
 MAX_WORLD_SIDE = 1_024           # the toy world's image side (`halluc world train --image-size`)
-
-LIMITS = {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": MAX_BEAMS, "candidates": MAX_CANDIDATES,
-          "batch": MAX_BATCH, "prompt_chars": MAX_PROMPT_CHARS, "top_k": MAX_TOP_K, "bootstrap": MAX_BOOTSTRAP,
-          "seed": MAX_SEED, "image_pixels": MAX_IMAGE_PIXELS, "aspect_ratio": MAX_ASPECT_RATIO, "steps": MAX_STEPS,
-          "world_images": MAX_WORLD_IMAGES, "world_side": MAX_WORLD_SIDE}
 
 
 def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,

@@ -56,6 +56,7 @@ CASES = [  # (generate keyword, CLI option, value, message)
     ("temperature", "--temperature", math.nan, "temperature must be a finite number, got nan"),
     ("temperature", "--temperature", math.inf, "temperature must be a finite number, got inf"),
     ("top_p", "--top-p", math.nan, "top_p must be a finite number, got nan"),
+    ("temperature", "--temperature", 1e-300, r"temperature must be in \[0.01, 100.0\]"),  # was a traceback
 ]
 
 
@@ -80,9 +81,11 @@ def test_non_finite_method_parameters_are_refused_alike(no_load, tiny_llava, ima
 @pytest.mark.parametrize("method,params,message", [
     ("opera", {"beams": 1000}, r"opera: parameter 'beams' must be in \[1, 64\]"),
     ("opera", {"candidates": 10**6}, r"opera: parameter 'candidates' must be in \[1, 64\]"),
-    ("vcd", {"noise_seed": 2**70}, "vcd: parameter 'noise_seed' must be within"),
-    ("ritual", {"view_seed": 2**64}, "ritual: parameter 'view_seed' must be within"),
-    ("damro", {"k": 2**80}, "damro: parameter 'k' must be within"),
+    ("vcd", {"noise_seed": 2**70}, r"vcd: parameter 'noise_seed' must be in \[0, 9223372036854775807\]"),
+    ("ritual", {"view_seed": 2**64}, r"ritual: parameter 'view_seed' must be in \[0, "),
+    ("damro", {"k": 2**80}, "damro: parameter 'k' must be within ±1e[+]06"),
+    ("vcd", {"alpha": 1e300}, "vcd: parameter 'alpha' must be within ±1e[+]06"),
+    ("opera", {"layer": -(10**9)}, "opera: parameter 'layer' must be within"),
     ("vista", {"lam": math.inf}, "vista: parameter 'lam' must be a finite number"),
     ("vista", {"gamma": math.nan}, "vista: parameter 'gamma' must be a finite number"),
 ])

@@ -96,7 +96,7 @@ def _annotation(item, where: str) -> dict:
         raise HallucError(f"{where}: expected an object, got {type(item).__name__}")
     require(item, ("id", "type", "truth"), where)
     kind = item["type"]
-    if kind != "generative" and kind not in _TYPES:
+    if not isinstance(kind, str) or (kind != "generative" and kind not in _TYPES):
         raise HallucError(f"{where}: 'type' must be generative or one of {', '.join(_TYPES)}, got {json.dumps(kind)}")
     checked = {**item, "id": integer_id(item["id"], where)}
     if kind == "generative":

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from transformers import GenerationConfig
 
 from halluc.errors import HallucError
-from halluc.limits import MAX_BEAMS, MAX_NEW_TOKENS, MAX_TOP_K, check_number, check_seed
+from halluc.limits import (
+    MAX_BEAMS,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+    check_number,
+    check_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class Decoding:
             (self.max_new_tokens <= MAX_NEW_TOKENS, f"max_new_tokens must be <= {MAX_NEW_TOKENS} (and within the "
                                                     f"model's context), got {self.max_new_tokens}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,  # logits / 1e-300 overflow to inf, then NaN
+             f"temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {self.temperature}"),
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
             (0 <= self.top_k <= MAX_TOP_K, f"top_k must be in [0, {MAX_TOP_K}], got {self.top_k}"),
             (self.num_beams >= 1, f"num_beams must be >= 1, got {self.num_beams}"),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from halluc.errors import HallucError
-from halluc.limits import MAX_SEED
+from halluc.limits import MAX_PARAMETER
 from halluc.modeling.placeholders import check_user_text
 
 if TYPE_CHECKING:
@@ -180,9 +180,9 @@ def _validate(method: str, f: dataclasses.Field, value: Any) -> None:
             raise HallucError(f"{where} must be a finite number; got {value!r}")
         if isinstance(f.default, int) and not isinstance(f.default, bool) and int(value) != value:
             raise HallucError(f"{where} must be an integer; got {value!r}")
-        if abs(value) > MAX_SEED:  # beyond 64 bits no tensor, generator or index takes it
-            raise HallucError(f"{where} must be within ±{MAX_SEED} (2**63 - 1); got {value!r}")
         low, high = meta.get("low"), meta.get("high")
+        if high is None and abs(value) > MAX_PARAMETER:  # a strength of 1e300 turns logits into inf - inf = NaN
+            raise HallucError(f"{where} must be within ±{MAX_PARAMETER:g}; got {value!r}")
         too_low = low is not None and (value <= low if meta.get("open_low") else value < low)
         if too_low or (high is not None and value > high):
             lo = "-inf" if low is None else low

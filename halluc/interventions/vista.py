@@ -45,7 +45,7 @@ from halluc.errors import HallucError
 from halluc.interventions.aux import aux_owner, aux_pass, image_forward, last_token, text_only_forward
 from halluc.interventions.base import HookSpec, Method, param
 from halluc.interventions.registry import register
-from halluc.limits import check_number
+from halluc.limits import MAX_PARAMETER, check_number
 from halluc.modeling.lvlm import execution_device
 
 PRESETS = {"chair": (0.17, 0.3), "pope": (0.01, 0.3), "mmhal": (0.1, 0.3)}  # (λ, γ), released run scripts
@@ -107,7 +107,8 @@ class VISTA(Method):
         for pname, high in (("lam", float("inf")), ("gamma", 1.0)):
             value = getattr(self, pname)
             if value is not None:
-                check_number(f"vista: parameter '{pname}'", value, low=0, high=None if high == float("inf") else high)
+                bound = MAX_PARAMETER if high == float("inf") else high
+                check_number(f"vista: parameter '{pname}'", value, low=0, high=bound)
         object.__setattr__(self, "sla_layers", layer_indices(self.name, "sla_layers", self.sla_layers))
 
     @property
