@@ -212,8 +212,17 @@ def test_a_method_text_holding_a_placeholder_is_refused():
         make_methods("icd", {"disturbance": "You are <image> confused."})
 
 
-def test_a_generic_models_own_placeholders_are_found(tiny_llava):
-    assert "<image>" in model_placeholders(tiny_llava.processor)
+def test_a_generic_models_own_placeholders_are_refused(image):
+    import warnings
+
+    from tests.helpers import tiny_aya_vision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generic adapter's note on available methods
+        lvlm = halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
+    assert "<|IMG_PATCH|>" in model_placeholders(lvlm.processor)  # no family record declares it
+    with pytest.raises(HallucError, match=r"prompt 1 contains '<\|IMG_PATCH\|>'"):
+        halluc.generate(lvlm, [str(image)], ["hi <|IMG_PATCH|>"], max_new_tokens=1)
 
 
 def test_a_benchmark_question_holding_a_placeholder_is_refused_before_loading(no_load, tmp_path, monkeypatch):
