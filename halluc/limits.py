@@ -15,7 +15,7 @@ from halluc.errors import HallucError
 
 MAX_NEW_TOKENS = 32_768          # and never beyond the model's context (checked once the model is loaded)
 MAX_BEAMS = 64                   # num_beams, and OPERA's beams
-MAX_CANDIDATES = 64              # OPERA's candidates per beam (beams x candidates rows per step)
+MAX_CANDIDATES = 1_024           # OPERA's candidates per beam (a tiny vocabulary whole; beams x candidates rows)
 MAX_BATCH = 1_024                # (image, prompt) pairs in one generate call; --batch-size
 MAX_PROMPT_CHARS = 100_000       # one prompt's text, before it is tokenised
 MAX_TOP_K = 1_000_000            # more than any vocabulary

@@ -80,7 +80,7 @@ def test_non_finite_method_parameters_are_refused_alike(no_load, tiny_llava, ima
 
 @pytest.mark.parametrize("method,params,message", [
     ("opera", {"beams": 1000}, r"opera: parameter 'beams' must be in \[1, 64\]"),
-    ("opera", {"candidates": 10**6}, r"opera: parameter 'candidates' must be in \[1, 64\]"),
+    ("opera", {"candidates": 10**6}, r"opera: parameter 'candidates' must be in \[1, 1024\]"),
     ("vcd", {"noise_seed": 2**70}, r"vcd: parameter 'noise_seed' must be in \[0, 9223372036854775807\]"),
     ("ritual", {"view_seed": 2**64}, r"ritual: parameter 'view_seed' must be in \[0, "),
     ("damro", {"k": 2**80}, "damro: parameter 'k' must be within ±1e[+]06"),
