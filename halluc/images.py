@@ -10,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from halluc.errors import HallucError
+from halluc.limits import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 
 SAMPLED = 64  # pixels per row compared before a full comparison (a cheap key, never the verdict)
 
@@ -17,6 +18,7 @@ SAMPLED = 64  # pixels per row compared before a full comparison (a cheap key, n
 def load_image(image) -> Image.Image:
     """An RGB PIL image from a path or a PIL image."""
     if isinstance(image, Image.Image):
+        check_image_size(image.size, "image")
         try:
             return image.convert("RGB")
         except Image.DecompressionBombError:
@@ -30,6 +32,7 @@ def load_image(image) -> Image.Image:
         raise HallucError(f"image path is a directory, not a file: {path}")
     try:
         with Image.open(path) as img:
+            check_image_size(img.size, f"image {path}")  # from the header, before the pixels are decoded
             return img.convert("RGB")
     except UnidentifiedImageError:
         raise HallucError(f"not an image file (unrecognised format): {path}") from None
@@ -38,6 +41,30 @@ def load_image(image) -> Image.Image:
                           "PIL's decompression-bomb limit)") from None
     except OSError as err:
         raise HallucError(f"cannot read image {path}: {err}") from None
+
+
+def check_image_size(size: tuple[int, int], where: str) -> None:
+    """Refuse an image too large to process (pixels) or too thin for any processor (aspect ratio)."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise HallucError(f"{where} is empty ({width} x {height} pixels)")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise HallucError(f"{where} has {width} x {height} = {width * height} pixels; at most {MAX_IMAGE_PIXELS} "
+                          "(resize it first)")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise HallucError(f"{where} is {width} x {height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1; "
+                          "crop or pad it first")
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """The size bounds of an image file, read from its header only (a run checks every image before any work);
+    a file that is missing or not an image is left to `load_image`, which names it when it is needed."""
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError):
+        return
+    check_image_size(size, f"image {path}")
 
 
 def load_images(images: Sequence) -> list[Image.Image]:

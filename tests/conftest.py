@@ -27,6 +27,14 @@ torch.set_num_threads(2)
 def pytest_configure(config):
     if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise pytest.UsageError(f"HALLUC_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA device")
+def pytest_collection_modifyitems(config, items):
+    """The large fuzz budget runs only when asked for (`pytest -m fuzz`); the small one runs every time."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="large fuzz budget: run with -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "halluc"
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = ["base", "kernels", "modeling", "engine", "interventions", "generation", "benchmarks", "evaluation",
           "reports", "api", "serve", "integrations", "cli", "world"]
-BASE = {"halluc.errors", "halluc.images", "halluc.plugins", "halluc.progress", "halluc.registry", "halluc.safe_paths",
-        "halluc.version"}
+BASE = {"halluc.errors", "halluc.images", "halluc.limits", "halluc.plugins", "halluc.progress", "halluc.registry",
+        "halluc.safe_paths", "halluc.version"}
 FACADE = {"halluc", "halluc.__main__", "halluc.hf"}  # the package's facades and entry point sit with the CLI
 
 

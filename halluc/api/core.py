@@ -24,9 +24,9 @@ from halluc.evaluation.run import (
     run_lock,
 )
 from halluc.evaluation.store import OutputCache
-from halluc.generation.generate import Generation, check_modes, pair_inputs
+from halluc.generation.generate import Generation, check_applied_once, check_context, check_modes, pair_inputs
 from halluc.generation.generate import generate as _generate
-from halluc.images import load_images
+from halluc.images import check_image_file, load_images
 from halluc.interventions import aliases, check_compatible, make_methods, method_class, method_names
 from halluc.interventions.attach import unsupported
 from halluc.modeling.base import Adapter
@@ -34,6 +34,7 @@ from halluc.modeling.generic import GENERIC, GENERIC_DECLARATION, GenericAdapter
 from halluc.modeling.loading import check_device_and_dtype, check_model_name, load, load_dtype
 from halluc.modeling.loading import wrap as _wrap
 from halluc.modeling.lvlm import LVLM
+from halluc.modeling.placeholders import check_user_text
 from halluc.modeling.registry import checkpoints, families, known_family, offline_models
 from halluc.modeling.registry import family as family_record
 from halluc.progress import Progress
@@ -87,6 +88,7 @@ def apply(model: LVLM, method: str | Sequence[str], **params) -> Iterator[LVLM]:
         ...     halluc.generate(m, images, prompts)
     """
     added = make_methods(method, params)
+    check_applied_once(model.active + added)
     check_compatible(model.adapter, model.active + added)
     model.active.extend(added)
     try:
@@ -150,6 +152,7 @@ def plan_runs(model: str, methods: Sequence[str], benchmarks: Sequence[str], opt
     dtype = str(load_dtype(model, options.dtype, options.device)).removeprefix("torch.")
     plans = []
     for (benchmark, task), decoding in zip(tasks.items(), decodings):
+        check_questions(benchmark, task, options.limit)
         where = benchmark if options.dataset == "coco" else f"{options.dataset}-{benchmark}"
         out = Path(options.out) / benchmark if options.out and len(benchmarks) > 1 else options.out
         out = Path(out or default_out(model, where, task.protocol.name))
@@ -174,6 +177,16 @@ def control_methods(modes: Sequence[str]) -> list[str]:
         if all(mode in method_class(name).modes for mode in modes) and (name != "apc" or "sample" in modes):
             chosen.append(name)
     return chosen
+def check_questions(benchmark: str, task, limit: int | None) -> None:
+    """Refuse a benchmark question holding an image placeholder, or an image beyond the size bounds, before any
+    work (either would fail mid-run)."""
+    images = set()
+    for split in task.splits():
+        for sample in task.samples(split)[:limit]:
+            check_user_text(sample.prompt, f"{benchmark} {split} question {sample.id}")
+            images.add(sample.image)
+    for image in sorted(images):
+        check_image_file(image)
 
 
 def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: Sequence[str] = ("pope",),
@@ -200,6 +213,8 @@ def run_benchmarks(model: str, methods: Sequence[str] = ("none",), benchmarks: S
         runner.lvlm = lvlm
         if plan.spec.loaded(lvlm):  # a hub commit or dtype known only now: checked before any generation
             check_run_dir(plan.out, plan.spec, options, plan.shard)
+        # a protocol's (or --max-new-tokens') length beyond the model's context: before any generation
+        check_context(lvlm, plan.spec.task.protocol.decoding.get("max_new_tokens", Decoding().max_new_tokens))
     counts = []
     for plan, runner in zip(plans, runners):
         plan.samples = runner.samples()

@@ -12,6 +12,7 @@ from halluc.benchmarks import fetch as _fetch
 from halluc.benchmarks import paths
 from halluc.benchmarks.spec import BENCHMARKS, BenchmarkData, ScoreCommand, ScoreTable
 from halluc.errors import unknown_choice
+from halluc.limits import MAX_BOOTSTRAP, check_number
 from halluc.plugins import load_plugins
 from halluc.reports.model import Report, build_report, distinct_run_dirs, load_runs
 from halluc.reports.render import render_terminal, write_report
@@ -55,6 +56,7 @@ def report(run_dirs: Sequence[Path], bootstrap: int = 1000, gain: bool = True) -
     """Per-benchmark leaderboards of finished runs, with paired-bootstrap 95% intervals of every delta
     against vanilla (`bootstrap` resamples; 0: none) and, with `gain`, the "Is the gain real?" analysis
     (threshold-free metrics, the calibration frontier, flips). Render with `render_terminal` or `write_report`."""
+    check_number("--bootstrap", bootstrap, integer=True, low=0, high=MAX_BOOTSTRAP)  # before any work
     directories, _ = distinct_run_dirs(run_dirs)
     loaded = load_runs(directories)
     if bootstrap:

@@ -17,7 +17,7 @@ from halluc.cli.serve import serve
 app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitigation for vision-language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
-app.command("run", context_settings=RUN_CONTEXT)(run)
+app.command("run", context_settings=RUN_CONTEXT, cls=OneLineUsageErrors)(run)
 app.command("report", cls=OneLineUsageErrors)(report)
 app.command("serve", context_settings=RUN_CONTEXT)(serve)
 app.add_typer(score_app, name="score")
@@ -60,7 +60,7 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
                     typer.echo(f"{'':<10} refused on {r['family']}: {r['reason']}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, cls=OneLineUsageErrors)
 @friendly_errors
 def generate(
     ctx: typer.Context,

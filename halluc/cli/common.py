@@ -52,13 +52,18 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usag
 
 
 def parse_value(text: str):
-    """'2' -> 2, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    """'2' -> 2, '0.5' -> 0.5, 'true' -> True, anything else stays a string. 'nan', 'inf' and '1e999' read as the
+    floats the Python API would get, so the method's own check refuses them with the same line."""
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        pass
+    try:
+        return float(text) if lowered.strip().lstrip("+-") in ("nan", "inf", "infinity") else text
+    except ValueError:
         return text
 
 

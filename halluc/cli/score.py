@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from halluc import api
+from halluc.cli.common import OneLineUsageErrors
 from halluc.errors import HallucError
 
 score_app = typer.Typer(rich_markup_mode=None,
@@ -85,4 +86,4 @@ def _rich(table: api.ScoreTable) -> Table:
 
 
 for _name, _command_spec in api.score_commands().items():
-    score_app.command(_name)(_command(_name, _command_spec))
+    score_app.command(_name, cls=OneLineUsageErrors)(_command(_name, _command_spec))

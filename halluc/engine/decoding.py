@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from transformers import GenerationConfig
 
 from halluc.errors import HallucError
+from halluc.limits import (
+    MAX_BEAMS,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+    check_number,
+    check_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -22,23 +31,24 @@ class Decoding:
 
     def __post_init__(self):
         for name in ("max_new_tokens", "top_k", "num_beams"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise HallucError(f"{name} must be an integer, got {value!r}")
+            check_number(name, getattr(self, name), integer=True)
         for name in ("temperature", "top_p"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise HallucError(f"{name} must be a number, got {value!r}")
+            check_number(name, getattr(self, name))
         if not isinstance(self.do_sample, bool):
             raise HallucError(f"do_sample must be true or false, got {self.do_sample!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise HallucError(f"seed must be an integer, got {self.seed!r}")
+        if self.seed is not None:
+            check_seed("seed", self.seed)
         checks = [
             (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
+            (self.max_new_tokens <= MAX_NEW_TOKENS, f"max_new_tokens must be <= {MAX_NEW_TOKENS} (and within the "
+                                                    f"model's context), got {self.max_new_tokens}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,  # logits / 1e-300 overflow to inf, then NaN
+             f"temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {self.temperature}"),
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
+            (0 <= self.top_k <= MAX_TOP_K, f"top_k must be in [0, {MAX_TOP_K}], got {self.top_k}"),
             (self.num_beams >= 1, f"num_beams must be >= 1, got {self.num_beams}"),
+            (self.num_beams <= MAX_BEAMS, f"num_beams must be <= {MAX_BEAMS}, got {self.num_beams}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -16,15 +16,22 @@ from halluc.benchmarks.build import build_task
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.errors import HallucError
 from halluc.evaluation.run import read_outputs
+from halluc.limits import MAX_BOOTSTRAP, check_number
 
 BASELINE = "none"
 Interval = tuple[float, float]
+
+
+def check_bootstrap(n: int) -> None:
+    """The number of resamples: an integer in [0, MAX_BOOTSTRAP] (each resample re-scores every method)."""
+    check_number("--bootstrap", n, integer=True, low=0, high=MAX_BOOTSTRAP)
 
 
 def run_intervals(run_dir: Path, config: Mapping, n: int = 1000, seed: int = 0) -> dict[tuple[str, str, str], Interval]:
     """{(split, method label, metric key): (low, high)} of metric(method) − metric(vanilla), for every
     non-vanilla method of the run in `run_dir` (described by its `config`); {} when there is no vanilla
     or the benchmark files are gone."""
+    check_bootstrap(n)
     labels = {m["label"]: m["key"] for m in config.get("methods", [])}
     if BASELINE not in labels or len(labels) < 2 or n < 1:
         return {}

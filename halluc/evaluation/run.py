@@ -38,6 +38,7 @@ from halluc.evaluation.provenance import provenance
 from halluc.evaluation.store import OutputCache, SampleLog, write_json_atomic
 from halluc.generation.generate import generate
 from halluc.interventions import Method, make_methods
+from halluc.limits import MAX_BATCH, MAX_NEW_TOKENS, check_number, check_seed
 from halluc.modeling.lvlm import LVLM
 from halluc.progress import Progress
 from halluc.safe_paths import name_component
@@ -514,6 +515,10 @@ class RunOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 flag = "--" + name.replace("_", "-")
                 raise HallucError(f"{flag} must be an integer >= {low}; got {value!r}")
+        check_seed("--seed", self.seed)
+        check_number("--batch-size", self.batch_size, integer=True, low=1, high=MAX_BATCH)
+        if self.max_new_tokens is not None:
+            check_number("--max-new-tokens", self.max_new_tokens, integer=True, low=1, high=MAX_NEW_TOKENS)
 
 
 # What a config.json from before run identities recorded, all of which must match to resume it.

@@ -23,7 +23,9 @@ from halluc.engine.yes_no import EvidenceRecorder, YesNoTokens
 from halluc.errors import HallucError
 from halluc.images import load_images
 from halluc.interventions import Method, Request, Session, attach, check_compatible, make_methods
+from halluc.limits import MAX_BATCH, MAX_PROMPT_CHARS
 from halluc.modeling.lvlm import LVLM
+from halluc.modeling.placeholders import check_user_text, model_placeholders
 
 
 @dataclass
@@ -49,8 +51,11 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
     if return_scores and decoding.num_beams > 1:
         raise HallucError("return_scores is available for greedy and sampling decoding, not beam search")
     methods = [m for m in lvlm.active + make_methods(method, params) if m.name != "none"]
+    check_applied_once(methods)
     check_compatible(lvlm.adapter, methods)
     check_modes(methods, decoding)
+    _check_placeholders(lvlm, prompts)
+    check_context(lvlm, decoding.max_new_tokens)
     # a search that decides per sample runs one sample at a time; a batched one only alone (it drops finished
     # samples' rows, which a stacked method's per-row state would not follow)
     if len(prompts) > 1 and any(m.replaces_search and not (m.batched_search and len(methods) == 1) for m in methods):
@@ -66,6 +71,7 @@ def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", 
         inputs = build_view_batch(lvlm.adapter, lvlm.processor, request.images, request.prompts, branches)
     else:
         inputs = lvlm.adapter.build_inputs(lvlm.processor, request.images, request.prompts)
+    check_context(lvlm, decoding.max_new_tokens, prompt_tokens=inputs["input_ids"].shape[1])
     layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), len(prompts))
     session = Session(request, _to_device(inputs, lvlm), layout)
     tokens = YesNoTokens.of(lvlm.processor.tokenizer) if yes_no else None
@@ -100,6 +106,43 @@ def check_modes(methods: Sequence[Method], decoding: Decoding) -> None:
     for m in methods:
         if decoding.mode not in m.modes:
             raise HallucError(f"method '{m.name}' supports {', '.join(m.modes)} decoding, not {decoding.mode}")
+
+
+def check_applied_once(methods: Sequence[Method]) -> None:
+    """Refuse a method applied twice, e.g. `apply(m, "vcd")` around `generate(m, ..., method="vcd")`, as
+    `method=["vcd", "vcd"]` is: its contribution would count twice."""
+    names = [m.name for m in methods if m.name != "none"]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise HallucError(f"method '{twice}' is applied twice (by apply() and by generate(), or nested apply() "
+                          f"blocks): {', '.join(names)}")
+
+
+def context_length(lvlm: LVLM) -> int | None:
+    """How many positions the language model was built for (its config's max_position_embeddings)."""
+    config = lvlm.model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_context(lvlm: LVLM, max_new_tokens: int, prompt_tokens: int = 0) -> None:
+    """Refuse a generation that cannot fit the model's context: `max_new_tokens` alone, or with the prompt."""
+    context = context_length(lvlm)
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return
+    asked = f"{prompt_tokens} prompt tokens + {max_new_tokens}" if prompt_tokens else f"{max_new_tokens}"
+    raise HallucError(f"max_new_tokens: {asked} new tokens exceed {lvlm.name}'s context of {context} positions; "
+                      f"ask for at most {max(context - prompt_tokens, 0)} new tokens")
+
+
+def _check_placeholders(lvlm: LVLM, prompts: Sequence[str]) -> None:
+    """The model's own placeholders (a generic model's processor may declare others than every family's)."""
+    if not lvlm.adapter.family.startswith("generic"):
+        return  # its placeholders are among every family's, checked with the prompts
+    extra = model_placeholders(lvlm.processor)
+    for i, prompt in enumerate(prompts, 1):
+        check_user_text(prompt, f"prompt {i}", extra)
 
 
 def _declared_branches(request: Request, methods: list[Method]) -> list[tuple[Method, list[Branch]]]:
@@ -172,11 +215,17 @@ def pair_inputs(images, prompts) -> tuple[list, list[str]]:
         raise HallucError(f"got {len(images)} images but {len(prompts)} prompts")
     if not prompts:
         raise HallucError("no prompts given")
-    for p in prompts:
+    if len(prompts) > MAX_BATCH:
+        raise HallucError(f"{len(prompts)} (image, prompt) pairs in one call; at most {MAX_BATCH} run as one batch: "
+                          "split the list")
+    for i, p in enumerate(prompts, 1):
         if not isinstance(p, str):
             raise HallucError(f"a prompt must be a string, got {type(p).__name__} ({p!r})")
         if not p.strip():
             raise HallucError("empty prompt: every prompt needs some text")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise HallucError(f"prompt {i} has {len(p)} characters; at most {MAX_PROMPT_CHARS}")
+        check_user_text(p, f"prompt {i}")
     return images, prompts
 
 

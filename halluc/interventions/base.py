@@ -21,6 +21,7 @@ other declaration gets the complete `Session` (the batch, its view layout, image
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from halluc.errors import HallucError
+from halluc.limits import MAX_PARAMETER
+from halluc.modeling.placeholders import check_user_text
 
 if TYPE_CHECKING:
     from halluc.engine.decoding import Decoding
@@ -173,12 +176,19 @@ def _validate(method: str, f: dataclasses.Field, value: Any) -> None:
         if not isinstance(value, bool):
             raise HallucError(f"{where} must be true or false; got {value!r}")
         return
+    if isinstance(f.default, str) and isinstance(value, str):
+        check_user_text(value, where)  # a text a method puts into the prompt (ICD's disturbance)
+        return
     if isinstance(f.default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HallucError(f"{where} must be a number; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison; 1e999 is inf
+            raise HallucError(f"{where} must be a finite number; got {value!r}")
         if isinstance(f.default, int) and not isinstance(f.default, bool) and int(value) != value:
             raise HallucError(f"{where} must be an integer; got {value!r}")
         low, high = meta.get("low"), meta.get("high")
+        if high is None and abs(value) > MAX_PARAMETER:  # a strength of 1e300 turns logits into inf - inf = NaN
+            raise HallucError(f"{where} must be within ±{MAX_PARAMETER:g}; got {value!r}")
         too_low = low is not None and (value <= low if meta.get("open_low") else value < low)
         if too_low or (high is not None and value > high):
             lo = "-inf" if low is None else low

@@ -57,6 +57,7 @@ from halluc.errors import HallucError
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
 from halluc.kernels.edits import AttentionEdit
+from halluc.limits import MAX_BEAMS, MAX_CANDIDATES
 
 FAST = {"threshold": 25, "candidates": 1}  # README's efficient setting
 
@@ -89,8 +90,8 @@ class OPERA(Method):
     cost = ("beam search over beams x candidates rows per step (25 rows at the defaults, one forward) with the "
             "OPERA layer in the halluc attention kernel; each rollback re-runs the response once")
 
-    beams: int = param(5, low=1, doc="beam width")
-    candidates: int = param(5, low=1, doc="candidates per beam (N)")
+    beams: int = param(5, low=1, high=MAX_BEAMS, doc="beam width")
+    candidates: int = param(5, low=1, high=MAX_CANDIDATES, doc="candidates per beam (N)")
     scale: float = param(50.0, low=0.0, open_low=True, doc="σ: attention scale in the column products")
     threshold: int = param(15, low=1, doc="r: roll back once a location recurs more than r times")
     weight: float = param(1.0, low=0.0, doc="λ: weight of the penalty")

@@ -27,6 +27,7 @@ from halluc.engine.image_views import random_transform
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
+from halluc.limits import MAX_SEED
 
 
 def transformed_branch(seed: int) -> Branch:
@@ -53,7 +54,7 @@ class RITUAL(Method):
 
     alpha: float = param(3.0, low=0.0, doc="weight of the transformed view; 0 (with beta 0) = identity")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
-    view_seed: int = param(0, low=0, doc="transformation seed (combined with each image's content)")
+    view_seed: int = param(0, low=0, high=MAX_SEED, doc="transformation seed (combined with each image's content)")
 
     zero_params = {"alpha": 0.0, "beta": 0.0}
 

@@ -26,6 +26,7 @@ from halluc.engine.image_views import DIFFUSION_STEPS, noised_pixels
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
+from halluc.limits import MAX_SEED
 
 
 @register
@@ -49,7 +50,7 @@ class VCD(Method):
     alpha: float = param(1.0, low=0.0, doc="contrast strength; 0 (with beta 0) = identity")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
     noise_step: int = param(500, low=0, high=DIFFUSION_STEPS - 1, doc="DDPM noise step t of the 1000-step schedule")
-    noise_seed: int = param(0, low=0, doc="noise seed (combined with each image's content)")
+    noise_seed: int = param(0, low=0, high=MAX_SEED, doc="noise seed (combined with each image's content)")
 
     example_params = {}
     zero_params = {"alpha": 0.0, "beta": 0.0}

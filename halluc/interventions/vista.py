@@ -46,6 +46,7 @@ from halluc.interventions.aux import aux_pass, image_forward, last_token, text_o
 from halluc.interventions.base import Method, param
 from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
+from halluc.limits import MAX_PARAMETER, check_number
 from halluc.modeling.lvlm import execution_device
 
 PRESETS = {"chair": (0.17, 0.3), "pope": (0.01, 0.3), "mmhal": (0.1, 0.3)}  # (λ, γ), released run scripts
@@ -106,9 +107,9 @@ class VISTA(Method):
         super().__post_init__()
         for pname, high in (("lam", float("inf")), ("gamma", 1.0)):
             value = getattr(self, pname)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 <= value <= high):
-                raise HallucError(f"vista: parameter '{pname}' must be a number in [0, {high}]; got {value!r}")
+            if value is not None:
+                bound = MAX_PARAMETER if high == float("inf") else high
+                check_number(f"vista: parameter '{pname}'", value, low=0, high=bound)
         object.__setattr__(self, "sla_layers", layer_indices(self.name, "sla_layers", self.sla_layers))
 
     @property

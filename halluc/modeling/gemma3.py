@@ -82,4 +82,5 @@ GEMMA3 = register_family(Family(
     tiny_name="tiny-gemma3", build_tiny=tiny_gemma3,
     checkpoints=(Checkpoint("gemma3", "google/gemma-3-4b-it", "Gemma 3 4B instruct (gated on the hub)"),
                  Checkpoint("gemma3-12b", "google/gemma-3-12b-it", "Gemma 3 12B instruct (gated on the hub)")),
-    notes="one 16x16 grid per image; bidirectional image block; sliding-window layers"))
+    notes="one 16x16 grid per image; bidirectional image block; sliding-window layers",
+    placeholders=("<start_of_image>", "<image_soft_token>", "<end_of_image>")))

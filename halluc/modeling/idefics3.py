@@ -32,6 +32,9 @@ from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, contiguous_run
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import IDEFICS3_TEMPLATE, SMOLVLM_TEMPLATE, byte_tokenizer, llama_text
 
+# what the processor expands or wraps around image positions (a sub-image is <row_R_col_C>)
+IDEFICS3_PLACEHOLDERS = ("<image>", "<fake_token_around_image>", "<global-img>", r"re:<row_\d+_col_\d+>", "<video>")
+
 ROW_COL_TAGS = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
 
 
@@ -130,10 +133,12 @@ IDEFICS3 = register_family(Family(
     adapter=Idefics3Adapter("idefics3", IDEFICS3_PATHS), tiny_name="tiny-idefics3", build_tiny=tiny_idefics3,
     checkpoints=(Checkpoint("idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "Idefics3-8B (Llama 3)"),
                  Checkpoint("smolvlm", "HuggingFaceTB/SmolVLM-Instruct", "SmolVLM-Instruct 2B (an Idefics3 model)")),
-    notes="image splitting: one (side, side) grid per sub-image (crops, then the global image)"))
+    notes="image splitting: one (side, side) grid per sub-image (crops, then the global image)",
+    placeholders=IDEFICS3_PLACEHOLDERS))
 SMOLVLM = register_family(Family(
     name="smolvlm", title="SmolVLM2", model_types=("smolvlm",), model_class="SmolVLMForConditionalGeneration",
     processor_class=SmolVLMImageOnlyProcessor, adapter=Idefics3Adapter("smolvlm", IDEFICS3_PATHS, nested_images=True),
     tiny_name="tiny-smolvlm", build_tiny=tiny_smolvlm,
     checkpoints=(Checkpoint("smolvlm2", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM2-2.2B-Instruct"),),
-    notes="as Idefics3"))
+    notes="as Idefics3",
+    placeholders=IDEFICS3_PLACEHOLDERS))

@@ -106,4 +106,5 @@ INSTRUCTBLIP = register_family(Family(
                                 provides=frozenset({"pre_norm_block"})),
     tiny_name="tiny-instructblip", build_tiny=tiny_instructblip,
     checkpoints=(Checkpoint("instructblip", "Salesforce/instructblip-vicuna-7b", "InstructBLIP Vicuna-7B"),),
-    notes="32 Q-Former query tokens, no 2-D grid", refuse=_refuse_encoder_decoder))
+    notes="32 Q-Former query tokens, no 2-D grid", refuse=_refuse_encoder_decoder,
+    placeholders=("<image>",)))

@@ -109,4 +109,5 @@ INTERNVL = register_family(Family(
     adapter=InternVLAdapter("internvl", INTERNVL_PATHS), tiny_name="tiny-internvl", build_tiny=tiny_internvl,
     checkpoints=(Checkpoint("internvl3", "OpenGVLab/InternVL3-8B-hf", "InternVL3-8B (HF format)"),
                  Checkpoint("internvl3.5", "OpenGVLab/InternVL3_5-8B-HF", "InternVL3.5-8B (HF format)")),
-    notes="one (side, side) grid per tile: crops, then the thumbnail (the whole image)"))
+    notes="one (side, side) grid per tile: crops, then the thumbnail (the whole image)",
+    placeholders=("<IMG_CONTEXT>", "<img>", "</img>", "<video>")))

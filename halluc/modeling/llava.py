@@ -137,4 +137,5 @@ LLAVA = register_family(Family(
     tiny_name="tiny-llava", build_tiny=tiny_llava,
     checkpoints=(Checkpoint("llava", "llava-hf/llava-1.5-7b-hf", "LLaVA-1.5-7B, the field's reference model"),
                  Checkpoint("llava-13b", "llava-hf/llava-1.5-13b-hf", "LLaVA-1.5-13B")),
-    notes="one square image grid; CLIP CLS attention for DAMRO"))
+    notes="one square image grid; CLIP CLS attention for DAMRO",
+    placeholders=("<image>",)))

@@ -81,4 +81,5 @@ LLAVA_NEXT = register_family(Family(
     adapter=LlavaNextAdapter("llava_next", LLAVA_PATHS, provides=frozenset({"grid", "vision_cls", "pre_norm_block"})),
     tiny_name="tiny-llava-next", build_tiny=tiny_llava_next,
     checkpoints=(Checkpoint("llava-next", "llava-hf/llava-v1.6-vicuna-7b-hf", "LLaVA-NeXT (1.6) Vicuna-7B"),),
-    notes="two spans per image: base grid and tiles grid (with the newline column)"))
+    notes="two spans per image: base grid and tiles grid (with the newline column)",
+    placeholders=("<image>",)))

@@ -111,4 +111,5 @@ LLAVA_ONEVISION = register_family(Family(
     build_tiny=tiny_llava_onevision,
     checkpoints=(Checkpoint("llava-onevision", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
                             "LLaVA-OneVision Qwen2-7B (OV stage)"),),
-    notes="base grid, then the anyres tiles grid (shrunk to anyres_max_9, with the newline column); SigLIP, no CLS"))
+    notes="base grid, then the anyres tiles grid (shrunk to anyres_max_9, with the newline column); SigLIP, no CLS",
+    placeholders=("<image>", "<video>")))

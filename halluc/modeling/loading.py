@@ -13,6 +13,7 @@ from halluc.errors import HallucError, unknown_choice
 from halluc.kernels.backend import BACKEND, register_backend
 from halluc.modeling.families import adapter_for, adapter_or_generic, load_processor, model_class_for
 from halluc.modeling.lvlm import LVLM
+from halluc.modeling.placeholders import model_placeholders
 from halluc.modeling.registry import checkpoints, model_names, offline_models
 
 
@@ -61,14 +62,70 @@ def wrap(model, processor, *, name: str | None = None, revision: str | None = No
     attention implementation is kept: methods that edit attention switch the language model to
     halluc's backend only while they run. The model is put in eval mode (dropout off).
     """
+    _check_wrapped_model(model)
     if processor is None or not hasattr(processor, "tokenizer"):
         raise HallucError("halluc.wrap needs the model's processor (with its tokenizer), e.g. "
                           "AutoProcessor.from_pretrained(...)")
     adapter = adapter_or_generic(model)
+    _check_processor_matches(model, processor, adapter.family)
     register_backend()
     return LVLM(model=model.eval(), processor=processor, adapter=adapter,
                 name=name or getattr(model.config, "_name_or_path", None) or type(model).__name__,
                 revision=revision or _commit_of(model))
+
+
+def _check_wrapped_model(model) -> None:
+    """A transformers model with a config and `generate`, not a name, a path or a bare module."""
+    if isinstance(model, (str, os.PathLike)):
+        raise HallucError(f"halluc.wrap takes a loaded model, got the {type(model).__name__} {str(model)!r}: use "
+                          "halluc.load(name) for a name or a directory")
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "generate") or \
+            not isinstance(getattr(config, "model_type", None), str):
+        raise HallucError(f"halluc.wrap takes a transformers vision-language model (a PreTrainedModel with a config "
+                          f"and generate), got {type(model).__name__}")
+
+
+def _check_processor_matches(model, processor, family: str) -> None:
+    """Refuse a processor of another model: a processor class another family uses, an image token that is not
+    this family's or does not carry the model's id, or a vocabulary larger than the model's embeddings."""
+    from halluc.modeling.registry import families
+
+    tokenizer = processor.tokenizer
+    owner = f"{type(processor).__name__} does not belong to this {type(model).__name__}"
+    given = {c.__name__ for c in type(processor).__mro__}
+    claimed = {f.name: _processor_names(f.processor_class) for f in families()}
+    known = family in claimed  # a generic model may well use a known family's processor class (a LLaVA derivative)
+    if known and any(given & names for names in claimed.values()) and not given & claimed[family]:
+        other = next(name for name, names in claimed.items() if given & names)
+        raise HallucError(f"{owner}: it is a {other} processor, the model is {family}; pass the processor of the "
+                          "same checkpoint")
+    image_token = getattr(processor, "image_token", None)
+    expected = next((f.placeholders for f in families() if f.name == family), ())
+    if isinstance(image_token, str) and expected and image_token not in expected:
+        raise HallucError(f"{owner}: its image token {image_token!r} is not {family}'s ({', '.join(expected)}); "
+                          "pass the processor of the same checkpoint")
+    config = model.config
+    token_id = getattr(config, "image_token_id", None)
+    token_id = token_id if token_id is not None else getattr(config, "image_token_index", None)
+    texts = [t for t in (*model_placeholders(processor), *expected) if not t.startswith("re:")]
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in texts}
+    if ids and isinstance(token_id, int) and token_id not in ids:
+        raise HallucError(f"{owner}: none of its image tokens ({', '.join(texts)}) has the model's image token id "
+                          f"{token_id}; pass the processor of the same checkpoint")
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise HallucError(f"{owner}: its tokenizer has {len(tokenizer)} tokens, the model's embeddings {rows}; "
+                          "pass the processor of the same checkpoint")
+
+
+def _processor_names(cls: str | type) -> set[str]:
+    """A family's processor class and the stock classes it stands for (halluc's image-only copies included)."""
+    if isinstance(cls, str):
+        return {cls}
+    names = {c.__name__ for c in cls.__mro__ if c.__name__.endswith("Processor") and c.__name__ != "ProcessorMixin"}
+    return names | {n.replace("ImageOnly", "") for n in names}
 
 
 def dispatch(model, device_map: str | dict, offload_folder: str | os.PathLike | None = None):

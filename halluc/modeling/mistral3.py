@@ -128,4 +128,5 @@ MISTRAL3 = register_family(Family(
     tiny_name="tiny-mistral3", build_tiny=tiny_mistral3,
     checkpoints=(Checkpoint("mistral3", "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
                             "Mistral Small 3.1 24B instruct"),),
-    notes="one grid per image at its own aspect ratio; row-break tokens between the grid rows are text"))
+    notes="one grid per image at its own aspect ratio; row-break tokens between the grid rows are text",
+    placeholders=("[IMG]", "[IMG_BREAK]", "[IMG_END]")))

@@ -21,6 +21,9 @@ from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import QWEN_SPECIALS, QWEN_TEMPLATE, TEXT, byte_tokenizer
 
+# the processor expands these into image / video positions (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)
+QWEN_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
 
 class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
     """Qwen2VLProcessor without a video processor, so it builds without torchvision.
@@ -135,10 +138,12 @@ QWEN2_VL = register_family(Family(
     processor_class=Qwen2VLImageOnlyProcessor, adapter=QwenVLAdapter("qwen2_vl", QWEN_PATHS),
     tiny_name="tiny-qwen2-vl", build_tiny=tiny_qwen2_vl,
     checkpoints=(Checkpoint("qwen2-vl", "Qwen/Qwen2-VL-7B-Instruct", "Qwen2-VL-7B-Instruct"),),
-    notes="grid from `image_grid_thw` / spatial merge; M-RoPE"))
+    notes="grid from `image_grid_thw` / spatial merge; M-RoPE",
+    placeholders=QWEN_PLACEHOLDERS))
 QWEN2_5_VL = register_family(Family(
     name="qwen2_5_vl", title="Qwen2.5-VL", model_types=("qwen2_5_vl",),
     model_class="Qwen2_5_VLForConditionalGeneration", processor_class=Qwen2_5_VLImageOnlyProcessor,
     adapter=QwenVLAdapter("qwen2_5_vl", QWEN_PATHS), tiny_name="tiny-qwen2.5-vl", build_tiny=tiny_qwen2_5_vl,
     checkpoints=(Checkpoint("qwen2.5-vl", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2.5-VL-7B-Instruct"),),
-    notes="as Qwen2-VL"))
+    notes="as Qwen2-VL",
+    placeholders=QWEN_PLACEHOLDERS))

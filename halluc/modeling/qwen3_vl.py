@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import AutoProcessor, Qwen3VLProcessor
 
-from halluc.modeling.qwen2_vl import QWEN_PATHS, QwenVLAdapter, _qwen_ids, _qwen_text
+from halluc.modeling.qwen2_vl import QWEN_PATHS, QWEN_PLACEHOLDERS, QwenVLAdapter, _qwen_ids, _qwen_text
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import QWEN3_TEMPLATE, QWEN_SPECIALS, byte_tokenizer
 
@@ -54,4 +54,5 @@ QWEN3_VL = register_family(Family(
     tiny_name="tiny-qwen3-vl", build_tiny=tiny_qwen3_vl,
     checkpoints=(Checkpoint("qwen3-vl", "Qwen/Qwen3-VL-8B-Instruct", "Qwen3-VL-8B-Instruct"),
                  Checkpoint("qwen3-vl-4b", "Qwen/Qwen3-VL-4B-Instruct", "Qwen3-VL-4B-Instruct")),
-    notes="as Qwen2-VL (grid from `image_grid_thw`); interleaved M-RoPE; DeepStack features added after early layers"))
+    notes="as Qwen2-VL (grid from `image_grid_thw`); interleaved M-RoPE; DeepStack features added after early layers",
+    placeholders=QWEN_PLACEHOLDERS))

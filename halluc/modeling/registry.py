@@ -46,6 +46,9 @@ class Family:
     # parameters the model class initialises to zero that would cut the image off in a random tiny model
     # (Gemma 3's multimodal projection): the tiny builder draws them at random instead
     tiny_random: tuple[str, ...] = ()
+    # the text its processor turns into image (or video) positions: user text holding one is refused
+    # (`halluc.modeling.placeholders`); plain strings, or `re:PATTERN` for a family of tokens
+    placeholders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -84,16 +84,40 @@ def load_run(run_dir: Path) -> Run:
         raise HallucError(f"{results} is not a halluc results file: expected rows with {', '.join(REQUIRED)}")
     if not rows:
         raise HallucError(f"{results} holds no results")
-    for row in rows:
-        try:
-            benchmark_spec(row["benchmark"])
-        except HallucError as err:
-            raise HallucError(f"{results}: {err}") from None
+    for i, row in enumerate(rows):
+        _check_row(row, f"{results}: row {i + 1}")
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     if (run_dir / "config.json").is_file():
         stored = _read_json(run_dir / "config.json")
         config = {**config, **stored} if isinstance(stored, dict) else config
     return Run(run_dir, config, rows)
+
+
+# fields of a result row beside the metrics, and the JSON types each may hold
+_ROW_FIELDS = {"revision": (str, type(None)), "task_version": (str, int, type(None)), "seed": (int, type(None)),
+               "limit": (int, type(None)), "params": (dict, type(None)), "label": (str, type(None)),
+               "extractor": (str, type(None))}
+
+
+def _check_row(row: dict, where: str) -> None:
+    """A results.json row as halluc writes it: names are strings, metrics and costs numbers (or null), the other
+    fields of their types; anything else (a list for a name, a string for F1, `true` for a seed) is one line."""
+    for key in REQUIRED:
+        if not isinstance(row[key], str):
+            raise HallucError(f"{where}: '{key}' must be a string, got {json.dumps(row[key])}")
+    try:
+        spec = benchmark_spec(row["benchmark"])
+    except HallucError as err:
+        raise HallucError(f"{where}: {err}") from None
+    for metric in (*spec.metrics, *COST):
+        value = row.get(metric.key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise HallucError(f"{where}: '{metric.key}' must be a number, got {json.dumps(value)}")
+    for key, types in _ROW_FIELDS.items():
+        value = row.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise HallucError(f"{where}: '{key}' must be {' or '.join(t.__name__ for t in types)}, got "
+                              f"{json.dumps(value)}")
 
 
 def _read_json(path: Path):

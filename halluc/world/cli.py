@@ -8,6 +8,7 @@ import typer
 
 from halluc.cli.common import check_out_dir, friendly_errors, stderr
 from halluc.errors import HallucError
+from halluc.limits import MAX_BATCH, MAX_STEPS, MAX_WORLD_IMAGES, MAX_WORLD_SIDE, check_number, check_seed
 
 world_app = typer.Typer(rich_markup_mode=None, help="The toy world: its data and the toy-llava model trained on it.",
                         no_args_is_help=True)
@@ -35,6 +36,11 @@ def train_command(
                              ("--batch-size", batch_size, 1), ("--image-size", image_size, 8)):
         if value is not None and value < low:
             raise HallucError(f"{flag} must be >= {low}; got {value}")
+    for flag, value, high in (("--steps", steps, MAX_STEPS), ("--vision-steps", vision_steps, MAX_STEPS),
+                              ("--batch-size", batch_size, MAX_BATCH), ("--image-size", image_size, MAX_WORLD_SIDE)):
+        if value is not None:
+            check_number(flag, value, integer=True, high=high)
+    check_seed("--seed", seed)
     check_out_dir(out)
     overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate),
                                    ("vision_steps", vision_steps)) if v is not None}
@@ -66,6 +72,8 @@ def generate_data_command(
 
     if n_images < 1:
         raise HallucError(f"--n-images must be >= 1; got {n_images}")
+    check_number("--n-images", n_images, integer=True, high=MAX_WORLD_IMAGES)
+    check_seed("--seed", seed)
     check_out_dir(out)
     try:
         world = replace(TRAIN_WORLD, seed=seed)

@@ -40,7 +40,7 @@ def test_presets_overrides_and_validation():
     assert VISTA(lam=0, gamma=0).is_identity()
     with pytest.raises(HallucError, match="must be one of chair, pope, mmhal"):
         VISTA(preset="mme")
-    with pytest.raises(HallucError, match="'gamma' must be a number in"):
+    with pytest.raises(HallucError, match=r"'gamma' must be in \[0, 1.0\]"):
         VISTA(gamma=1.5)
     with pytest.raises(HallucError, match="'lam'"):
         VISTA(lam=-0.1)

@@ -32,12 +32,13 @@ a noun, case kept (the official lemmatiser leaves "Dog" alone, so it never count
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from halluc.benchmarks.chair.scoring import singularize, tokenize
-from halluc.benchmarks.io import read_json, read_jsonl_located, read_text, require
+from halluc.benchmarks.io import integer_id, read_json, read_jsonl_located, read_text, require, text_field
 from halluc.benchmarks.pope.scoring import answer_text
 from halluc.errors import HallucError, unknown_choice
 
@@ -65,20 +66,54 @@ class AmberData:
 
 
 def load_amber(folder: str | Path, queries: bool = True) -> AmberData:
-    """The official `data/` folder: annotations.json, relation.json, safe_words.txt, query/query_all.json."""
+    """The official `data/` folder: annotations.json, relation.json, safe_words.txt, query/query_all.json.
+    Every item is checked as it is read (types, keys, ids): a malformed folder is one line naming the file."""
     folder = Path(folder)
-    annotations = read_json(folder / "annotations.json")
+    path = folder / "annotations.json"
+    annotations = read_json(path)
     if not isinstance(annotations, list):
-        raise HallucError(f"{folder / 'annotations.json'}: expected a JSON array of items")
-    association = read_json(folder / "relation.json")
+        raise HallucError(f"{path}: expected a JSON array of items")
+    items = {}
+    for i, item in enumerate(annotations):
+        where = f"{path}: item {i + 1}"
+        checked = _annotation(item, where)
+        if checked["id"] in items:
+            raise HallucError(f"{where}: id {checked['id']} appears twice")
+        items[checked["id"]] = checked
+    association = _association(read_json(folder / "relation.json"), folder / "relation.json")
     safe = tuple(line for line in read_text(folder / "safe_words.txt").split("\n") if line)
     asked = {}
     if queries:
         for where, row in read_jsonl_located(folder / "query" / "query_all.json"):
             require(row, ("id", "image", "query"), where)
-            asked[int(row["id"])] = (str(row["image"]), str(row["query"]))
-    return AmberData({int(a["id"]): a for a in annotations}, {k: tuple(v) for k, v in association.items()}, safe,
-                     asked)
+            asked[integer_id(row["id"], where)] = (text_field(row, "image", where), text_field(row, "query", where))
+    return AmberData(items, association, safe, asked)
+
+
+def _annotation(item, where: str) -> dict:
+    """One annotations.json item: {"id", "type", "truth", ("hallu")}, typed as the official evaluator reads it."""
+    if not isinstance(item, dict):
+        raise HallucError(f"{where}: expected an object, got {type(item).__name__}")
+    require(item, ("id", "type", "truth"), where)
+    kind = item["type"]
+    if not isinstance(kind, str) or (kind != "generative" and kind not in _TYPES):
+        raise HallucError(f"{where}: 'type' must be generative or one of {', '.join(_TYPES)}, got {json.dumps(kind)}")
+    checked = {**item, "id": integer_id(item["id"], where)}
+    if kind == "generative":
+        require(item, ("hallu",), where)
+        for key in ("truth", "hallu"):
+            if not isinstance(item[key], list) or not all(isinstance(w, str) for w in item[key]):
+                raise HallucError(f"{where}: '{key}' must be a list of words, got {json.dumps(item[key])}")
+    elif item["truth"] not in ("yes", "no"):
+        raise HallucError(f"{where}: 'truth' must be \"yes\" or \"no\", got {json.dumps(item['truth'])}")
+    return checked
+
+
+def _association(data, path: Path) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(w, str) for w in v)
+                                             for v in data.values()):
+        raise HallucError(f"{path}: expected a JSON object mapping each word to a list of words")
+    return {k: tuple(v) for k, v in data.items()}
 
 
 def read_responses(path: str | Path) -> dict[int, str]:
@@ -86,10 +121,7 @@ def read_responses(path: str | Path) -> dict[int, str]:
     responses: dict[int, str] = {}
     for where, row in read_jsonl_located(path):
         require(row, ("id", "response"), where)
-        try:
-            item = int(row["id"])
-        except (TypeError, ValueError):
-            raise HallucError(f"{where}: id must be an integer, got {row['id']!r}") from None
+        item = integer_id(row["id"], where)
         if item in responses:
             raise HallucError(f"{where}: id {item} answered twice")
         responses[item] = answer_text(row["response"], "response", where)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from halluc.benchmarks.io import load_coco, read_json, read_jsonl_located, require
+from halluc.benchmarks.io import integer_id, load_coco, read_json, read_jsonl_located, require
 from halluc.errors import HallucError
 
 # ---------------------------------------------------------------- vocabulary (part of the metric's definition)
@@ -232,10 +232,7 @@ def read_chair_captions(path: str | Path) -> list[tuple[int, str]]:
     for where, row in read_jsonl_located(path):
         key = "caption" if "caption" in row else "text"
         require(row, ("image_id", key), where)
-        try:
-            image_id = int(row["image_id"])
-        except (TypeError, ValueError):
-            raise HallucError(f"{where}: image_id must be an integer, got {row['image_id']!r}") from None
+        image_id = integer_id(row["image_id"], where, "image_id")
         if not isinstance(row[key], str):
             raise HallucError(f"{where}: '{key}' must be a string (the caption), got {json.dumps(row[key])}")
         if image_id in seen:
@@ -262,8 +259,9 @@ def chair_gt_from_json(path: str | Path) -> dict[int, frozenset[str]]:
         raise HallucError(f"{path}: expected a JSON object mapping image id -> list of object names")
     gt = {}
     for key, names in data.items():
-        if not key.strip().isdigit() or not isinstance(names, list):
-            raise HallucError(f"{path}: entry {key!r} must map an integer image id to a list of names")
+        if not re.fullmatch(r"[0-9]{1,18}", key.strip()) or not isinstance(names, list) \
+                or not all(isinstance(n, str) for n in names):
+            raise HallucError(f"{path}: entry {key!r} must map an integer image id (digits 0-9) to a list of names")
         unknown = [n for n in names if n not in NODE_OF]
         if unknown:
             raise HallucError(f"{path}: image {key}: '{unknown[0]}' is not a CHAIR object word")

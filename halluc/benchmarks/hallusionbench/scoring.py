@@ -25,11 +25,12 @@ reproduced.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from halluc.benchmarks.io import read_jsonl_located, require
+from halluc.benchmarks.io import integer_id, read_jsonl_located, require, text_field
 from halluc.benchmarks.pope.scoring import answer_text, parse_word
 from halluc.errors import HallucError
 
@@ -86,7 +87,23 @@ class Judged:
 
 def key_of(row: Mapping, where: str) -> str:
     require(row, _ID_FIELDS, where)
-    return "_".join(str(row[f]) for f in _ID_FIELDS)
+    return "_".join(_id_parts(row, where))
+
+
+def _id_parts(row: Mapping, where: str) -> list[str]:
+    """category and subcategory as strings; set, figure and question ids as integers or digit strings ("0" and 0
+    meet; 1.7, true or "²" are refused)."""
+    parts = [text_field(row, f, where) for f in _ID_FIELDS[:2]]
+    return parts + [str(integer_id(row[f], where, f)) for f in _ID_FIELDS[2:]]
+
+
+def _code(row: Mapping, key: str, codes: tuple[str, ...], where: str) -> str:
+    """A code field written as a string or an integer ("1" or 1), one of `codes`."""
+    value = row[key]
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or text.strip() not in codes:
+        raise HallucError(f"{where}: '{key}' must be one of {', '.join(codes)}, got {json.dumps(value)}")
+    return text.strip()
 
 
 def read_questions(path: str | Path) -> list[HBQuestion]:
@@ -94,11 +111,12 @@ def read_questions(path: str | Path) -> list[HBQuestion]:
     questions, seen = [], set()
     for where, row in read_jsonl_located(path):
         require(row, (*_ID_FIELDS, "visual_input", "question", "gt_answer"), where)
-        gt = str(row["gt_answer"]).strip()
-        if gt not in ("0", "1"):
-            raise HallucError(f"{where}: gt_answer must be '0' (no) or '1' (yes), got {row['gt_answer']!r}")
-        q = HBQuestion(*(str(row[f]) for f in _ID_FIELDS), visual_input=str(row["visual_input"]),
-                       question=str(row["question"]), answer=gt == "1", filename=row.get("filename"))
+        gt = _code(row, "gt_answer", ("0", "1"), where)
+        filename = row.get("filename")
+        if filename is not None and not isinstance(filename, str):
+            raise HallucError(f"{where}: 'filename' must be a string or null, got {json.dumps(filename)}")
+        q = HBQuestion(*_id_parts(row, where), visual_input=_code(row, "visual_input", ("0", "1", "2"), where),
+                       question=text_field(row, "question", where), answer=gt == "1", filename=filename)
         if q.category not in CATEGORIES:
             raise HallucError(f"{where}: category must be VD or VS, got {q.category!r}")
         if q.key in seen:

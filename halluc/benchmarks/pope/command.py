@@ -12,7 +12,7 @@ from halluc.errors import HallucError
 
 
 def score(questions: Path, answers: Path, parser: str = "pope", allow_missing: bool = False,
-          labels: str | None = None) -> dict:
+          labels: str | None = None, allow_partial_labels: bool = False) -> dict:
     """POPE accuracy, precision, recall, F1, yes-ratio; answers matched by question_id."""
     pope.get_parser(parser)  # an unknown parser fails before any file is read
     asked, given = pope.read_pope_questions(questions), pope.read_pope_answers(answers)
@@ -21,7 +21,8 @@ def score(questions: Path, answers: Path, parser: str = "pope", allow_missing: b
                                names=(str(questions), str(answers))).as_dict()
     label_file = repope_file(questions) if labels == "repope" else Path(labels)
     return pope.score_relabelled(asked, pope.read_pope_questions(label_file), given, parser,
-                                 allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)))
+                                 allow_missing=allow_missing, names=(str(questions), str(answers), str(label_file)),
+                                 allow_partial_labels=allow_partial_labels)
 
 
 def repope_file(questions: Path) -> Path:
@@ -50,4 +51,5 @@ COMMAND = ScoreCommand(score, summary=score.__doc__ or "", tables=_tables, help=
     "parser": "Yes/no parser: pope, opera, vcd, exact, word.",
     "allow_missing": "Score questions without an answer as unanswered instead of refusing.",
     "labels": "Corrected labels: a relabelled question file, or 'repope' (the fetched RePOPE file of the same "
-              "split). Adds 'removed'."})
+              "split). Adds 'removed'.",
+    "allow_partial_labels": "Accept a label file covering under 80% of the questions."})

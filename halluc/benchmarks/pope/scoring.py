@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from halluc.benchmarks.io import load_coco, read_jsonl_located, require
+from halluc.benchmarks.io import integer_id, load_coco, read_jsonl_located, require, text_field
 from halluc.errors import HallucError, unknown_choice
 
 SPLITS = ("random", "popular", "adversarial")
@@ -53,11 +53,11 @@ def read_pope_questions(path: str | Path, category: str = "") -> list[PopeQuesti
     questions, seen = [], set()
     for where, row in read_jsonl_located(path):
         require(row, ("question_id", "image", "text", "label"), where)
-        qid = _question_id(row["question_id"])
+        qid = _question_id(row["question_id"], where)
         if qid in seen:
             raise HallucError(f"{where}: question_id {qid} appears twice")
         seen.add(qid)
-        questions.append(PopeQuestion(qid, str(row["image"]), str(row["text"]),
+        questions.append(PopeQuestion(qid, text_field(row, "image", where), text_field(row, "text", where),
                                       _label(row["label"], where), category))
     if not questions:
         raise HallucError(f"{path}: no questions")
@@ -76,7 +76,7 @@ def read_pope_answers(path: str | Path) -> dict[int | str, str]:
     for where, row in read_jsonl_located(path):
         key = "answer" if "answer" in row and "text" not in row else "text"
         require(row, ("question_id", key), where)
-        qid = _question_id(row["question_id"])
+        qid = _question_id(row["question_id"], where)
         if qid in answers:
             raise HallucError(f"{where}: question_id {qid} answered twice")
         answers[qid] = answer_text(row[key], key, where)
@@ -92,18 +92,13 @@ def answer_text(value: Any, key: str, where: str) -> str:
     return value
 
 
-def _question_id(value: Any) -> int | str:
-    # Answer files sometimes write ids as strings; "12" and 12 must meet.
-    if isinstance(value, bool):
-        raise HallucError(f"question_id must be a number or string, got {value!r}")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    return int(text) if text.isdigit() else text
+def _question_id(value: Any, where: str = "a question") -> int:
+    # Answer files sometimes write ids as strings; "12" and 12 must meet. Anything else (1.7, true, "²") is refused.
+    return integer_id(value, where, "question_id")
 
 
 def _label(value: Any, where: str) -> bool:
-    label = str(value).strip().lower()
+    label = value.strip().lower() if isinstance(value, str) else ""
     if label not in ("yes", "no"):
         raise HallucError(f"{where}: label must be 'yes' or 'no', got {value!r}")
     return label == "yes"
@@ -453,9 +448,23 @@ def relabel(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion
     return kept, removed
 
 
+# a label file must relabel at least this share of the questions asked (RePOPE keeps 89-92% of each split);
+# one covering far fewer is almost always another or a truncated file, refused unless allowed
+MIN_LABEL_COVERAGE = 0.8
+
+
+def check_label_coverage(asked: int, relabelled: int, labels_name: str, allow_partial: bool = False) -> None:
+    """Refuse a label file covering far fewer questions than were asked, unless `allow_partial`."""
+    if not allow_partial and relabelled < MIN_LABEL_COVERAGE * asked:
+        raise HallucError(f"{labels_name} relabels {relabelled} of the {asked} questions asked (under "
+                          f"{MIN_LABEL_COVERAGE:.0%}): another or a truncated label file? Pass --allow-partial-labels "
+                          "to score the rest as removed")
+
+
 def score_relabelled(questions: Sequence[PopeQuestion], relabelled: Sequence[PopeQuestion],
                      answers: Mapping[int | str, str], parser: str | Callable[[str], bool | None] = "pope", *,
-                     allow_missing: bool = False, names: tuple[str, str, str] | None = None) -> dict:
+                     allow_missing: bool = False, names: tuple[str, str, str] | None = None,
+                     allow_partial_labels: bool = False) -> dict:
     """POPE metrics of the same answers against corrected labels, plus `removed` (questions dropped).
 
     Answers are checked against the original question set (the one the model was asked), so an
@@ -466,6 +475,7 @@ def score_relabelled(questions: Sequence[PopeQuestion], relabelled: Sequence[Pop
     check_coverage([_question_id(q.question_id) for q in questions], answers, allow_missing=allow_missing,
                    names=(questions_name, answers_name))
     kept, removed = relabel(questions, relabelled, (questions_name, labels_name))
+    check_label_coverage(len(questions), len(kept), labels_name, allow_partial_labels)
     kept_ids = {q.question_id for q in kept}
     scores = score_pope(kept, {k: v for k, v in answers.items() if k in kept_ids}, parser, allow_missing=True)
     return {**scores.as_dict(), "removed": len(removed)}

@@ -104,9 +104,10 @@ def mean_row(rows: list[dict]) -> list[dict]:
     out = []
     for group in by_method.values():
         if len(group) > 1:
-            numeric = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k not in ("seed", "limit")]
+            numeric = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k not in ("seed", "limit")
+                       and all(k in r for r in group)]  # a key some split lacks (a damaged file) has no mean
             mean = {k: sum(r[k] for r in group if r[k] is not None) / len(group) for k in numeric}
-            out.append({**group[0], **mean, "split": "mean", "n": sum(r["n"] for r in group)})
+            out.append({**group[0], **mean, "split": "mean", "n": sum(r.get("n") or 0 for r in group)})
     return out
 
 
