@@ -10,15 +10,26 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from halluc.benchmarks.build import build_task
+from halluc.benchmarks.report import Report, build_report, load_runs
 from halluc.benchmarks.run import read_outputs
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.errors import HallucError
 
 BASELINE = "none"
 Interval = tuple[float, float]
+
+
+def report_with_intervals(run_dirs: Sequence[Path], bootstrap: int = 1000, seed: int = 0) -> Report:
+    """The runs in `run_dirs` joined into one report, each with its paired-bootstrap intervals (`bootstrap`
+    resamples; 0: none). `halluc report` and `halluc run` both print this, so their stars agree."""
+    runs = load_runs(run_dirs)
+    if bootstrap:
+        runs = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap, seed=seed)) for run in runs]
+    return build_report(runs, bootstrap)
 
 
 def run_intervals(run_dir: Path, config: Mapping, n: int = 1000, seed: int = 0) -> dict[tuple[str, str, str], Interval]:

@@ -1,12 +1,11 @@
 """`halluc report`: leaderboards from finished runs."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from halluc.benchmarks.report import build_report, distinct_run_dirs, load_runs, render_terminal, write_report
+from halluc.benchmarks.report import distinct_run_dirs, render_terminal, write_report
 from halluc.cli.common import friendly_errors, stderr
 
 
@@ -19,15 +18,12 @@ def report(
     wide: bool = typer.Option(False, "--wide", help="Terminal: every column and interval, however wide."),
 ) -> None:
     """Per-benchmark leaderboards of one or more runs: deltas against vanilla with intervals, and cost."""
-    from halluc.benchmarks.intervals import run_intervals
+    from halluc.benchmarks.intervals import report_with_intervals
 
     directories, repeated = distinct_run_dirs(runs)
     for run_dir in repeated:
         stderr(f"note: {run_dir} was given more than once; it is read once")
-    loaded = load_runs(directories)
-    if bootstrap:
-        loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
-    board = build_report(loaded, bootstrap)
+    board = report_with_intervals(directories, bootstrap)
     typer.echo(render_terminal(board, wide=wide))
     if out is not None:
         paths = write_report(board, out)

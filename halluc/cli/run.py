@@ -63,6 +63,8 @@ def run(
     cache: Path = typer.Option(None, help="Output cache directory shared between runs."),
     shard: str = typer.Option(None, help="I/N: run shard I of N (else RANK/WORLD_SIZE from torchrun/accelerate)."),
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE or METHOD.NAME=VALUE."),
+    bootstrap: int = typer.Option(1000, min=0, help="Paired bootstrap resamples for the leaderboard's 95% intervals "
+                                  "(0 = none), as in `halluc report`."),
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
     """Run MODEL with each METHOD (and vanilla) on benchmarks; print the leaderboard.
@@ -70,6 +72,7 @@ def run(
     With no arguments: toy-llava on the toy world's POPE and CHAIR with vanilla and a representative set of methods.
     """
     from halluc import api
+    from halluc.benchmarks.intervals import report_with_intervals
 
     toy = model is None
     model = model or TOY_MODEL
@@ -84,12 +87,11 @@ def run(
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
                              shard=parse_shard(shard))
     results = api.run_benchmarks(model, methods, benchmarks, options, on_plan=_say_plan, **params)
-    rows = []
-    for run_dir, bench_rows in results:
+    for run_dir, _ in results:
         stderr(f"results: {run_dir / 'results.json'}")
-        rows += bench_rows
-    if rows:
-        typer.echo(render_terminal(rows))
+    scored = [run_dir for run_dir, bench_rows in results if bench_rows]  # shards other than 0 score nothing
+    if scored:
+        typer.echo(render_terminal(report_with_intervals(scored, bootstrap)))
 
 
 def _say_plan(plans, total: int, done: int) -> None:
