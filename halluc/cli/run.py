@@ -55,6 +55,8 @@ def run(
                                   "logit-shift; apc under sampling) that tell a balance shift from a real gain."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat sampling protocols with N seeds (seed, seed+1, ...), each "
                               "in OUT/seed-S; the report gives mean ± sd."),
+    bootstrap: int = typer.Option(1000, min=0, help="Paired bootstrap resamples for the leaderboard's 95% intervals "
+                                  "(0 = none), as in `halluc report`."),
     device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
 ) -> None:
     """Run MODEL with each METHOD (and vanilla) on benchmarks; print the leaderboard.
@@ -75,14 +77,11 @@ def run(
                              shard=api.parse_shard(shard), shard_timeout=shard_timeout)
     results = api.run_benchmarks(model, methods, benchmarks, options, controls=controls, seeds=seeds,
                                  on_plan=lambda *plan: _say_plan(*plan, seeds=seeds), **params)
-    rows = []
-    for run_dir, bench_rows in results:
+    for run_dir, _ in results:
         stderr(f"results: {run_dir / 'results.json'}")
-        rows += bench_rows
-    if rows and seeds > 1:  # one report over the seeds' run directories: mean ± sd
-        typer.echo(api.render_terminal(api.report([d for d, r in results if r], bootstrap=0, gain=False)))
-    elif rows:
-        typer.echo(api.render_terminal(rows))
+    scored = [run_dir for run_dir, bench_rows in results if bench_rows]  # shards other than 0 score nothing
+    if scored:  # what `halluc report` prints for these directories (with --seeds N: mean ± sd over seeds)
+        typer.echo(api.render_terminal(api.report(scored, 0 if seeds > 1 else bootstrap)))
 
 
 def _say_plan(plans, total: int, done: int, seeds: int = 1) -> None:

@@ -194,6 +194,9 @@ class RunSpec:
         return changed
 
 
+WARM_UP_TOKENS = 2  # a configuration's untimed warm-up batch: its prefill and one decode step
+
+
 @dataclass
 class Runner:
     spec: RunSpec
@@ -206,6 +209,7 @@ class Runner:
     shard_timeout: float = 1800.0  # shard 0 gives up after this long without a new sample from the others
     generated: int = field(default=0, init=False)  # samples this process generated
     started: float = field(default_factory=time.time, init=False)  # shard records older than this are stale
+    warmed: set[str] = field(default_factory=set, init=False)  # entries whose untimed warm-up batch ran
 
     def samples(self) -> dict[str, list[Sample]]:
         """Every split's samples (after --limit); images are checked before any generation."""
@@ -285,6 +289,7 @@ class Runner:
     def _run_model(self, entry: Entry, batch: list[Sample], decoding: Decoding, yes_no: bool = False) -> list[dict]:
         if decoding.do_sample:  # one seed per sample: results do not depend on batching, sharding or resume
             decoding = replace(decoding, seed=_sample_seed(self.spec.seed, batch[0].id))
+        self._warm_up(entry, batch, decoding)
         start = time.perf_counter()
         result = generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
                           decoding=decoding, yes_no=yes_no)
@@ -293,6 +298,17 @@ class Runner:
         return [{"text": text, "tokens": len(tokens), "seconds": seconds, "cached": False,
                  **({"yes_no": found} if yes_no else {})}
                 for text, tokens, found in zip(result.texts, result.tokens, evidence)]
+
+    def _warm_up(self, entry: Entry, batch: list[Sample], decoding: Decoding) -> None:
+        """Run a configuration's first batch once, untimed and discarded, before timing it. The first
+        calls of a process and of a method pay one-time costs (lazy initialisation, kernel compilation,
+        allocator growth); timed, they fell on vanilla, which runs first, and at a small --limit every
+        method looked cheaper than vanilla. Capped at a prefill and one decode step."""
+        if entry.key in self.warmed:
+            return
+        self.warmed.add(entry.key)
+        short = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, WARM_UP_TOKENS))
+        generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods), decoding=short)
 
     def _decoding(self) -> Decoding:
         fields = dict(self.spec.task.protocol.decoding)

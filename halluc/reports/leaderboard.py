@@ -463,7 +463,14 @@ def _terminal_key(board: Leaderboard) -> str:
     spec = benchmark_spec(board.benchmark)
     order = "higher" if spec.higher_is_better else "lower"
     headline = spec.metric(spec.headline).label
-    return f"sorted by {headline} ({order} is better); * 95% interval of Δ vs vanilla excludes 0"
+    stars = "; * 95% interval of Δ vs vanilla excludes 0" if _has_intervals(board) else ""
+    return f"sorted by {headline} ({order} is better){stars}"
+
+
+def _has_intervals(board: Leaderboard) -> bool:
+    """Whether any Δ carries an interval: without one (`--bootstrap 0`) no row can have a star."""
+    deltas = [i for i, column in enumerate(board.columns) if column.key.startswith("delta:")]
+    return any(row[i].detail for row in board.rows for i in deltas)
 
 
 def markdown(report: Report) -> str:

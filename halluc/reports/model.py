@@ -33,7 +33,8 @@ from halluc.evaluation.identity import FIELDS, describe_differences, differences
 BASELINE = "none"
 REQUIRED = ("model", "method", "benchmark", "protocol", "split")
 COST = (Metric("seconds_per_sample", "s/sample", "lower", unit="s",
-               description="generation time per sample (outputs taken from the cache are not timed)"),
+               description="generation time per sample, after an untimed warm-up batch per configuration "
+                           "(outputs taken from the cache are not timed)"),
         Metric("tokens_per_second", "tokens/s", "higher", unit="tokens/s", description="generated tokens per second"),
         Metric("peak_memory_mb", "peak memory", "lower", unit="MB",
                description="peak accelerator memory (on CPU: the process's peak resident memory)"))
