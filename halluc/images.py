@@ -10,7 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from halluc.errors import HallucError
-from halluc.limits import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
+from halluc.limits import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 
 SAMPLED = 64  # pixels per row compared before a full comparison (a cheap key, never the verdict)
 
@@ -54,6 +54,9 @@ def check_image_size(size: tuple[int, int], where: str) -> None:
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise HallucError(f"{where} is {width} x {height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1; "
                           "crop or pad it first")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise HallucError(f"{where} is {width} x {height} pixels; each side must be at least {MIN_IMAGE_SIDE} "
+                          "(smaller than one vision patch)")
 
 
 def check_image_file(path: str | os.PathLike) -> None:

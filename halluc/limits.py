@@ -26,6 +26,7 @@ MAX_SEED = 2**63 - 1             # torch's generators take a signed 64-bit seed
 MAX_PARAMETER = 1e6              # |a method parameter| without a bound of its own (strengths, layer indices)
 MAX_IMAGE_PIXELS = 64_000_000    # width x height of one decoded image (8000 x 8000)
 MAX_ASPECT_RATIO = 100           # long side / short side (Qwen's processors refuse above 200)
+MIN_IMAGE_SIDE = 14              # px: below one vision patch, a native-resolution tower (Pixtral's) fails mid-forward
 MAX_STEPS = 1_000_000            # training steps (`halluc world train`)
 MAX_WORLD_IMAGES = 1_000_000     # scenes rendered by `halluc world generate-data`
 MAX_WORLD_SIDE = 1_024           # the toy world's image side (`halluc world train --image-size`)

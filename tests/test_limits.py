@@ -110,7 +110,7 @@ def test_too_many_pairs_and_too_long_prompts_are_refused(tiny_llava, image):
 
 
 @pytest.mark.parametrize("size,message", [((1, 101), "aspect ratio over 100:1"), ((300, 2), "aspect ratio over"),
-                                          ((0, 5), "is empty")])
+                                          ((0, 5), "is empty"), ((8, 8), "at least 14")])
 def test_image_shape_bounds(tmp_path, tiny_llava, size, message):
     if 0 in size:  # PIL cannot save an empty image: an in-memory one
         with pytest.raises(HallucError, match=message):
@@ -371,3 +371,12 @@ def test_a_label_file_covering_far_fewer_questions_is_refused_unless_allowed(tmp
     allowed = cli(*args, "--allow-partial-labels")
     assert allowed.exit_code == 0 and json.loads(allowed.output)["removed"] == 7
     assert cli(*args[:-3], "--labels", write_lines(tmp_path / "m.jsonl", rows[:9]), "--json").exit_code == 0
+
+
+def test_an_image_a_familys_processor_cannot_take_is_one_line(tmp_path, tiny_models):
+    """Pixtral's processor (tiny-mistral3: longest edge 40) scales a 28 x 2800 image to zero width; its own
+    ValueError becomes one line naming the family and the size, never a traceback."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (28, 2800)).save(path)
+    with pytest.raises(HallucError, match=r"the mistral3 processor cannot take images of size 28x2800"):
+        halluc.generate(tiny_models("tiny-mistral3"), [str(path)], ["hi"], max_new_tokens=1)

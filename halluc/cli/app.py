@@ -19,7 +19,7 @@ app = typer.Typer(rich_markup_mode=None, help="Training-free hallucination mitig
 RUN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("run", context_settings=RUN_CONTEXT, cls=OneLineUsageErrors)(run)
 app.command("report", cls=OneLineUsageErrors)(report)
-app.command("serve", context_settings=RUN_CONTEXT)(serve)
+app.command("serve", context_settings=RUN_CONTEXT, cls=OneLineUsageErrors)(serve)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
 api.load_plugins()
@@ -27,14 +27,14 @@ for _name, _group in COMMAND_GROUPS.items():
     app.add_typer(_group, name=_name)
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def models() -> None:
     """List model aliases (first column) with their hub ids and families."""
     for row in api.models():
         typer.echo(f"{row['alias']:<21} {row['family']:<16} {row['hub_id']:<46} {row['note']}")
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
                                          help="Show parameters, defaults and where each method runs.")) -> None:
     """List methods, one per line (name first)."""

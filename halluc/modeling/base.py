@@ -177,7 +177,14 @@ class Adapter:
         if _starts_with_bos(processor, texts):  # the template wrote it (Gemma 3, Mistral, Llama 3): no second one
             kwargs["add_special_tokens"] = False
         with images_processed_once(processor):  # POPE's questions share images: each preprocessed once
-            return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
+            try:
+                return dict(processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs))
+            except ValueError as err:  # an image the family's processor cannot take (a size its resize zeroes)
+                if images is None or isinstance(err, HallucError):
+                    raise
+                sizes = ", ".join(sorted({f"{i.size[0]}x{i.size[1]}" for i in images if hasattr(i, "size")}))
+                reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+                raise HallucError(f"the {self.family} processor cannot take images of size {sizes}: {reason}") from None
 
     def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: which prompt positions carry image tokens."""

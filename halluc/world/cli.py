@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from halluc.cli.common import check_out_dir, friendly_errors, stderr
+from halluc.cli.common import OneLineUsageErrors, check_out_dir, friendly_errors, stderr
 from halluc.errors import HallucError
 from halluc.limits import MAX_BATCH, MAX_STEPS, MAX_WORLD_IMAGES, MAX_WORLD_SIDE, check_number, check_seed
 
@@ -14,7 +14,7 @@ world_app = typer.Typer(rich_markup_mode=None, help="The toy world: its data and
                         no_args_is_help=True)
 
 
-@world_app.command("train")
+@world_app.command("train", cls=OneLineUsageErrors)
 @friendly_errors
 def train_command(
     out: Path = typer.Option(Path("toy_llava"), "--out", "-o", help="Directory for the save_pretrained weights."),
@@ -57,7 +57,7 @@ def train_command(
     typer.echo(str(out))
 
 
-@world_app.command("generate-data")
+@world_app.command("generate-data", cls=OneLineUsageErrors)
 @friendly_errors
 def generate_data_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for images/, instances.json and captions.json."),

@@ -134,3 +134,15 @@ def test_an_unreachable_hub_fails_fast_in_one_line(tmp_path, monkeypatch, image)
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "neither in the local Hugging Face cache nor downloadable here" in lines[0]
     assert time.monotonic() - start < 10  # no retries
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["models", "--bogus"], "No such option: --bogus"),
+    (["methods", "--verbose=3"], "does not take a value"),
+    (["data", "fetch"], "Missing argument 'benchmark'"),
+    (["data", "where", "--x"], "No such option: --x"),
+    (["world", "train", "--steps", "abc"], "Invalid value for '--steps'"),
+    (["score", "pope", "--questions"], "requires an argument"),
+])
+def test_every_command_gives_one_line_for_a_malformed_option(args, pattern):
+    one_line_error(invoke(*args), pattern)
