@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from halluc.errors import HallucError
+
 WORDS = ("Yes", "No")
 CASES = (str.capitalize, str.lower, str.upper)
 SPACE_MARKS = ("▁", "Ġ")  # SentencePiece and byte-level BPE spellings of a leading space
@@ -48,6 +50,14 @@ class YesNoTokens:
         yes, no = ([(tokenizer.convert_ids_to_tokens(i), i) for i in ids if i not in shared | unknown]
                    for ids in found)
         return cls(tuple(yes), tuple(no)) if yes and no else None
+
+    @classmethod
+    def required(cls, tokenizer, owner: str) -> YesNoTokens:
+        """The tokenizer's yes/no tokens, or one line saying `owner` needs them."""
+        tokens = cls.of(tokenizer)
+        if tokens is None:
+            raise HallucError(f"{owner}: the tokenizer has no token for 'Yes' or 'No'")
+        return tokens
 
     @property
     def yes_ids(self) -> list[int]:

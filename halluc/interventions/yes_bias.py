@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.yes_no import YesNoTokens
-from halluc.errors import HallucError
 from halluc.interventions.base import Method, param
 from halluc.interventions.registry import register
 
@@ -58,9 +57,7 @@ class YesBias(Method):
     def logits_processors(self, session):
         if self.is_identity():
             return []
-        tokens = YesNoTokens.of(session.request.lvlm.processor.tokenizer)
-        if tokens is None:
-            raise HallucError(f"{self.name}: the tokenizer has no token for 'Yes' or 'No'")
+        tokens = YesNoTokens.required(session.request.lvlm.processor.tokenizer, self.name)
         return [ForceYes(tokens.yes_ids[0], tokens.no_ids[0], self.mass, self.gap)]
 
 
