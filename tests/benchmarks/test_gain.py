@@ -154,7 +154,8 @@ def gain_run(seed: int = 0, sampled: bool = False):
 
 def test_the_report_labels_a_balance_shift_everywhere():
     from halluc.reports.html import render_html
-    from halluc.reports.model import build_report, render_csv, render_json, render_terminal
+    from halluc.reports.model import build_report
+    from halluc.reports.render import render_csv, render_json, render_terminal
 
     report = build_report([gain_run()], bootstrap=200)
     terminal = render_terminal(report)
@@ -186,7 +187,8 @@ def test_a_sampled_method_against_greedy_vanilla_is_refused_in_one_line():
 
 
 def test_several_seeds_give_mean_and_sd():
-    from halluc.reports.model import build_report, render_terminal
+    from halluc.reports.model import build_report
+    from halluc.reports.render import render_terminal
 
     runs = [gain_run(seed=s, sampled=True) for s in (0, 1, 2)]
     report = build_report(runs)
