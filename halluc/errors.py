@@ -17,7 +17,7 @@ class MethodRefused(HallucError):
 
 def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> HallucError:
     """`unknown method 'vdc' (did you mean 'vcd'?); choices: none, vcd, ...`"""
-    choices = sorted(choices)
+    choices, value = sorted(choices), str(value)  # a value from a damaged file may be anything
     close = difflib.get_close_matches(value, choices, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return HallucError(f"unknown {kind} '{value}'{hint}; choices: {', '.join(choices)}")

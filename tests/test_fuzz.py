@@ -237,7 +237,7 @@ class Loaded(Exception):
 
 def run_property(data, tmp: Path) -> None:
     """`halluc run`'s options are all checked before the model loads: one line, or the load is reached."""
-    from halluc import api
+    from halluc.api import core as api  # the model calls live here (halluc.api resolves them from it)
 
     def load(*args, **kwargs):
         raise Loaded

@@ -40,9 +40,9 @@ def image(tmp_path_factory):
 
 @pytest.fixture
 def no_load(monkeypatch):
-    from halluc import api
+    from halluc.api import core  # where `halluc.api.load` and every run resolve it
 
-    monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr(core, "load", lambda *a, **k: pytest.fail("weights loaded before the check"))
 
 
 # ---------------------------------------------------------------- bounds and non-finite values, API == CLI

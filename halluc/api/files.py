@@ -63,7 +63,7 @@ def report(run_dirs: Sequence[Path], bootstrap: int = 1000, gain: bool = True) -
         from halluc.evaluation.intervals import run_intervals  # reads the samples; imports the runner
 
         loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
-    if gain:
+    if gain and bootstrap:  # its statistics are intervals: no resamples, no analysis (as for the deltas)
         from halluc.evaluation.gain import run_gain
 
         loaded = [replace(run, gain=run_gain(run.path, run.config, n=bootstrap)) for run in loaded]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from halluc.benchmarks.build import build_task
+from halluc.benchmarks.spec import companion_tasks
 from halluc.engine.yes_no import margin
 from halluc.errors import HallucError
 from halluc.evaluation.run import read_outputs
@@ -366,7 +367,7 @@ def run_gain(run_dir: Path, config: Mapping, n: int = 1000, seed: int = 0) -> li
     except HallucError:
         return []
     rows = []
-    for each in [task, *task.companions()]:
+    for each in [task, *companion_tasks(task)]:
         pooled: list[dict[str, Answers]] = []
         for split in each.splits():
             samples = each.samples(split)[: config.get("limit")]

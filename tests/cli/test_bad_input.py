@@ -39,11 +39,12 @@ def image(tmp_path):
     (["--method", "opera", "--do-sample"], "method 'opera' supports greedy, beam decoding, not sample"),
 ])
 def test_generate_refuses_bad_settings_before_loading(monkeypatch, image, extra, pattern):
+    import halluc.api.core  # noqa: F401  (the module whose load a CLI call resolves)
     from halluc import api
 
     if "--device" in extra and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")
-    monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr(api.core, "load", lambda *a, **k: pytest.fail("weights loaded before the check"))
     one_line_error(invoke("generate", "--model", "tiny-llava", "--image", image, "--prompt", "hi", *extra), pattern)
 
 
