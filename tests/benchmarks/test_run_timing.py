@@ -42,13 +42,13 @@ class FakeClock:
     def perf_counter(self) -> float:
         return self.now
 
-    def generate(self, lvlm, images, prompts, methods, decoding):
+    def generate(self, lvlm, images, prompts, methods, decoding, **kwargs):
         label = "+".join(m.name for m in methods)
         seen = {c[0] for c in self.calls}
         self.now += (PROCESS_WARM_UP if not self.calls else 0.0) + (METHOD_WARM_UP if label not in seen else 0.0)
         self.now += PER_SAMPLE[label] * len(images)
         self.calls.append((label, len(images), decoding.max_new_tokens))
-        return self.real(lvlm, images, prompts, methods, decoding=decoding)
+        return self.real(lvlm, images, prompts, methods, decoding=decoding, **kwargs)
 
 
 def fake_run(monkeypatch, out, **options):
