@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from halluc.benchmarks.build import build_task
 from halluc.benchmarks.spec import companion_tasks
 from halluc.engine.yes_no import margin
 from halluc.errors import HallucError
+from halluc.evaluation.intervals import task_from_config
 from halluc.evaluation.run import read_outputs
 
 BASELINE = "none"
@@ -363,7 +363,7 @@ def run_gain(run_dir: Path, config: Mapping, n: int = 1000, seed: int = 0) -> li
     if BASELINE not in labels or len(labels) < 2:
         return []
     try:
-        task = _task(config)
+        task = task_from_config(config)
     except HallucError:
         return []
     rows = []
@@ -398,17 +398,6 @@ def pooled_split(rows: Sequence[Mapping], benchmark: str) -> str | None:
     splits = list(dict.fromkeys(r["split"] for r in rows if r["benchmark"] == benchmark and "delta_f1" in r
                                 or r["benchmark"] == benchmark and r["method"] == BASELINE and "frontier" in r))
     return POOLED if POOLED in splits else (splits[0] if splits else None)
-
-
-def _task(config: Mapping):
-    options = config.get("options", {})
-    return build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
-                      data=_path(options.get("data")), images=_path(options.get("images")),
-                      max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
-
-
-def _path(value) -> Path | None:
-    return Path(value) if value else None
 
 
 def _number(value) -> float:

@@ -35,11 +35,8 @@ def run_intervals(run_dir: Path, config: Mapping, n: int = 1000, seed: int = 0) 
     labels = {m["label"]: m["key"] for m in config.get("methods", [])}
     if BASELINE not in labels or len(labels) < 2 or n < 1:
         return {}
-    options = config.get("options", {})
     try:
-        task = build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
-                          data=_path(options.get("data")), images=_path(options.get("images")),
-                          max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
+        task = task_from_config(config)
     except HallucError:
         return {}  # benchmark files moved: report without intervals rather than fail
     units = {}
@@ -102,6 +99,14 @@ def _number(value) -> bool:
 def _texts(run_dir: Path, key: str, split: str, samples) -> dict:
     outputs = read_outputs(Path(run_dir), key, split)
     return {s.id: outputs[s.id]["text"] if s.id in outputs else None for s in samples}
+
+
+def task_from_config(config: Mapping):
+    """The task a run was made with, rebuilt from its recorded config (`halluc report`'s intervals and gain)."""
+    options = config.get("options", {})
+    return build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
+                      data=_path(options.get("data")), images=_path(options.get("images")),
+                      max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
 
 
 def _path(value):
