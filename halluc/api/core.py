@@ -275,9 +275,12 @@ def wrap(model, processor, *, name: str | None = None, revision: str | None = No
     lvlm = _wrap(model, processor, name=name, revision=revision)
     if isinstance(lvlm.adapter, GenericAdapter):
         refused = [n for n in _method_names() if refusal(lvlm, n) is not None]
+        available = available_methods(lvlm)
+        controls = [n for n in available if _is_control(n)]
         warnings.warn(f"{type(model).__name__}: no family record for model type '{model.config.model_type}', so halluc "
                       f"uses its generic adapter (image positions, no 2-D grid, no vision CLS token). Available "
-                      f"methods: {', '.join(available_methods(lvlm))}; refused: {', '.join(refused)}.", stacklevel=2)
+                      f"methods: {', '.join(n for n in available if n not in controls)}; controls: "
+                      f"{', '.join(controls)}; refused: {', '.join(refused)}.", stacklevel=2)
     return lvlm
 
 
@@ -289,6 +292,10 @@ def refusal(target: str | Adapter | LVLM, method: str) -> str | None:
     except HallucError as err:
         return str(err)
     return None
+
+
+def _is_control(name: str) -> bool:
+    return name in method_names() and method_class(name).category == "control"
 
 
 def available_methods(target: str | Adapter | LVLM) -> list[str]:

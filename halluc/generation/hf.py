@@ -21,7 +21,9 @@ inside them, and returns the original view's rows. Tokens equal `halluc.generate
 What a method needs besides the batch is read when it is used, and a missing one is named in one line:
 
     nothing                          CCA, DAMRO, DeCo, MemVR, ONLY, SID, VAF, VAR (hooks and attention edits;
-                                     DAMRO's and SID's extra view is the same batch edited inside the model)
+                                     DAMRO's and SID's extra view is the same batch edited inside the model);
+                                     the apc control
+    processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
     images, processor                VCD (its noise is keyed by each PIL image's content)
     prompts, processor               VHR, VISTA (a text-only pass), PAI (a text-only row)
     images, prompts, processor       ICD (another instruction), RITUAL, AGLA (another image)
@@ -30,7 +32,8 @@ What a method needs besides the batch is read when it is used, and a missing one
 template, one per row, both passed to `model.generate`; `processor` is passed to `custom_generate`.
 Methods with extra views run greedy decoding here, the others greedy decoding or sampling; beam search and
 OPERA (which replaces the whole search) are refused with one line: use
-`halluc.generate(halluc.wrap(model, processor), ...)` for those. So is InstructBLIP, whose own `generate`
+`halluc.generate(halluc.wrap(model, processor), ...)` for those. So is the yes-prompt control (it rewrites
+the prompt text, which arrives here already tokenised: append its sentence to the prompt instead), and InstructBLIP, whose own `generate`
 hands transformers' loop (and the callable) its language model alone.
 """
 from __future__ import annotations
@@ -78,6 +81,11 @@ def custom_generate(method: str | Sequence[str], *, processor: Any = None, **par
     if searching:
         raise HallucError(f"method '{searching[0]}' replaces transformers' whole search (its own beams), so it "
                           "cannot run as custom_generate; use halluc.generate(halluc.wrap(model, processor), ...)")
+    rewriting = [m.name for m in methods if m.kind == "prompt"]
+    if rewriting:
+        raise HallucError(f"method '{rewriting[0]}' rewrites the prompt text, which custom_generate receives "
+                          "already tokenised: add its sentence to your prompt, or use "
+                          "halluc.generate(halluc.wrap(model, processor), ...)")
     return HallucGenerate(tuple(methods), processor)
 
 

@@ -41,7 +41,8 @@ def _until(row, stops):
     return row[:next((i for i, t in enumerate(row) if t in stops), len(row))]
 
 
-CUSTOM = [n for n in method_names() if n != "opera"]  # OPERA replaces the search: refused (below)
+# OPERA replaces the search and yes-prompt rewrites the prompt text: both refused (below)
+CUSTOM = [n for n in method_names() if n not in ("opera", "yes-prompt")]
 
 
 @pytest.mark.parametrize("method", CUSTOM)
@@ -101,7 +102,8 @@ def test_methods_acting_inside_the_model_sample_as_halluc_generate_does(tiny_lla
 # what each method needs besides the batch (halluc/generation/hf.py's docstring and the README say the same)
 NEEDS = {"vcd": {"images", "processor"}, "vhr": {"prompts", "processor"}, "vista": {"prompts", "processor"},
          "pai": {"prompts", "processor"}, "icd": {"images", "prompts", "processor"},
-         "ritual": {"images", "prompts", "processor"}, "agla": {"images", "prompts", "processor"}}
+         "ritual": {"images", "prompts", "processor"}, "agla": {"images", "prompts", "processor"},
+         "yes-bias": {"processor"}, "logit-shift": {"processor"}}
 
 
 @pytest.mark.parametrize("method", CUSTOM)
@@ -128,6 +130,8 @@ def test_what_custom_generate_does_not_run_is_refused_in_one_line(tiny_llava, ti
     inputs = tiny_llava.adapter.build_inputs(tiny_llava.processor, pictures, PROMPTS)
     with pytest.raises(HallucError, match="'opera' replaces transformers' whole search"):
         halluc.hf.custom_generate("opera")
+    with pytest.raises(HallucError, match="'yes-prompt' rewrites the prompt text, which custom_generate receives"):
+        halluc.hf.custom_generate("vhr+yes-prompt")
     with pytest.raises(HallucError, match="unknown method 'vcdd'"):
         halluc.hf.custom_generate("vcdd")
     with pytest.raises(HallucError, match="no parameter 'alpah'"):

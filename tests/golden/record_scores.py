@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import halluc
+from halluc.interventions import make_methods
 
 GOLDEN = Path(__file__).with_name("scores.pt")
 MODELS = ["toy-llava", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-instructblip"]
@@ -43,6 +44,11 @@ CASES = {
     "deco": {},
     "sid": {"select_layer": 0},  # the 2-layer tiny models hide tokens in layer 1
     "icd": {},
+    # the controls (yes-bias moves the answer only where p(Yes) + p(No) passes `mass`: 0 on the tiny models)
+    "yes-prompt": {},
+    "yes-bias": {"mass": 0.0},
+    "logit-shift": {"delta": 5.0},
+    "apc": {},
 }
 DECODING_ONLY_TOKENS = {"opera"}
 UNSUPPORTED = {("instructblip", "agla")}  # its image tokens have no 2-D grid for the attention matcher
@@ -68,16 +74,18 @@ def supported(lvlm, method: str) -> bool:
 
 def run_case(lvlm, method: str, params: dict) -> dict[str, torch.Tensor]:
     imgs, out = images(), {}
+    modes = set.intersection(*(set(m.modes) for m in make_methods(method, {})))  # an alias: its stack's
     if method not in DECODING_ONLY_TOKENS:
         greedy = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, return_scores=True, **params)
         out["greedy"] = greedy.scores
-        sampled = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, do_sample=True, seed=3,
-                                  return_scores=True, **params)
-        out["sample_tokens"] = _tokens(sampled.tokens)
-    beams = 2 if method not in DECODING_ONLY_TOKENS else 1
-    beam = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, num_beams=beams, return_scores=False,
-                           **params)
-    out["beam_text"] = beam
+        if "sample" in modes:
+            sampled = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, do_sample=True, seed=3,
+                                      return_scores=True, **params)
+            out["sample_tokens"] = _tokens(sampled.tokens)
+    if "beam" in modes:
+        beams = 2 if method not in DECODING_ONLY_TOKENS else 1
+        out["beam_text"] = halluc.generate(lvlm, imgs, PROMPTS, method, max_new_tokens=STEPS, num_beams=beams,
+                                           return_scores=False, **params)
     return out
 
 
