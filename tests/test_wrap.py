@@ -57,7 +57,8 @@ def test_wrap_needs_the_processor():
 def aya():
     with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, icd, memvr, opera, pai, "
                                          r"ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; "
-                                         r"controls: apc, logit-shift, yes-bias, yes-prompt; refused: agla, cca, damro, only"):
+                                         r"controls: apc, logit-shift, yes-bias, yes-prompt; "
+                                         r"refused: agla, cca, damro, only"):
         return halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
 
 

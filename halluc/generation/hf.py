@@ -33,8 +33,8 @@ template, one per row, both passed to `model.generate`; `processor` is passed to
 Methods with extra views run greedy decoding here, the others greedy decoding or sampling; beam search and
 OPERA (which replaces the whole search) are refused with one line: use
 `halluc.generate(halluc.wrap(model, processor), ...)` for those. So is the yes-prompt control (it rewrites
-the prompt text, which arrives here already tokenised: append its sentence to the prompt instead), and InstructBLIP, whose own `generate`
-hands transformers' loop (and the callable) its language model alone.
+the prompt text, which arrives here already tokenised: append its sentence to the prompt instead), and
+InstructBLIP, whose own `generate` hands transformers' loop (and the callable) its language model alone.
 """
 from __future__ import annotations
 

@@ -25,10 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from halluc.errors import HallucError, MethodRefused
 from halluc.modeling.distinct_images import images_processed_once
+
+# A transformers model as the adapters read it: its submodules and config are reached by attribute, which
+# `nn.Module.__getattr__` types as `Tensor | Module`; the adapters' own checks say what each family has.
+HFModel = Any
 
 
 @dataclass(frozen=True)
@@ -87,40 +90,40 @@ class Adapter:
     nested_images: bool = False
 
     # ---- geometry -------------------------------------------------------------------------
-    def text_config(self, model: nn.Module) -> Any:
+    def text_config(self, model: HFModel) -> Any:
         return getattr(model.config, self.text_config_key)
 
-    def num_layers(self, model: nn.Module) -> int:
+    def num_layers(self, model: HFModel) -> int:
         return len(self.decoder_layers(model))
 
-    def num_heads(self, model: nn.Module) -> int:
+    def num_heads(self, model: HFModel) -> int:
         return self.text_config(model).num_attention_heads
 
-    def num_kv_heads(self, model: nn.Module) -> int:
+    def num_kv_heads(self, model: HFModel) -> int:
         # grouped-query attention shares each key/value head among several query heads
         config = self.text_config(model)
         return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
-    def head_dim(self, model: nn.Module) -> int:
+    def head_dim(self, model: HFModel) -> int:
         return self.attention(model, 0).head_dim
 
-    def image_token_id(self, model: nn.Module) -> int:
+    def image_token_id(self, model: HFModel) -> int:
         config = model.config
         token = getattr(config, "image_token_id", None)
         return token if token is not None else config.image_token_index
 
     # ---- modules --------------------------------------------------------------------------
-    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+    def decoder_layers(self, model: HFModel) -> HFModel:
         return self._get(model, self.paths.layers, "layers")
 
-    def attention(self, model: nn.Module, layer: int) -> nn.Module:
+    def attention(self, model: HFModel, layer: int) -> HFModel:
         return self._get(self.decoder_layers(model)[layer], self.paths.attn, f"layers.{layer}.attn")
 
-    def text_model(self, model: nn.Module) -> nn.Module:
+    def text_model(self, model: HFModel) -> HFModel:
         """What runs text-only inputs (no pixels): the model itself, unless the family says otherwise."""
         return model
 
-    def resolve(self, model: nn.Module, point: str) -> nn.Module:
+    def resolve(self, model: HFModel, point: str) -> HFModel:
         """Module for a canonical hook point (see the module docstring); HallucError if unknown."""
         named = {"norm": self.paths.final_norm, "lm_head": self.paths.lm_head, "vision": self.paths.vision_tower,
                  "projector": self.paths.projector}
@@ -145,7 +148,7 @@ class Adapter:
             return self._get(module, self.paths.o_proj, point) if part == "attn.o_proj" else module
         return self._get(module, getattr(self.paths, part), point)
 
-    def _get(self, root: nn.Module, path: str, point: str) -> Any:
+    def _get(self, root: HFModel, path: str, point: str) -> Any:
         """The module at dotted `path` under `root`; a missing part names the point and the family."""
         obj = root
         for part in path.split("."):
@@ -186,11 +189,11 @@ class Adapter:
                 reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
                 raise HallucError(f"the {self.family} processor cannot take images of size {sizes}: {reason}") from None
 
-    def image_mask(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    def image_mask(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: which prompt positions carry image tokens."""
         return input_ids == self.image_token_id(model)
 
-    def system_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+    def system_mask(self, model: HFModel, inputs: dict) -> torch.Tensor:
         """(B, T) bool: the prompt's system part, where the chat template puts it: every token before the
         row's first image token (BOS, the system turn if any, the user turn's header), padding excluded;
         all False in a row without an image. With LLaVA-1.5's vicuna system prompt these are positions
@@ -204,7 +207,7 @@ class Adapter:
             mask &= inputs["attention_mask"].bool()
         return mask
 
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """Per row, per image: positions and 2-D grid. Default: one square grid per image."""
         spans = []
         for row in self.image_mask(model, inputs["input_ids"]):
@@ -215,7 +218,7 @@ class Adapter:
             spans.append([ImageSpan(positions, (side, side))] if len(positions) else [])
         return spans
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
+    def vision_cls_attention(self, model: HFModel, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_image_tokens) attention of the vision CLS token to the patches the LM sees: the mean of the
         per-head softmaxes, or with `merged_heads` one softmax of q·kᵀ over the full width (DAMRO's code)."""
         raise MethodRefused(f"{self.family} has no vision CLS token attention")
@@ -228,7 +231,7 @@ def _starts_with_bos(processor: Any, texts: Sequence[str]) -> bool:
     return bool(bos) and all(text.startswith(bos) for text in texts)
 
 
-def spans_by_image_size(adapter: Adapter, model: nn.Module, inputs: dict, image_spans) -> list[list[ImageSpan]]:
+def spans_by_image_size(adapter: Adapter, model: HFModel, inputs: dict, image_spans) -> list[list[ImageSpan]]:
     """Per row, the spans of its images in reading order, for processors that describe each image by
     `inputs["image_sizes"]` (numbered across the batch). `image_spans(row, positions, size)` gives the
     spans of one image whose tokens start at `positions[0]` (row: the batch row; positions: the row's

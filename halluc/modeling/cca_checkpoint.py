@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from halluc.errors import HallucError
+from halluc.modeling.base import HFModel
 
 RENAMES = (  # first match wins
     ("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
@@ -49,7 +49,7 @@ def hf_name(key: str) -> str | None:
     return next((new + key[len(old):] for old, new in RENAMES if key.startswith(old)), None)
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+def load_into(model: HFModel, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Copy a LLaVA-codebase state dict into an llava-hf model in place; returns the names it set."""
     target = model.state_dict()
     done = []

@@ -20,9 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, contiguous_runs, square_side
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs, square_side
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import GEMMA3_TEMPLATE, TEXT, VIT, byte_tokenizer
 
@@ -32,7 +30,7 @@ GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_
 
 @dataclass(frozen=True)
 class Gemma3Adapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One (side, side) span per image (each image is one run of mm_tokens_per_image tokens)."""
         side = square_side(model.config.mm_tokens_per_image, self.family)
         spans = []

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, contiguous_runs
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs
 
 GENERIC = "generic"
 VISION_TOWERS = ("model.vision_tower", "model.vision_model", "model.visual", "vision_tower", "vision_model")
@@ -29,7 +29,7 @@ class GenericAdapter(Adapter):
     provides: frozenset[str] = frozenset()
 
     @classmethod
-    def for_model(cls, model: nn.Module) -> GenericAdapter:
+    def for_model(cls, model: HFModel) -> GenericAdapter:
         """The generic adapter of `model`, or a HallucError naming what the model lacks."""
         config = model.config
         model_type = getattr(config, "model_type", type(model).__name__)
@@ -55,7 +55,7 @@ class GenericAdapter(Adapter):
         adapter.check(model)
         return adapter
 
-    def check(self, model: nn.Module) -> None:
+    def check(self, model: HFModel) -> None:
         """Resolve every point methods use on layer 0 (a HallucError names the first one missing)."""
         for point in ("layers.0", "layers.0.attn", "layers.0.attn.o_proj", "layers.0.mlp", "norm", "lm_head"):
             self.resolve(model, point)
@@ -63,7 +63,7 @@ class GenericAdapter(Adapter):
         if not hasattr(attn, "head_dim"):
             raise HallucError(f"{self.family}: layer 0's attention ({type(attn).__name__}) has no head_dim")
 
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One span per run of consecutive image tokens, kind "tokens", with a (1, n) grid (no 2-D layout)."""
         return [[ImageSpan(run, (1, len(run)), "tokens") for run in contiguous_runs(row.nonzero().flatten())]
                 for row in self.image_mask(model, inputs["input_ids"])]
@@ -80,7 +80,7 @@ class GenericAdapter(Adapter):
 GENERIC_DECLARATION = GenericAdapter(GENERIC, ModulePaths(layers="", final_norm="", lm_head="", vision_tower=None))
 
 
-def _call(model: nn.Module, method: str, model_type: str) -> nn.Module:
+def _call(model: HFModel, method: str, model_type: str) -> nn.Module:
     try:
         module = getattr(model, method)()
     except (AttributeError, NotImplementedError):  # transformers' own "not implemented"
@@ -91,7 +91,7 @@ def _call(model: nn.Module, method: str, model_type: str) -> nn.Module:
     return module
 
 
-def _has(model: nn.Module, path: str) -> bool:
+def _has(model: HFModel, path: str) -> bool:
     try:
         model.get_submodule(path)
     except AttributeError:

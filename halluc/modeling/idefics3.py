@@ -23,12 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
 from transformers import AutoProcessor, SmolVLMProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, contiguous_runs, square_side
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs, square_side
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import IDEFICS3_TEMPLATE, SMOLVLM_TEMPLATE, byte_tokenizer, llama_text
 
@@ -66,7 +65,7 @@ AutoProcessor.register(f"halluc:{SmolVLMImageOnlyProcessor.__name__}", SmolVLMIm
 
 @dataclass(frozen=True)
 class Idefics3Adapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One (side, side) span per sub-image: "tile" for the crops, "image" for each global image."""
         per_image = tokens_per_sub_image(model.config)
         side = square_side(per_image, self.family)

@@ -21,9 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import LLAMA_SPECIALS, VIT, byte_tokenizer, llama_text
 
@@ -50,13 +48,13 @@ class InstructBlipAdapter(Adapter):
         inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = qformer["input_ids"], qformer["attention_mask"]
         return inputs
 
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One (1, num_query_tokens) span of kind "queries" per image."""
         n = model.config.num_query_tokens
         return [[ImageSpan(p, (1, n), "queries") for p in row.nonzero().flatten().split(n)] if row.any() else []
                 for row in self.image_mask(model, inputs["input_ids"])]
 
-    def text_model(self, model: nn.Module) -> nn.Module:
+    def text_model(self, model: HFModel) -> HFModel:
         """The causal LM alone: the conditional model cannot run without an image."""
         return model.language_model
 

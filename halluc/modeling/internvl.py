@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
 from transformers import AutoProcessor, InternVLProcessor
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, contiguous_runs, square_side
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs, square_side
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import INTERNVL_TEMPLATE, QWEN_SPECIALS, TEXT, byte_tokenizer
 
@@ -42,7 +41,7 @@ AutoProcessor.register(f"halluc:{InternVLImageOnlyProcessor.__name__}", InternVL
 
 @dataclass(frozen=True)
 class InternVLAdapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """Per image, one (side, side) span per tile: crops ("tile") first, the thumbnail ("image") last."""
         per_tile = tokens_per_tile(model.config)
         side = square_side(per_tile, self.family)

@@ -14,14 +14,14 @@ from torch import nn
 
 from halluc.errors import HallucError, MethodRefused
 from halluc.images import distinct_rows
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenizer
 
 
 @dataclass(frozen=True)
 class LlavaAdapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One square (side, side) grid per image; several images in a row follow each other."""
         side = _patches_per_side(model.config)
         spans = []
@@ -32,14 +32,14 @@ class LlavaAdapter(Adapter):
             spans.append([ImageSpan(p, (side, side)) for p in positions.split(side * side)] if len(positions) else [])
         return spans
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
+    def vision_cls_attention(self, model: HFModel, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_image_tokens): CLS attention over the patches each row's image tokens carry."""
         tower = self.resolve(model, "vision")
         cls = clip_cls_attention(model, tower, inputs["pixel_values"], merged_heads)  # (N_img, P)
         return per_row(cls, [len(s) for s in self.image_spans(model, inputs)])
 
 
-def clip_cls_attention(model: nn.Module, tower: nn.Module, pixel_values: torch.Tensor,
+def clip_cls_attention(model: HFModel, tower: HFModel, pixel_values: torch.Tensor,
                        merged_heads: bool = False) -> torch.Tensor:
     """(N, P) attention of the CLS query to the P patches, in the vision layer whose output LLaVA
     feeds to the LM (`vision_feature_layer`); the CLS column is dropped. Head-averaged, or with

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
 from halluc.errors import MethodRefused
-from halluc.modeling.base import Adapter, ImageSpan, grid_spans, spans_by_image_size
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS, clip_cls_attention, per_row
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenizer
@@ -27,12 +26,12 @@ from halluc.modeling.tiny import LLAVA_TEMPLATE, VIT, llama_text, llama_tokenize
 
 @dataclass(frozen=True)
 class LlavaNextAdapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """Per image a "base" span (side, side), then a "tiles" span (rows, cols + 1) with newlines."""
         return spans_by_image_size(self, model, inputs, lambda row, positions, size: grid_spans(
             positions, zip(("base", "tiles"), image_grids(model.config, size))))
 
-    def vision_cls_attention(self, model: nn.Module, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
+    def vision_cls_attention(self, model: HFModel, inputs: dict, merged_heads: bool = False) -> torch.Tensor:
         """(B, n_base_tokens): CLS attention over the base crop's patches, aligned with the
         "base" spans; the tiles (each with its own CLS) are not covered."""
         pixel_values = inputs["pixel_values"]  # (N_img, crops, 3, S, S), base crop first

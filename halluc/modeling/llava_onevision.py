@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import AutoProcessor, LlavaOnevisionProcessor
 from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape, unpad_image
 
-from halluc.modeling.base import Adapter, ImageSpan, grid_spans, spans_by_image_size
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import ONEVISION_TEMPLATE, QWEN_SPECIALS, TEXT, VIT, byte_tokenizer
@@ -47,7 +46,7 @@ AutoProcessor.register(f"halluc:{LlavaOnevisionImageOnlyProcessor.__name__}", Ll
 
 @dataclass(frozen=True)
 class LlavaOnevisionAdapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """Per image a "base" span (side, side), then a "tiles" span (rows, cols + 1) with newlines
         (or, in a row with several images, a (1, 1) "newline" span)."""
         per_row = inputs.get("batch_num_images")

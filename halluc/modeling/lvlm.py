@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from halluc.modeling.base import Adapter
+from halluc.modeling.base import Adapter, HFModel
 
 
 @dataclass(eq=False)
@@ -18,7 +18,7 @@ class LVLM:
     together with its own `method=` argument.
     """
 
-    model: nn.Module
+    model: HFModel
     processor: Any
     adapter: Adapter
     name: str

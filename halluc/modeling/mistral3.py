@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
 from transformers import AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths, spans_by_image_size
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, spans_by_image_size
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import MISTRAL3_TEMPLATE, TEXT, VIT, byte_tokenizer
 
@@ -82,7 +81,7 @@ AutoProcessor.register(f"halluc:{PixtralImageOnlyProcessor.__name__}", PixtralIm
 
 @dataclass(frozen=True)
 class Mistral3Adapter(Adapter):
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One (rows, cols) span per image, from `image_sizes`; the positions skip the row-break tokens."""
         step = model.config.vision_config.patch_size * model.config.spatial_merge_size
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
 from transformers import AutoProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
 from halluc.errors import HallucError
-from halluc.modeling.base import Adapter, ImageSpan, ModulePaths
+from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
 from halluc.modeling.tiny import QWEN_SPECIALS, QWEN_TEMPLATE, TEXT, byte_tokenizer
 
@@ -58,7 +57,7 @@ class QwenVLAdapter(Adapter):
             inputs["mm_token_type_ids"] = (inputs["input_ids"] == image_id).int()
         return inputs
 
-    def image_spans(self, model: nn.Module, inputs: dict) -> list[list[ImageSpan]]:
+    def image_spans(self, model: HFModel, inputs: dict) -> list[list[ImageSpan]]:
         """One span per image with grid (h / merge, w / merge) from `image_grid_thw`."""
         merge = model.config.vision_config.spatial_merge_size
         grids = iter(inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else [])

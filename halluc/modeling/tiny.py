@@ -22,13 +22,14 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from halluc.modeling import registry
+from halluc.modeling.base import HFModel
 
 # The LM every family shares (Llama- or Qwen2-shaped); GQA with 2 KV heads, head_dim 16.
-TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=512)
+TEXT: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, max_position_embeddings=512)
 # CLIP-style ViT on 28x28 images with 7x7 patches: a 4x4 grid of 16 patches (+ CLS).
-VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            image_size=28, patch_size=7)
+VIT: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            image_size=28, patch_size=7)
 
 LLAMA_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -130,7 +131,7 @@ def build_tiny(family: str, seed: int = 0, attn_implementation: str | Mapping[st
     return model.eval(), processor
 
 
-def draw_zero_initialised(model: nn.Module, names: Sequence[str]) -> None:
+def draw_zero_initialised(model: HFModel, names: Sequence[str]) -> None:
     """Random values (from the current RNG) for parameters the model class initialises to zero that would
     cut the image off in a random tiny model (`Family.tiny_random`: Gemma 3's multimodal projection)."""
     with torch.no_grad():
