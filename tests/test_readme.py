@@ -1,6 +1,7 @@
-"""The README's claims that can drift, checked: the family table and support matrix (generated from the
-registry), the command examples (generated from what the commands print), the methods table's parameter
-defaults, and every command line's commands and options in README.md and docs/."""
+"""The claims of the README and the docs that can drift, checked: the family table, the support matrix and
+its summary (generated from the registry), the command examples (generated from what the commands print),
+the methods table's parameter defaults, and every command line's commands and options in README.md and
+docs/; and the README stays a short front page."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def readme_tables():
@@ -24,8 +26,8 @@ def readme_tables():
 
 def test_generated_sections_are_up_to_date():
     tables = readme_tables()
-    text = (REPO / "README.md").read_text()
-    assert tables.render(text) == text, "README.md is out of date: run `python tools/readme_tables.py --write`"
+    for path, (current, rendered) in tables.render_pages().items():
+        assert rendered == current, f"{path.name} is out of date: run `python tools/readme_tables.py --write`"
     assert tables.main(["--check"]) == 0
 
 
@@ -44,13 +46,27 @@ def test_every_family_and_method_is_in_the_tables():
 
 def test_a_stale_section_is_caught(tmp_path, monkeypatch):
     tables = readme_tables()
-    stale = (REPO / "README.md").read_text().replace("| `vcd` | ✓", "| `vcd` | no", 1)
-    readme = tmp_path / "README.md"
-    readme.write_text(stale)
-    monkeypatch.setattr(tables, "README", readme)
+    copies = [tmp_path / p.name for p in PAGES]
+    for page, copy in zip(PAGES, copies):
+        copy.write_text(page.read_text())
+    matrix = tmp_path / "models.md"
+    matrix.write_text(matrix.read_text().replace("| `vcd` | ✓", "| `vcd` | no", 1))
+    monkeypatch.setattr(tables, "PAGES", lambda: copies)
     assert tables.main(["--check"]) == 1
     tables.main(["--write"])
-    assert readme.read_text() == (REPO / "README.md").read_text()
+    assert [c.read_text() for c in copies] == [p.read_text() for p in PAGES]
+
+
+def test_a_section_on_two_pages_or_on_none_is_refused(tmp_path, monkeypatch):
+    tables = readme_tables()
+    twice = tmp_path / "a.md"
+    twice.write_text("<!-- generated: support -->\n<!-- /generated -->\n" * 2)
+    monkeypatch.setattr(tables, "PAGES", lambda: [twice])
+    with pytest.raises(SystemExit, match="'support' is in both a.md and a.md"):
+        tables.main(["--check"])
+    twice.write_text("no sections\n")
+    with pytest.raises(SystemExit, match="no page holds the generated section"):
+        tables.main(["--check"])
 
 
 @functools.cache
@@ -63,7 +79,7 @@ def readme_examples():
 
 
 SHARED = REPO.parent / "shared" / "data"
-EXAMPLES = readme_examples().blocks((REPO / "README.md").read_text())
+EXAMPLES = [body for page in PAGES for body in readme_examples().blocks(page.read_text())]
 
 
 @pytest.mark.parametrize("body", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
@@ -79,11 +95,13 @@ def test_every_example_prints_what_the_readme_shows(body):
         assert not error or "\n" not in example.output, example.command
 
 
-def test_every_command_shown_with_its_output_is_an_example():
-    text = (REPO / "README.md").read_text()
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_command_shown_with_its_output_is_an_example(page):
+    text = page.read_text()
     inside = "".join(readme_examples().blocks(text))
     shown = [line for line in text.splitlines() if line.startswith("$ ")]
-    assert len(EXAMPLES) >= 3 and shown and all(line + "\n" in inside for line in shown)
+    assert all(line + "\n" in inside for line in shown)
+    assert len(EXAMPLES) >= 3
 
 
 def test_a_stale_example_is_caught(tmp_path, monkeypatch):
@@ -91,19 +109,25 @@ def test_a_stale_example_is_caught(tmp_path, monkeypatch):
     body = next(b for b in EXAMPLES if "--alpah" in b)
     readme = tmp_path / "README.md"
     readme.write_text("text\n<!-- example -->\n```\n" + body.replace("noise_step", "seed") + "```\n<!-- /example -->\n")
-    monkeypatch.setattr(examples, "README", readme)
+    monkeypatch.setattr(examples, "PAGES", lambda: [readme])
     assert examples.main(["--check"]) == 1
     examples.main(["--write"])
     assert readme.read_text() == "text\n<!-- example -->\n```\n" + body + "```\n<!-- /example -->\n"
 
 
 def method_table_rows() -> dict[str, str]:
-    """{method: its "key parameters (defaults)" cell} from the README's table of methods."""
-    text = (REPO / "README.md").read_text().split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
-    header = next(line for line in text.splitlines() if line.startswith("| method |"))
-    column = [c.strip() for c in header.split("|")].index("key parameters (defaults)")
-    return {cells[1].strip("` "): cells[column] for line in text.splitlines() if line.startswith("| `")
-            for cells in [[c.strip() for c in re.split(r"(?<!\\)\|", line)]]}  # `\|` is a pipe in a cell
+    """{method: its "key parameters (defaults)" cell} from the tables of methods and of controls
+    (docs/methods.md, docs/controls.md: their first table each)."""
+    rows = {}
+    for page in ("methods.md", "controls.md"):
+        text = (REPO / "docs" / page).read_text()
+        start = text.index("\n| method |" if page == "methods.md" else "\n| control |") + 1
+        table = text[start:].split("\n\n", 1)[0].splitlines()
+        header = [c.strip() for c in table[0].split("|")]
+        column = next(i for i, c in enumerate(header) if c.endswith("parameters (defaults)"))
+        rows.update({cells[1].strip("` "): cells[column] for line in table if line.startswith("| `")
+                     for cells in [[c.strip() for c in re.split(r"(?<!\\)\|", line)]]})  # `\|`: a pipe in a cell
+    return rows
 
 
 def test_the_methods_table_names_real_parameters_and_their_defaults():
@@ -127,7 +151,7 @@ def command_lines() -> list[tuple[str, str]]:
     """(file, line) for every `halluc ...` command line in the code blocks of README.md and docs/*.md
     (continuations joined)."""
     found = []
-    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+    for path in PAGES:
         lines, fenced = iter(path.read_text().splitlines()), False
         for line in lines:
             fenced ^= line.startswith("```")
@@ -163,3 +187,13 @@ def test_every_command_line_in_the_docs_names_real_commands_and_options():
                 continue
             assert command.name in ("generate", "run") and name[2:].rpartition(".")[2] in method_params, \
                 f"{where}: `{line}`: {command.name} has no option {name}"
+
+
+def test_the_readme_is_a_short_front_page_whose_links_resolve():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 220, "the README is the front page: move reference text to docs/"
+    targets = re.findall(r"\]\(((?:docs/)[^)#\s]+)(?:#[^)]*)?\)", text)
+    assert {"docs/methods.md", "docs/python.md", "docs/benchmarks.md", "docs/models.md"} <= set(targets)
+    assert all((REPO / t).exists() for t in targets), [t for t in targets if not (REPO / t).exists()]
+    nav = (REPO / "mkdocs.yml").read_text()
+    assert all(page.name in nav for page in (REPO / "docs").glob("*.md")), "every docs page is in mkdocs.yml's nav"

@@ -1,10 +1,10 @@
-"""Write the README's command examples from real runs: each block between `<!-- example -->` and
+"""Write the command examples of the README and the docs from real runs: each block between `<!-- example -->` and
 `<!-- /example -->` holds `$ halluc ...` lines, each followed by what that command prints (stdout and
 stderr together, as a terminal shows them). Only the commands are typed by hand.
 
     python tools/readme_examples.py           # print every block as its commands print it now
-    python tools/readme_examples.py --write   # rewrite the blocks in README.md
-    python tools/readme_examples.py --check   # exit 1 when README.md is out of date (the test suite does this)
+    python tools/readme_examples.py --write   # rewrite the blocks in README.md and docs/*.md
+    python tools/readme_examples.py --check   # exit 1 when a page is out of date (the test suite does this)
 
 Commands run in-process through the `halluc` command's app, from the repository root, in a 100-column
 terminal with no progress display. A command ending in " \\" continues on the next line. A printed line
@@ -26,7 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-README = REPO / "README.md"
+
+
+def pages() -> list[Path]:
+    """The pages that may hold example blocks: README.md, then docs/*.md."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+PAGES = pages  # tests point it at copies
 BLOCK = re.compile(r"(<!-- example -->\n```\n)(?P<body>.*?)(```\n<!-- /example -->)", re.S)
 WIDTH = 110
 ENV = {"HALLUC_PROGRESS": "0", "COLUMNS": "100", "NO_COLOR": "1"}
@@ -34,7 +41,7 @@ ENV = {"HALLUC_PROGRESS": "0", "COLUMNS": "100", "NO_COLOR": "1"}
 
 @dataclass(frozen=True)
 class Example:
-    command: str            # as written in the README, continuation lines included
+    command: str            # as written on the page, continuation lines included
     output: str             # what it printed, shortened to WIDTH
     exit_code: int
 
@@ -56,18 +63,18 @@ def commands(body: str) -> list[str]:
 
 
 def run(command: str) -> Example:
-    """Run one README command through the `halluc` app and capture what it prints."""
+    """Run one documented command through the `halluc` app and capture what it prints."""
     from typer.testing import CliRunner
 
     from halluc.cli import app
 
     words = shlex.split(command.removeprefix("$ ").replace("\\\n", " "))
     if words[:1] != ["halluc"]:
-        raise SystemExit(f"README.md example '{command}': only `halluc ...` commands can be run")
+        raise SystemExit(f"example '{command}': only `halluc ...` commands can be run")
     with in_repository():
         result = CliRunner().invoke(app, words[1:], env=ENV)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise SystemExit(f"README.md example '{command}' raised {result.exception!r}")
+        raise SystemExit(f"example '{command}' raised {result.exception!r}")
     output = "\n".join(shorten(line.rstrip()) for line in result.output.rstrip("\n").splitlines())
     return Example(command, output, result.exit_code)
 
@@ -111,20 +118,24 @@ def render(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the blocks in README.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    mode.add_argument("--write", action="store_true", help="rewrite the blocks in README.md and docs/")
+    mode.add_argument("--check", action="store_true", help="exit 1 when a page is out of date")
     args = parser.parse_args(argv)
-    current = README.read_text()
+    with_blocks = [(path, path.read_text()) for path in PAGES()]
+    with_blocks = [(path, text) for path, text in with_blocks if blocks(text)]
+    if not (args.write or args.check):
+        for _, text in with_blocks:
+            for body in blocks(text):
+                print(render_block(body))
+        return 0
+    stale = {path: rendered for path, text in with_blocks if (rendered := render(text)) != text}
     if args.write:
-        README.write_text(render(current))
-    elif args.check:
-        if render(current) != current:
-            print("README.md's examples are out of date: run `python tools/readme_examples.py --write`",
-                  file=sys.stderr)
-            return 1
-    else:
-        for body in blocks(current):
-            print(render_block(body))
+        for path, rendered in stale.items():
+            path.write_text(rendered)
+    elif stale:
+        print(f"{', '.join(p.name for p in stale)}: examples out of date: run `python tools/readme_examples.py "
+              "--write`", file=sys.stderr)
+        return 1
     return 0
 
 
