@@ -25,7 +25,6 @@ from halluc.modeling.generic import GENERIC  # noqa: E402
 from halluc.modeling.registry import families  # noqa: E402
 
 
-
 def pages() -> list[Path]:
     """The pages that may hold generated sections: README.md, then docs/*.md."""
     return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
