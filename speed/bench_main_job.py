@@ -21,12 +21,10 @@ row (empty for a method that revision does not have). Seconds are those `halluc.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -37,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import halluc  # noqa: E402
-from speed.common import csv_rows, provenance  # noqa: E402
+from speed.common import csv_rows, provenance, reference_tree  # noqa: E402
 
 COLUMNS = ["method", "benchmark", "code", "batch", "samples", "seconds_per_sample", "samples_per_second", "speedup",
            "speedup_vs_reference", "threads", "device", "torch", "transformers", "halluc", "git_commit", "date"]
@@ -110,19 +108,6 @@ def row(fixed: dict, code: str, batch: int, seconds, batch_1_rate, reference_rat
     return {**fixed, "code": code, "batch": batch, "seconds_per_sample": seconds, "samples_per_second": rate,
             "speedup": rate / batch_1_rate if rate and batch_1_rate else None,
             "speedup_vs_reference": rate / reference_rate if rate and reference_rate else None}
-
-
-def reference_tree(revision: str, where: Path) -> Path:
-    """The repository's files at `revision`, written under `where` (git archive: no checkout touched)."""
-    try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
-                                 check=True, capture_output=True).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", b"") or str(error).encode()
-        raise SystemExit(f"cannot take revision {revision} out of git: {detail.decode().strip()}") from None
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(where, filter="data")
-    return where
 
 
 def run_reference(tree: Path, method: str, benchmark: str, limit: int, splits, batch: int, threads: int):

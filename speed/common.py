@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import io
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -230,3 +232,16 @@ def take_turns(keys: Sequence, run: Callable, reps: int) -> tuple[dict, dict, di
     decode = {k: statistics.median(steps[k]) if steps[k] else float("nan") for k in keys}
     start = {k: statistics.median(prefill[k]) for k in keys}
     return decode, start, last
+
+
+def reference_tree(revision: str, where: Path) -> Path:
+    """The repository's files at `revision`, written under `where` (git archive: no checkout touched)."""
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
+                                 check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", b"") or str(error).encode()
+        raise SystemExit(f"cannot take revision {revision} out of git: {detail.decode().strip()}") from None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    return where
