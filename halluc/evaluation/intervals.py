@@ -106,7 +106,8 @@ def task_from_config(config: Mapping):
     options = config.get("options", {})
     return build_task(config["benchmark"], protocol=config["protocol"], splits=options.get("splits"),
                       data=_path(options.get("data")), images=_path(options.get("images")),
-                      max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"))
+                      max_new_tokens=options.get("max_new_tokens"), dataset=options.get("dataset", "coco"),
+                      source=options.get("source", "auto"))  # a run on the HF copy rebuilds from it, not local files
 
 
 def _path(value):

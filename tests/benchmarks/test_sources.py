@@ -17,6 +17,7 @@ from halluc.benchmarks.sources import hf_benchmarks, materialize
 from halluc.benchmarks.spec import benchmark_spec
 from halluc.cli import app
 from halluc.errors import HallucError
+from halluc.evaluation.intervals import task_from_config
 from halluc.evaluation.run import RunOptions
 
 datasets = pytest.importorskip("datasets")
@@ -118,6 +119,10 @@ def test_run_source_hf_end_to_end(pope_pair, home, tmp_path):
     assert config["data_source"]["source"] == "hf" and config["options"]["source"] == "hf"
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["split"], r["n"]) for r in rows] == [("random", 4)]
+    # the report rebuilds the task from the recorded source, not from where --images would point
+    assert task_from_config(config).describe()["data_source"]["source"] == "hf"
+    with pytest.raises(HallucError):  # the saved dataset is no local question file
+        task_from_config({**config, "options": {**config["options"], "source": "local"}})
 
 
 # ---------------------------------------------------------------- MME (lmms-lab/MME) and HallusionBench
