@@ -9,7 +9,7 @@ LMMS_VENV ?= .venv-lmms
 LMMS_PY := $(LMMS_VENV)/bin/python
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
-.PHONY: venv venv-lmms test demo gpu-check clean
+.PHONY: venv venv-lmms test typecheck demo gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ venv-lmms: $(LMMS_STAMP)
 test: $(STAMP) $(LMMS_STAMP)
 	$(PY) -m pytest -q tests
 	$(LMMS_PY) -m pytest -q tests/integrations
+
+# mypy over halluc/ with pyproject.toml's [tool.mypy] settings (`make test` runs it too: tests/test_types.py)
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 # the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 12 methods, leaderboard
 demo: $(STAMP)

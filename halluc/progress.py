@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, Literal, TextIO
 
 
 def _clock(seconds: float) -> str:
@@ -35,7 +35,7 @@ class Progress:
         self._start = self._last = time.monotonic()
         self._done_at_start = done
         self._part: dict | None = None
-        self._rich = None
+        self._rich: Any = None  # a rich.progress.Progress in rich mode (imported only then)
 
     def _tty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
@@ -53,7 +53,7 @@ class Progress:
             self._overall = self._rich.add_task(self.title, total=self.total, completed=self.done, note="")
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         if self._rich is not None:
             self._rich.__exit__(*exc)
         elif self.mode == "plain" and exc[0] is None:

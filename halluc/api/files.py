@@ -14,7 +14,7 @@ from halluc.benchmarks.spec import BENCHMARKS, BenchmarkData, ScoreCommand, Scor
 from halluc.errors import unknown_choice
 from halluc.limits import MAX_BOOTSTRAP, check_number
 from halluc.plugins import load_plugins
-from halluc.reports.model import Report, build_report, distinct_run_dirs, load_runs
+from halluc.reports.model import Report, Run, build_report, distinct_run_dirs, load_runs
 from halluc.reports.render import render_terminal, write_report
 
 __all__ = ["BenchmarkData", "Report", "ScoreCommand", "ScoreTable", "data_home", "distinct_run_dirs", "fetch",
@@ -62,9 +62,15 @@ def report(run_dirs: Sequence[Path], bootstrap: int = 1000, gain: bool = True) -
     if bootstrap:
         from halluc.evaluation.intervals import run_intervals  # reads the samples; imports the runner
 
-        loaded = [replace(run, intervals=run_intervals(run.path, run.config, n=bootstrap)) for run in loaded]
+        loaded = [replace(run, intervals=run_intervals(_directory(run), run.config, n=bootstrap)) for run in loaded]
     if gain and bootstrap:  # its statistics are intervals: no resamples, no analysis (as for the deltas)
         from halluc.evaluation.gain import run_gain
 
-        loaded = [replace(run, gain=run_gain(run.path, run.config, n=bootstrap)) for run in loaded]
+        loaded = [replace(run, gain=run_gain(_directory(run), run.config, n=bootstrap)) for run in loaded]
     return build_report(loaded, bootstrap)
+
+
+def _directory(run: Run) -> Path:
+    """The directory a run was read from (every run `load_runs` gives has one)."""
+    assert run.path is not None
+    return run.path

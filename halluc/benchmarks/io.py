@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def integer_id(value: Any, where: str, key: str = "id") -> int:
     raise HallucError(f"{where}: '{key}' must be an integer or a string of digits 0-9, got {json.dumps(value)}")
 
 
-def text_field(row: dict, key: str, where: str) -> str:
+def text_field(row: Mapping, key: str, where: str) -> str:
     """A field that must be a JSON string (an image name, a question, a label)."""
     value = row[key]
     if not isinstance(value, str):
@@ -85,7 +86,7 @@ def text_field(row: dict, key: str, where: str) -> str:
     return value
 
 
-def require(row: dict, keys: tuple[str, ...], where: str) -> None:
+def require(row: Mapping, keys: tuple[str, ...], where: str) -> None:
     """Raise naming the location when `row` lacks one of `keys`."""
     missing = [k for k in keys if k not in row]
     if missing:

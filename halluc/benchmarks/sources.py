@@ -57,7 +57,7 @@ def materialize(benchmark: str, where: str | Path | None = None, home: Path | No
         raise HallucError(f"{benchmark} has no HF dataset source; choices: {', '.join(hf_benchmarks())} "
                           "(pass --images DIR)")
     local = where is not None and Path(where).exists()
-    if local:
+    if where is not None and local:
         dataset_id, revision = str(Path(where).resolve()), _folder_digest(Path(where))
     else:
         dataset_id, _, revision = str(where or pinned.dataset).partition("@")

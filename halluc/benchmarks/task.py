@@ -43,7 +43,8 @@ class Task:
     name: str = ""
     version: str = "1"
     protocol: Protocol = field(default_factory=lambda: Protocol("default", {}))
-    data_source = None  # set by build_task for --source hf: {"source", "dataset", "revision", "config"}
+    # set by build_task for --source hf: {"source", "dataset", "revision", "config"}
+    data_source: dict[str, Any] | None = None
 
     def splits(self) -> list[str]:
         raise NotImplementedError

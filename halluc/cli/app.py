@@ -38,7 +38,7 @@ def models() -> None:
 def methods(verbose: bool = typer.Option(False, "--verbose", "-v",
                                          help="Show parameters, defaults and where each method runs.")) -> None:
     """List methods, one per line (name first)."""
-    support = {}
+    support: dict[str, list[dict]] = {}
     if verbose:
         for row in api.support_matrix():
             support.setdefault(row["method"], []).append(row)

@@ -7,9 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import typer
 import typer.core
+
+if TYPE_CHECKING:  # typer vendors click privately; found at run time through BadParameter's bases
+    from typer._click.exceptions import UsageError
 
 from halluc.errors import HallucError
 
@@ -48,7 +52,7 @@ class OneLineUsageErrors(typer.core.TyperCommand):
 
 
 # click's UsageError, which typer either depends on or vendors: found through the class typer exports
-_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_USAGE_ERROR = cast("type[UsageError]", next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
 
 
 def parse_value(text: str):

@@ -75,8 +75,11 @@ def run(
                              data=data, limit=limit, seed=seed, batch_size=batch_size, out=out, resume=resume,
                              max_new_tokens=max_new_tokens, device=device, dtype=dtype, cache_dir=cache,
                              shard=api.parse_shard(shard), shard_timeout=shard_timeout)
+    def say_plan(plans, total: int, done: int) -> None:
+        _say_plan(plans, total, done, seeds=seeds)
+
     results = api.run_benchmarks(model, methods, benchmarks, options, controls=controls, seeds=seeds,
-                                 on_plan=lambda *plan: _say_plan(*plan, seeds=seeds), **params)
+                                 on_plan=say_plan, **params)
     for run_dir, _ in results:
         stderr(f"results: {run_dir / 'results.json'}")
     scored = [run_dir for run_dir, bench_rows in results if bench_rows]  # shards other than 0 score nothing

@@ -58,7 +58,7 @@ def _command(name: str, command: api.ScoreCommand):
     parameters.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                         default=typer.Option(False, "--json", help="Print one JSON object instead "
                                                              "of a table.")))
-    score.__signature__ = inspect.Signature(parameters)
+    score.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  # typeshed lacks inspect's hook
     score.__annotations__ = {p.name: p.annotation for p in parameters}
     score.__doc__ = command.summary
     return _one_line_errors(score)

@@ -54,6 +54,8 @@ def combine_before_cutoff(by_view: Mapping[str, torch.Tensor], combinations: Seq
         local = {ORIGINAL: original, **{name: by_view[view] for name, view in c.views.items()}}
         result = c.combine(local)
         combined = result if combined is None else combined + (result - original)
+    if combined is None:
+        raise ValueError("combine_before_cutoff needs at least one combination")
     return combined
 
 

@@ -50,7 +50,7 @@ def load_blip(name: str, device: str):
         raise MatcherUnavailable(
             f"AGLA's BLIP matcher '{name}' is not available offline ({type(err).__name__}); put the checkpoint in "
             f"the HF cache or pass matcher_model=<local dir>, or use matcher='lvlm-attention'") from None
-    return model.to(device).eval(), processor
+    return model.to(device).eval(), processor  # type: ignore[arg-type]  # transformers' wrapped .to() loses self
 
 
 def clear_matcher_cache() -> None:

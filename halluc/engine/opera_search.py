@@ -35,6 +35,7 @@ import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -231,7 +232,7 @@ class Beams:
         scores = torch.zeros(b, self.k, device=device)
         scores[:, 1:] = -1e9
         idx = torch.full((b, self.k, length - self.prompt), -1, dtype=torch.int32, device=device)
-        self.state = dict(running=running, running_scores=scores, running_idx=idx, best=running.clone(),
+        self.state: dict[str, Any] = dict(running=running, running_scores=scores, running_idx=idx, best=running.clone(),
                           best_scores=torch.full_like(scores, -1e9), best_idx=idx.clone(),
                           finished=torch.zeros_like(scores, dtype=torch.bool),
                           open=torch.ones(b, 1, dtype=torch.bool, device=device), cur=self.prompt,
@@ -387,13 +388,13 @@ class OperaSearch:
         padded = torch.full((b, width), beams.fill, dtype=torch.long, device=input_ids.device)
         for i, seq in enumerate(sequences):
             padded[i, :len(seq)] = seq
-        return GenerateBeamDecoderOnlyOutput(sequences=padded)
+        return GenerateBeamDecoderOnlyOutput(sequences=cast(torch.LongTensor, padded))
 
     def _search(self, step: _Step, rows: Rows, beams: Beams, samples: _Samples, processors,
                 redo: bool = False) -> dict[int, torch.Tensor]:
         """Run until every sample is done; returns each sample's best sequence by its index in the call.
         `redo`: the first step is the one after a rollback (one sample)."""
-        results = {}
+        results: dict[int, torch.Tensor] = {}
         while samples.ids:
             if redo:  # only ever one sample here: the step after its rollback
                 step, redo = self._full_vocabulary_step(step, rows, beams, samples.retro[0], processors), False

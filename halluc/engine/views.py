@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -125,11 +126,12 @@ RIGHT_PADDED = {"qformer_input_ids", "qformer_attention_mask"}
 
 def merge_inputs(parts: Sequence[dict], pad_token_id: int) -> dict:
     """Concatenate processor outputs row-wise into one left-padded batch."""
-    merged = {}
+    merged: dict[str, Any] = {}
     for key in dict.fromkeys(k for part in parts for k in part):
         values = [part[key] for part in parts if key in part]
         if key in SEQUENCE_KEYS:
-            fill = pad_token_id if SEQUENCE_KEYS[key] is None else SEQUENCE_KEYS[key]
+            own_fill = SEQUENCE_KEYS[key]
+            fill = pad_token_id if own_fill is None else own_fill
             merged[key] = _pad_cat(values, fill, right=key in RIGHT_PADDED)
         elif isinstance(values[0], torch.Tensor):
             merged[key] = torch.cat(_zero_padded(values), dim=0)

@@ -111,7 +111,7 @@ class EvidenceRecorder:
 
     def evidence(self) -> list[dict | None]:
         """One record per sample: {"tokens", "pre", "decoded"}; None when no step was recorded."""
-        if self.pre is None:
+        if self.pre is None or self.decoded is None:  # recorded together
             return [None] * self.rows
         split = len(self.tokens.yes)
         names = self.tokens.names()

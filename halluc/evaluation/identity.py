@@ -142,7 +142,7 @@ def coverage_digests(task, splits: Sequence[str], limit: int | None) -> dict[str
     return {"prompts": prompts, "images": images}
 
 
-def run_identity(*, model: str, weights: str | None, dtype: str, methods: list[dict], task, limit: int | None,
+def run_identity(*, model: str, weights: str | None, dtype: str | None, methods: list[dict], task, limit: int | None,
                  seed: int) -> dict:
     """The canonical record of a run (see the module docstring)."""
     described = as_json(task.describe())

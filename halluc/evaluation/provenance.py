@@ -14,7 +14,7 @@ PACKAGES = ("halluc", "torch", "transformers", "accelerate", "triton", "pycocoto
 
 
 def versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

@@ -200,7 +200,7 @@ WARM_UP_TOKENS = 2  # a configuration's untimed warm-up batch: its prefill and o
 @dataclass
 class Runner:
     spec: RunSpec
-    lvlm: LVLM
+    lvlm: LVLM | None  # None until the caller has loaded it (api.run checks every run first)
     out: Path
     cache: OutputCache = field(default_factory=lambda: OutputCache(None))
     shard: Shard = field(default_factory=Shard)
@@ -210,6 +210,13 @@ class Runner:
     generated: int = field(default=0, init=False)  # samples this process generated
     started: float = field(default_factory=time.time, init=False)  # shard records older than this are stale
     warmed: set[str] = field(default_factory=set, init=False)  # entries whose untimed warm-up batch ran
+
+    @property
+    def loaded_lvlm(self) -> LVLM:
+        """The loaded LVLM (generation needs it)."""
+        if self.lvlm is None:
+            raise RuntimeError("Runner.lvlm must be set before generation")
+        return self.lvlm
 
     def samples(self) -> dict[str, list[Sample]]:
         """Every split's samples (after --limit); images are checked before any generation."""
@@ -291,10 +298,13 @@ class Runner:
             decoding = replace(decoding, seed=_sample_seed(self.spec.seed, batch[0].id))
         self._warm_up(entry, batch, decoding)
         start = time.perf_counter()
-        result = generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
+        result = generate(self.loaded_lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
                           decoding=decoding, yes_no=yes_no)
         seconds = (time.perf_counter() - start) / len(batch)
-        evidence = result.evidence if yes_no else [None] * len(batch)
+        evidence: list[dict | None] = [None] * len(batch)
+        if yes_no:
+            assert result.evidence is not None  # generate(yes_no=True) records it
+            evidence = result.evidence
         return [{"text": text, "tokens": len(tokens), "seconds": seconds, "cached": False,
                  **({"yes_no": found} if yes_no else {})}
                 for text, tokens, found in zip(result.texts, result.tokens, evidence)]
@@ -308,7 +318,8 @@ class Runner:
             return
         self.warmed.add(entry.key)
         short = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, WARM_UP_TOKENS))
-        generate(self.lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods), decoding=short)
+        generate(self.loaded_lvlm, [s.image for s in batch], [s.prompt for s in batch], list(entry.methods),
+                 decoding=short)
 
     def _decoding(self) -> Decoding:
         fields = dict(self.spec.task.protocol.decoding)
@@ -444,7 +455,7 @@ class Runner:
         task = task or self.spec.task
         fresh = [o for o in outputs if not o.get("cached")]
         seconds = sum(o["seconds"] for o in fresh)
-        return {"model": self.spec.model, "revision": self.lvlm.revision, "method": entry.label,
+        return {"model": self.spec.model, "revision": self.loaded_lvlm.revision, "method": entry.label,
                 "params": entry.params, "benchmark": task.name, "split": split,
                 "protocol": task.protocol.name, "task_version": task.version,
                 **({"question_set": qs} if (qs := self.spec.identity()["question_set"]) else {}),
@@ -608,9 +619,9 @@ def prepare_run_dir(out: Path, spec: RunSpec, options: RunOptions, shard: Shard)
         name = f"{shard.index}-of-{shard.count}"
         for state in ("failed", "refused"):
             (out / "shards" / f"{name}.{state}").unlink(missing_ok=True)
-        record = out / "shards" / f"{name}.json"
-        if ident.read_record(record) != spec.identity():
-            write_json_atomic(record, spec.identity())
+        shard_record = out / "shards" / f"{name}.json"
+        if ident.read_record(shard_record) != spec.identity():
+            write_json_atomic(shard_record, spec.identity())
     if shard.index != 0:
         return
     config_path = out / "config.json"

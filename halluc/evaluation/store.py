@@ -139,5 +139,6 @@ class OutputCache:
             write_json_atomic(self._path(key), dict(row))
 
     def _path(self, key: str) -> Path:
+        assert self.root is not None  # only a store with a root reads and writes files
         return self.root / key[:2] / f"{key}.json"
 

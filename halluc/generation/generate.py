@@ -23,6 +23,7 @@ from halluc.engine.yes_no import EvidenceRecorder, YesNoTokens
 from halluc.errors import HallucError
 from halluc.images import load_images
 from halluc.interventions import Method, Request, Session, attach, check_compatible, make_methods
+from halluc.interventions.registry import MethodChoice
 from halluc.limits import MAX_BATCH, MAX_PROMPT_CHARS
 from halluc.modeling.lvlm import LVLM
 from halluc.modeling.placeholders import check_user_text, model_placeholders
@@ -38,7 +39,7 @@ class Generation:
     evidence: list[dict | None] | None = None  # yes/no answer evidence per row, when asked for (`yes_no`)
 
 
-def generate(lvlm: LVLM, images, prompts, method: str | Sequence[str] = "none", *,
+def generate(lvlm: LVLM, images, prompts, method: MethodChoice = "none", *,
              decoding: Decoding | None = None, params: Mapping[str, Any] | None = None,
              return_scores: bool = False, yes_no: bool = False) -> Generation:
     """Generate one answer per (image, prompt) pair with `method` (and any methods entered with `apply`).

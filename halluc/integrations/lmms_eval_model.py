@@ -69,12 +69,14 @@ class Halluc(lmms):
                 texts = self._generate(list(images), list(prompts), settings)
                 for i, text in zip(chunk, texts):
                     answers[i] = _until(text, settings.get("until"))
-        return answers
+        done = [answer for answer in answers if answer is not None]
+        assert len(done) == len(requests)  # every request belongs to one group
+        return done
 
     def _generate(self, images: list, prompts: list[str], settings: Mapping[str, Any]) -> list[str]:
         temperature = float(settings.get("temperature") or 0)
         sampling = bool(settings.get("do_sample")) or temperature > 0
-        decoding = {"max_new_tokens": int(settings.get("max_new_tokens") or 128),
+        decoding: dict[str, Any] = {"max_new_tokens": int(settings.get("max_new_tokens") or 128),
                     "num_beams": int(settings.get("num_beams") or 1)}
         if sampling:
             decoding.update(do_sample=True, temperature=temperature or 1.0, seed=self.seed,

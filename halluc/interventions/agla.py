@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from halluc.engine.image_views import mask_image
 from halluc.engine.matchers import (
@@ -83,7 +84,8 @@ class AGLA(Method):
     def branches(self, request):
         if self.is_identity():
             return []
-        matcher, views = self.resolve_matcher(str(request.lvlm.device)), {}
+        matcher = self.resolve_matcher(str(request.lvlm.device))
+        views: dict[int, Any] = {}
 
         def view(image, row):
             if not views:  # every row's view at once: the lvlm-attention matcher batches its forwards
@@ -122,6 +124,7 @@ class AGLA(Method):
         """The augmented view of one image for one prompt."""
         if matcher == "blip":
             match = blip_match(image, prompt, self.matcher_model, str(lvlm.device))
+            assert match.itc is not None  # BLIP's matcher always scores image-text match
             auto_keep = min(1 - match.itc / 2, 1 - 1e-5)
         else:
             depth = lvlm.adapter.num_layers(lvlm.model) - 1

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from halluc.errors import HallucError, unknown_choice
@@ -82,24 +82,29 @@ def make_method(name: str, params: Mapping[str, Any] | None = None) -> Method:
     return cls(**params)
 
 
-def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, Any] | None = None) -> list[Method]:
+# what `make_methods` takes: a name, a built method, or a sequence of them
+MethodChoice = str | Method | Sequence[str | Method]
+
+
+def make_methods(names: MethodChoice, params: Mapping[str, Any] | None = None
+                 ) -> list[Method]:
     """Methods from names and one flat parameter mapping.
 
     A plain key (`alpha`) goes to the one method that has it (ambiguous keys raise);
     a dotted key (`vcd.alpha`) names the method explicitly.
     """
-    names = [names] if isinstance(names, (str, Method)) else list(names)
-    ready = [n for n in names if isinstance(n, Method) and n.name != "none"]
+    given: list[str | Method] = [names] if isinstance(names, (str, Method)) else list(names)
+    ready = [n for n in given if isinstance(n, Method) and n.name != "none"]
     if ready:  # already-built methods (e.g. from a run's entries) pass through
-        if len(ready) != len(names) or params:
+        if len(ready) != len(given) or params:
             raise HallucError("pass either built methods or names with parameters, not both")
         return ready
-    names = expand_aliases([n.name if isinstance(n, Method) else n for n in names])
-    names = [n for n in names if n != "none"] or ["none"]
-    if len(set(names)) != len(names):
-        raise HallucError(f"method listed twice: {', '.join(names)}")
-    classes = {n: method_class(n) for n in names}
-    per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
+    expanded = expand_aliases([n.name if isinstance(n, Method) else n for n in given])
+    chosen = [n for n in expanded if n != "none"] or ["none"]
+    if len(set(chosen)) != len(chosen):
+        raise HallucError(f"method listed twice: {', '.join(chosen)}")
+    classes = {n: method_class(n) for n in chosen}
+    per_method: dict[str, dict[str, Any]] = {n: {} for n in chosen}
     for key, value in (params or {}).items():
         owner, _, pname = key.rpartition(".")
         if owner:
@@ -111,5 +116,5 @@ def make_methods(names: str | list[str] | tuple[str, ...], params: Mapping[str, 
         if len(owners) > 1:
             raise HallucError(f"parameter '{key}' is ambiguous between {', '.join(owners)}; "
                               f"write e.g. '{owners[0]}.{key}'")
-        per_method[owners[0] if owners else names[0]][pname] = value
-    return [make_method(n, per_method[n]) for n in names]
+        per_method[owners[0] if owners else chosen[0]][pname] = value
+    return [make_method(n, per_method[n]) for n in chosen]

@@ -144,7 +144,8 @@ class VAR(Method):
     tau: float = param(20.0, low=0.0, doc="sink threshold on |h/rms(h)| in a sink dimension")
     rho: float = param(0.5, low=0.0, high=1.0, doc="paper: non-sink image ratio >= rho; code: sink share <= rho")
     summ: float = param(0.2, low=0.0, high=1.0, doc="least image attention of an edited (head, query) row")
-    sink_dims: str = param("auto", doc="'auto' (from the model), 'llama-2-7b', 'llama-2-13b' or a list")
+    sink_dims: str | tuple[int, ...] = param(
+        "auto", doc="'auto' (from the model), 'llama-2-7b', 'llama-2-13b' or a list")
     layers: tuple = param((), doc="decoder layers to edit; () = 2..L−1")
     except_last_layer: bool = param(False, doc="skip the last layer (paper); the released code edits it")
 
@@ -182,7 +183,7 @@ class VAR(Method):
         """The fixed sink dimensions, or None for "auto"."""
         if self.sink_dims == "auto":
             return None
-        dims = SINK_DIMS.get(self.sink_dims, self.sink_dims)
+        dims = SINK_DIMS[self.sink_dims] if isinstance(self.sink_dims, str) else self.sink_dims
         if max(dims) >= hidden_size:
             raise HallucError(f"var: sink dimension {max(dims)} is out of range for hidden size {hidden_size} "
                               f"(sink_dims={self.sink_dims!r}); use 'auto' or this model's dimensions")

@@ -80,9 +80,11 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
         result = AttentionResult(out, None, None, "sdpa", side)
     elif edit.bias_only and resolve_impl(query.device) == "torch":  # SDPA adds the bias to its mask
         bias = edit.column_bias
+        assert bias is not None  # bias_only: a column bias and nothing else
         if not (bias.dim() == 2 and bias.shape[0] == query.shape[0] and bias.shape[1] <= key.shape[2]  # a row per
                 and bias.dtype == torch.float32 and bias.device == query.device):  # batch row: no copy per call
             bias = edit.column_tensors(query.shape[0], query.shape[1], query.device).bias  # (B, Tc) fp32
+            assert bias is not None  # built from the column bias
         bias = pad_columns(bias, key.shape[2], 0.0)[:, None, None, :].to(query.dtype)  # (B, 1, 1, Tk): all heads, rows
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                         position_bias=bias, **kwargs)

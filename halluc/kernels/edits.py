@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import torch
 
@@ -235,11 +235,21 @@ class AttentionEdit:
     @property
     def has_boost(self) -> bool:
         """Whether the boost changes anything (a float strength of 0 does not)."""
-        return self.boost is not None and self.boost.active
+        return self.active_boost is not None
 
     @property
     def has_redistribution(self) -> bool:
-        return self.redistribute is not None and self.redistribute.active
+        return self.active_redistribution is not None
+
+    @property
+    def active_boost(self) -> ScoreBoost | None:
+        """The boost when it changes anything, else None."""
+        return self.boost if self.boost is not None and self.boost.active else None
+
+    @property
+    def active_redistribution(self) -> Redistribution | None:
+        """The redistribution when it changes anything, else None."""
+        return self.redistribute if self.redistribute is not None and self.redistribute.active else None
 
     @property
     def has_mods(self) -> bool:
@@ -318,13 +328,17 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
         raise ValueError("AttentionEdit head_bias, redistribute and a float boost strength need columns")
     bias = _column(edit.column_bias, "column_bias", batch, device, torch.float32)
     boost = _boost(edit, columns, batch, device)
-    sources = _column(edit.redistribute.sources, "redistribute.sources", batch, device, torch.bool) \
-        if edit.has_redistribution else None
+    redistribution = edit.active_redistribution
+    sources = _column(redistribution.sources, "redistribute.sources", batch, device, torch.bool) \
+        if redistribution is not None else None
     parts = (columns, bias, boost, sources)
     length = max((t.shape[-1] for t in parts if t is not None), default=0)
     columns, bias, boost, sources = (_extend(t, length) for t in parts)
     head_bias = _head_bias(edit.head_bias, batch, heads, device)
-    query_start = _query_start(edit.redistribute, columns, batch, device) if sources is not None else None
+    query_start = None
+    if redistribution is not None and sources is not None:
+        assert columns is not None  # checked above: a redistribution needs columns
+        query_start = _query_start(redistribution, columns, batch, device)
     return EditColumns(length, columns, bias, boost, sources, head_bias, query_start)
 
 
@@ -334,16 +348,18 @@ def _extend(t: torch.Tensor | None, length: int) -> torch.Tensor | None:
 
 
 def _float_boost(edit: AttentionEdit) -> bool:
-    return edit.has_boost and not isinstance(edit.boost.strength, torch.Tensor)
+    boost = edit.active_boost
+    return boost is not None and not isinstance(boost.strength, torch.Tensor)
 
 
 def _boost(edit: AttentionEdit, columns, batch: int, device) -> torch.Tensor | None:
     """(B, Tc) fp32 per-column strength, or None without a boost."""
-    if not edit.has_boost:
+    boost = edit.active_boost
+    if boost is None:
         return None
-    if _float_boost(edit):
-        return columns.to(torch.float32) * float(edit.boost.strength)
-    return _column(edit.boost.strength, "boost.strength", batch, device, torch.float32)
+    if not isinstance(boost.strength, torch.Tensor):
+        return columns.to(torch.float32) * float(boost.strength)
+    return _column(boost.strength, "boost.strength", batch, device, torch.float32)
 
 
 def _head_bias(head_bias: torch.Tensor | None, batch: int, heads: int, device) -> torch.Tensor | None:
@@ -369,6 +385,12 @@ def _query_start(spec: Redistribution, columns: torch.Tensor, batch: int, device
     return torch.full((batch,), int(spec.query_start), dtype=torch.int32, device=device)
 
 
+@overload
+def pad_columns(cols: torch.Tensor, tk: int, fill: float | bool) -> torch.Tensor: ...
+@overload
+def pad_columns(cols: None, tk: int, fill: float | bool) -> None: ...
+@overload
+def pad_columns(cols: torch.Tensor | None, tk: int, fill: float | bool) -> torch.Tensor | None: ...
 def pad_columns(cols: torch.Tensor | None, tk: int, fill: float | bool) -> torch.Tensor | None:
     """Extend a (B, T_prompt) column tensor to (B, tk) for keys generated after the prompt."""
     if cols is None or cols.shape[-1] == tk:

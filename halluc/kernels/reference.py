@@ -49,6 +49,7 @@ def side_output(query, key, value, attention_mask=None, *, scaling: float, edit:
     """`edit.side_output` of a call whose attention runs elsewhere (an edit that only reads): the last
     query's final row, softmax(q_last·kᵀ·scaling + its mask row), computed by itself. Shapes as in
     `attention_reference`; returns what the function returns."""
+    assert edit.side_output is not None, "side_output() serves an edit with a side output"
     row, v = _last_row(query, key, value, attention_mask, scaling)
     return edit.side_output(row[:, :, 0], v)  # the row (B, H, Tk)
 
@@ -58,6 +59,7 @@ def attention_reading(query, key, value, attention_mask=None, *, scaling: float,
     """A decode call (Tq == 1) of an edit that only reads: the query's one row, computed once in fp32, gives
     both the plain attention output (SDPA's up to rounding) and `edit.side_output`. On CPU this is cheaper
     than SDPA plus the same row computed again. Shapes as in `attention_reference`."""
+    assert edit.side_output is not None, "attention_reading() serves an edit with a side output"
     row, v = _last_row(query, key, value, attention_mask, scaling)  # (B, H, 1, Tk) fp32
     out = (row.to(v.dtype) @ v).transpose(1, 2)  # (B, 1, H, D): contiguous as it is (one query)
     return AttentionResult(out, None, None, "torch", edit.side_output(row[:, :, 0], v))
@@ -90,6 +92,7 @@ def _edit_scores(s, edit: AttentionEdit, cols: EditColumns, columns):
     """The score primitives on raw scores s (B, H, Tq, Tk), in order: boost, head bias, column bias."""
     tk = s.shape[-1]
     if cols.boost is not None:  # s += strength |s| (on raw scores)
+        assert edit.boost is not None  # cols.boost is built from it
         boost = pad_columns(cols.boost, tk, 0.0)[:, None, None, :] * s.abs()
         if edit.boost.last_row_only:
             boost[:, :, :-1] = 0.0
@@ -128,6 +131,7 @@ def _modify(fn: Mod | None, values, where: Where | None):
     """values (B, H, Tq, Tk) fp32 through a plain-function edit; it must keep the shape."""
     if fn is None:
         return values
+    assert where is not None  # built whenever the edit has a plain-function edit (`has_mods`)
     out = fn(values, where)
     if not isinstance(out, torch.Tensor) or out.shape != values.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -145,6 +149,7 @@ def _column_mass(a, columns):
 def _redistribute(a, columns, sources, query_start, edit: AttentionEdit):
     """`Redistribution` on post-softmax rows a (B, H, Tq, Tk); columns/sources (B, Tk) bool; query_start (B,)."""
     spec = edit.redistribute
+    assert spec is not None  # sources are built only from a redistribution
     tq, tk = a.shape[-2:]
     col, src = columns[:, None, None, :], sources[:, None, None, :]
     col_src, targets = col & src, col & ~src

@@ -327,19 +327,20 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
             *query.stride(), *key.stride(), *value.stride(), *out.stride(),
             pad_arg.stride(0) if pad_arg is not None and pad_arg.shape[0] == b else 0, tc,  # 0: mask broadcast over B
             h, tq, tk, tc, h // hkv, float(scaling), *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
+    boost_last_row = edit.boost is not None and cols.boost is not None and bool(edit.boost.last_row_only)
     flags = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
         IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_COLS=columns is not None,
         HAS_CB=cols.bias is not None, HAS_BOOST=cols.boost is not None,
-        BOOST_LAST_ROW=cols.boost is not None and bool(edit.boost.last_row_only), HAS_HB=cols.head_bias is not None,
+        BOOST_LAST_ROW=boost_last_row, HAS_HB=cols.head_bias is not None,
         HAS_REDIST=cols.sources is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
         UPCAST=interp and query.dtype != torch.float32,
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
     )
     autotune = not interp and config is None and os.environ.get(AUTOTUNE_ENV, "0") == "1"
     if autotune:
-        grid = lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), b * h)  # noqa: E731
-        _autotuned()[grid](*args, **flags)
+        tuned_grid = lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), b * h)  # noqa: E731
+        _autotuned()[tuned_grid](*args, **flags)
     else:
         cfg = {**default_config(tq, d, cols.sources is not None, interp, query.element_size()), **(config or {})}
         grid = (triton.cdiv(tq, cfg["BLOCK_M"]), b * h)

@@ -130,9 +130,10 @@ class Adapter:
         if point == "model":
             return model
         if point in named:
-            if named[point] is None:
+            path = named[point]
+            if path is None:
                 raise HallucError(f"hook point '{point}': {self.family} declares no such module")
-            return self._get(model, named[point], point)
+            return self._get(model, path, point)
         m = re.fullmatch(r"layers\.(-?\d+)(?:\.(attn\.o_proj|attn|mlp|input_norm|post_attn_norm))?", point)
         if not m:
             raise HallucError(f"unknown hook point '{point}' for {self.family}")
@@ -174,7 +175,7 @@ class Adapter:
         """A left-padded batch; `images=None` gives the text-only branch of the same prompts.
         The caller's processor is not changed (padding side is passed per call)."""
         texts = [self.prompt(processor, p, with_image=images is not None, system=system) for p in prompts]
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if images is not None:
             kwargs["images"] = [[image] for image in images] if self.nested_images else list(images)
         if _starts_with_bos(processor, texts):  # the template wrote it (Gemma 3, Mistral, Llama 3): no second one
@@ -228,7 +229,9 @@ class Adapter:
 def _starts_with_bos(processor: Any, texts: Sequence[str]) -> bool:
     """Whether every rendered prompt already starts with the tokenizer's BOS token."""
     bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
-    return bool(bos) and all(text.startswith(bos) for text in texts)
+    if not bos:
+        return False
+    return all(text.startswith(bos) for text in texts)
 
 
 def spans_by_image_size(adapter: Adapter, model: HFModel, inputs: dict, image_spans) -> list[list[ImageSpan]]:

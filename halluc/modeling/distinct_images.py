@@ -80,7 +80,7 @@ def _spread_rows(out, inverse: list[int], distinct: int):
     """Each per-image entry of the processor's output (tensors and lists with one row per distinct image)
     taken by `inverse`; None when some entry is not one row per image."""
     index = torch.tensor(inverse)
-    spread = {}
+    spread: dict[str, Any] = {}
     for key, value in out.items():
         if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == distinct:
             spread[key] = value.index_select(0, index.to(value.device))

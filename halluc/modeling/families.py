@@ -43,12 +43,12 @@ def adapter_or_generic(model: Any) -> Adapter:
     return GenericAdapter.for_model(model)
 
 
-def model_class_for(config: Any) -> type:
+def model_class_for(config: Any) -> type[transformers.PreTrainedModel]:
     """The `*ForConditionalGeneration` class to call `from_pretrained` / `_from_config` on."""
     return getattr(transformers, family_for(config).model_class)
 
 
-def processor_class_for(config: Any) -> type:
+def processor_class_for(config: Any) -> type[transformers.ProcessorMixin]:
     cls = family_for(config).processor_class
     return getattr(transformers, cls) if isinstance(cls, str) else cls
 

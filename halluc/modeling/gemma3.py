@@ -18,11 +18,12 @@ What the methods meet inside the LM:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs, square_side
 from halluc.modeling.registry import Checkpoint, Family, register_family
-from halluc.modeling.tiny import GEMMA3_TEMPLATE, TEXT, VIT, byte_tokenizer
+from halluc.modeling.tiny import GEMMA3_TEMPLATE, TEXT, VIT, byte_tokenizer, token_id
 
 GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                    "<end_of_image>", "<image_soft_token>"]
@@ -56,7 +57,7 @@ def tiny_gemma3() -> tuple[Any, Any, type]:
     image_processor = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=16,
                                 chat_template=GEMMA3_TEMPLATE)
-    ids = tok.convert_tokens_to_ids
+    ids = partial(token_id, tok)
     # one sliding-window layer (window 24, shorter than the prompts, so decoding evicts keys) and one global
     text = Gemma3TextConfig(**{**TEXT, "max_position_embeddings": 512}, head_dim=16, query_pre_attn_scalar=16,
                             sliding_window=24, layer_types=["sliding_attention", "full_attention"],

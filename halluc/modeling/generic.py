@@ -41,7 +41,7 @@ class GenericAdapter(Adapter):
             raise HallucError(f"{type(model).__name__} ({model_type}) has no text_config: the generic adapter needs "
                               "the language model's own config")
         names = {id(module): name for name, module in model.named_modules()}
-        decoder = _call(model, "get_decoder", model_type)
+        decoder: HFModel = _call(model, "get_decoder", model_type)
         head = _call(model, "get_output_embeddings", model_type)
         if id(decoder) not in names or id(head) not in names:
             raise HallucError(f"{model_type}: the decoder or the LM head is not a submodule of the model")

@@ -55,9 +55,9 @@ class SmolVLMImageOnlyProcessor(SmolVLMProcessor):
         self.video_token = getattr(tokenizer, "video_token", "<video>")
         ProcessorMixin.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
-    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+    def apply_chat_template(self, conversation, *args, **kwargs):
         # the stock one reads the (absent) video processor's frame settings; image prompts need none of them
-        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+        return ProcessorMixin.apply_chat_template(self, conversation, *args, **kwargs)
 
 
 AutoProcessor.register(f"halluc:{SmolVLMImageOnlyProcessor.__name__}", SmolVLMImageOnlyProcessor)

@@ -23,7 +23,7 @@ from typing import Any
 
 from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths
 from halluc.modeling.registry import Checkpoint, Family, register_family
-from halluc.modeling.tiny import LLAMA_SPECIALS, VIT, byte_tokenizer, llama_text
+from halluc.modeling.tiny import LLAMA_SPECIALS, VIT, byte_tokenizer, llama_text, token_id
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def tiny_instructblip() -> tuple[Any, Any, type]:
                                       num_query_tokens=8)
     config = InstructBlipConfig(vision_config=InstructBlipVisionConfig(**VIT), qformer_config=qformer,
                                 text_config=llama_text(tok), num_query_tokens=8,
-                                image_token_index=tok.convert_tokens_to_ids("<image>"))
+                                image_token_index=token_id(tok, "<image>"))
     return config, processor, InstructBlipForConditionalGeneration
 
 

@@ -24,7 +24,7 @@ from transformers import AutoProcessor, InternVLProcessor
 from halluc.errors import HallucError
 from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, contiguous_runs, square_side
 from halluc.modeling.registry import Checkpoint, Family, register_family
-from halluc.modeling.tiny import INTERNVL_TEMPLATE, QWEN_SPECIALS, TEXT, byte_tokenizer
+from halluc.modeling.tiny import INTERNVL_TEMPLATE, QWEN_SPECIALS, TEXT, byte_tokenizer, token_id
 
 
 class InternVLImageOnlyProcessor(InternVLProcessor):
@@ -93,11 +93,11 @@ def tiny_internvl() -> tuple[Any, Any, type]:
                                            chat_template=INTERNVL_TEMPLATE)
     vision = InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                   image_size=56, patch_size=7)
-    endoftext = tok.convert_tokens_to_ids("<|endoftext|>")
+    endoftext = token_id(tok, "<|endoftext|>")
     text = Qwen2Config(**TEXT, vocab_size=len(tok), pad_token_id=endoftext, bos_token_id=endoftext,
                        eos_token_id=tok.eos_token_id)
-    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids(
-        "<IMG_CONTEXT>"), image_seq_length=16, downsample_ratio=0.5, vision_feature_layer=-1,
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=token_id(
+        tok, "<IMG_CONTEXT>"), image_seq_length=16, downsample_ratio=0.5, vision_feature_layer=-1,
         vision_feature_select_strategy="default", tie_word_embeddings=False)
     return config, processor, InternVLForConditionalGeneration
 

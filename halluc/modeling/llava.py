@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from halluc.errors import HallucError, MethodRefused
 from halluc.images import distinct_rows
@@ -51,7 +50,9 @@ def clip_cls_attention(model: HFModel, tower: HFModel, pixel_values: torch.Tenso
     """
     if model.config.vision_feature_select_strategy != "default":
         raise MethodRefused("vision CLS attention needs a tower with a CLS token (strategy 'default')")
-    layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 5 dropped the .vision_model level
+    vision = tower.vision_model if hasattr(tower, "vision_model") else tower  # transformers 5 dropped that level
+    encoder: HFModel = vision.encoder
+    layers = encoder.layers
     attn = layers[_feature_layer_index(model.config.vision_feature_layer, len(layers))].self_attn
     seen = []
     handle = attn.register_forward_pre_hook(
@@ -68,7 +69,7 @@ def clip_cls_attention(model: HFModel, tower: HFModel, pixel_values: torch.Tenso
         return probs[inverse.to(probs.device), 1:]
 
 
-def _cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def _cls_probs(attn: HFModel, hidden: torch.Tensor) -> torch.Tensor:
     """(N, H, T) softmax of the CLS query against all T keys, in float32."""
     n, t, _ = hidden.shape
     q = attn.q_proj(hidden[:, :1]).float().view(n, 1, attn.num_heads, attn.head_dim).transpose(1, 2)  # (N, H, 1, D)
@@ -76,7 +77,7 @@ def _cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)[:, :, 0]  # (N, H, T)
 
 
-def _merged_cls_probs(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def _merged_cls_probs(attn: HFModel, hidden: torch.Tensor) -> torch.Tensor:
     """(N, T) softmax of the CLS query's projection against every key projection at full width C
     (the q_proj / k_proj outputs, before any per-head split or scaling), scaled by C^-1/2."""
     q = attn.q_proj(hidden[:, :1]).float()  # (N, 1, C)

@@ -25,7 +25,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import get_any
 from halluc.modeling.base import Adapter, HFModel, ImageSpan, grid_spans, spans_by_image_size
 from halluc.modeling.llava import LLAVA_PATHS
 from halluc.modeling.registry import Checkpoint, Family, register_family
-from halluc.modeling.tiny import ONEVISION_TEMPLATE, QWEN_SPECIALS, TEXT, VIT, byte_tokenizer
+from halluc.modeling.tiny import ONEVISION_TEMPLATE, QWEN_SPECIALS, TEXT, VIT, byte_tokenizer, token_id
 
 
 class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
@@ -92,7 +92,7 @@ def tiny_llava_onevision() -> tuple[Any, Any, type]:
     processor = LlavaOnevisionImageOnlyProcessor(
         image_processor=image_processor, tokenizer=tok, num_image_tokens=16, vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_4", chat_template=ONEVISION_TEMPLATE)
-    endoftext = tok.convert_tokens_to_ids("<|endoftext|>")
+    endoftext = token_id(tok, "<|endoftext|>")
     text = Qwen2Config(**TEXT, vocab_size=len(tok), pad_token_id=endoftext, bos_token_id=endoftext,
                        eos_token_id=tok.eos_token_id)
     config = LlavaOnevisionConfig(vision_config=SiglipVisionConfig(**VIT), text_config=text,

@@ -5,6 +5,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -30,25 +31,25 @@ def load(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", 
     which equals SDPA until a method edits it.
     """
     name = str(name_or_path)
-    device = _resolve_device(device)
-    _resolve_dtype(dtype, device)  # a bad dtype is refused for every kind of model
+    target = _resolve_device(device)
+    _resolve_dtype(dtype, target)  # a bad dtype is refused for every kind of model
     register_backend()
     offline = offline_models().get(name)
     if offline is not None:
         offline.check()
         model, processor = offline.load(seed)
-        lvlm_revision = offline.revision(seed)
+        lvlm_revision: str | None = offline.revision(seed)
         if dtype != "auto":  # offline models are built in float32; an explicit dtype converts them
-            model = model.to(_resolve_dtype(dtype, device))
+            model = model.to(_resolve_dtype(dtype, target))
         if device_map is not None:
             model = dispatch(model, device_map, offload_folder)
     else:
         source = _resolve_source(name)
-        dtype = _resolve_dtype(dtype, device if device_map is None else _accelerator())
+        dtype = _resolve_dtype(dtype, target if device_map is None else _accelerator())
         model, processor = _load_pretrained(name, source, revision, dtype, device_map, offload_folder)
         lvlm_revision = revision or _commit_of(model)
     if device_map is None:
-        model = model.to(device)
+        model = model.to(target)
     return LVLM(model=model.eval(), processor=processor, adapter=adapter_for(model), name=name,
                 revision=lvlm_revision)
 
@@ -133,11 +134,11 @@ def dispatch(model, device_map: str | dict, offload_folder: str | os.PathLike | 
     "cpu" and "disk" entries offloaded and streamed in per call); a string map is inferred."""
     from accelerate import dispatch_model, infer_auto_device_map
 
-    if isinstance(device_map, str):
-        device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules or [])
-    if "disk" in device_map.values() and offload_folder is None:
+    placement: dict = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules or []) \
+        if isinstance(device_map, str) else device_map
+    if "disk" in placement.values() and offload_folder is None:
         offload_folder = tempfile.mkdtemp(prefix="halluc-offload-")
-    return dispatch_model(model, device_map=device_map, offload_dir=offload_folder)
+    return dispatch_model(model, device_map=placement, offload_dir=offload_folder)
 
 
 def check_model_name(name: str) -> None:
@@ -169,7 +170,7 @@ def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.
 
     # without a reachable hub, read the local cache only: transformers would otherwise retry each file
     # for about 40 s and print a dozen lines before failing
-    local = {"local_files_only": True} if not Path(source).is_dir() and not hub_reachable() else {}
+    local: dict[str, Any] = {"local_files_only": True} if not Path(source).is_dir() and not hub_reachable() else {}
     local["trust_remote_code"] = False  # never run a checkpoint's own Python: only families halluc knows load
     try:
         config = AutoConfig.from_pretrained(source, revision=revision, **local)
@@ -177,7 +178,8 @@ def _load_pretrained(name: str, source: str, revision: str | None, dtype: torch.
         processor = load_processor(source, config, revision=revision, **local)
         placement = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
         model = model_class_for(config).from_pretrained(
-            source, revision=revision, dtype=dtype, attn_implementation=attn_implementation_for(config),
+            source, revision=revision, dtype=dtype,  # type: ignore[arg-type]  # typed str; None: default branch
+            attn_implementation=attn_implementation_for(config),
             **placement, **local)
     except OSError as err:
         raise HallucError(_not_available(name, source, err)) from None

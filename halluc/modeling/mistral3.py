@@ -25,7 +25,7 @@ from transformers.processing_utils import ProcessorMixin
 from halluc.errors import HallucError
 from halluc.modeling.base import Adapter, HFModel, ImageSpan, ModulePaths, spans_by_image_size
 from halluc.modeling.registry import Checkpoint, Family, register_family
-from halluc.modeling.tiny import MISTRAL3_TEMPLATE, TEXT, VIT, byte_tokenizer
+from halluc.modeling.tiny import MISTRAL3_TEMPLATE, TEXT, VIT, byte_tokenizer, token_id
 
 MISTRAL3_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
                      "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "<pad>"]
@@ -53,10 +53,7 @@ class PixtralImageOnlyProcessor(ProcessorMixin):
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.image_break_token_id = tokenizer.convert_tokens_to_ids(image_break_token)
         self.image_end_token_id = tokenizer.convert_tokens_to_ids(image_end_token)
-
-    @property
-    def image_token_ids(self) -> list[int]:
-        return [self.image_token_id, self.image_break_token_id, self.image_end_token_id]
+        self.image_token_ids = [self.image_token_id, self.image_break_token_id, self.image_end_token_id]
 
     def _process_images(self, images, **images_kwargs):
         images_kwargs["patch_size"] = self.patch_size * self.spatial_merge_size  # resize to whole merged tokens
@@ -110,11 +107,11 @@ def tiny_mistral3() -> tuple[Any, Any, type]:
     image_processor = PixtralImageProcessorPil(size={"longest_edge": 40}, patch_size={"height": 4, "width": 4})
     processor = PixtralImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, patch_size=4,
                                           spatial_merge_size=2, chat_template=MISTRAL3_TEMPLATE)
-    vision = PixtralVisionConfig(**{**VIT, "image_size": 40, "patch_size": 4}, head_dim=8)
+    vision = PixtralVisionConfig(**{**VIT, "image_size": 40, "patch_size": 4})  # head_dim 32 / 4 = 8
     text = MistralConfig(**TEXT, head_dim=16, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, sliding_window=None)
     config = Mistral3Config(vision_config=vision, text_config=text, spatial_merge_size=2, vision_feature_layer=-1,
-                            image_token_index=tok.convert_tokens_to_ids("[IMG]"), tie_word_embeddings=False)
+                            image_token_index=token_id(tok, "[IMG]"), tie_word_embeddings=False)
     return config, processor, Mistral3ForConditionalGeneration
 
 

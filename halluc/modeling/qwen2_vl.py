@@ -95,7 +95,7 @@ def _qwen_processor(processor_class: type) -> Any:
     return processor_class(image_processor=image_processor, tokenizer=tok, chat_template=QWEN_TEMPLATE)
 
 
-def _qwen_ids(tok: Any) -> dict[str, int]:
+def _qwen_ids(tok: Any) -> dict[str, Any]:  # config keyword arguments (ids)
     ids = tok.convert_tokens_to_ids
     return dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))

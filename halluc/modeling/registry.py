@@ -18,6 +18,8 @@ from halluc.errors import HallucError
 from halluc.registry import Registry
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
+
     from halluc.modeling.base import Adapter
 
 
@@ -36,10 +38,10 @@ class Family:
     title: str  # for people, e.g. "LLaVA-1.5"
     model_types: tuple[str, ...]  # HF `config.model_type` values it serves
     model_class: str  # transformers class name, resolved lazily
-    processor_class: str | type  # transformers class name, or a class
+    processor_class: str | type[ProcessorMixin]  # transformers class name, or a class
     adapter: Adapter
     tiny_name: str  # the offline random-weight model, e.g. "tiny-llava"
-    build_tiny: Callable[[], tuple[Any, Any, type]]  # () -> (config, processor, model class)
+    build_tiny: Callable[[], tuple[Any, Any, type[PreTrainedModel]]]  # () -> (config, processor, model class)
     checkpoints: tuple[Checkpoint, ...] = ()
     notes: str = ""
     refuse: Callable[[Any], str | None] = field(default=lambda config: None)  # config -> reason it cannot load

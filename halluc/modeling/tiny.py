@@ -14,6 +14,7 @@ greedy generate takes a few tens of milliseconds on CPU.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,6 +24,14 @@ from transformers import PreTrainedTokenizerFast
 
 from halluc.modeling import registry
 from halluc.modeling.base import HFModel
+
+
+def token_id(tokenizer: Any, token: str) -> int:
+    """The id of one token (transformers types `convert_tokens_to_ids` as an id or a list of them)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(found, int), f"{token!r} is not one token"
+    return found
+
 
 # The LM every family shares (Llama- or Qwen2-shaped); GQA with 2 KV heads, head_dim 16.
 TEXT: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -189,5 +198,5 @@ def register_tiny_model(family: registry.Family) -> registry.OfflineModel:
     """`tiny-<family>`: the family's random-weight model as an offline model (every built-in family has one;
     a plugin's family registers its own with this)."""
     return registry.register_model(registry.OfflineModel(
-        family.tiny_name, family.name, lambda seed, name=family.name: build_tiny(name, seed=seed),
+        family.tiny_name, family.name, partial(build_tiny, family.name),
         note=f"{family.title}, random weights, for tests and smoke runs"))

@@ -88,7 +88,8 @@ class Layout:
         one_entry = [r for r in rows if (r["model"], r["method"]) == (rows[0]["model"], rows[0]["method"])]
         summary = [s for s in dict.fromkeys(r["split"] for r in spec.summary_rows(one_entry)) if s in present]
         splits = [s for s in present if s not in summary]
-        main = spec.summary_split if spec.summary_split in present else (summary or present)[0]
+        chosen = spec.summary_split
+        main = chosen if chosen is not None and chosen in present else (summary or present)[0]
         others = [s for s in summary if s != main] or [s for s in splits if s != main]
         return cls(main, splits, others if len(others) <= MAX_SPLIT_COLUMNS else [])
 
@@ -245,7 +246,7 @@ def _cost_column(metric: Metric, layout: Layout):
 
 def _cost(rows: dict[str, dict], key: str, layout: Layout) -> float | None:
     """The sample-weighted mean of a cost over the per-sample splits."""
-    pairs = [(r[key], r.get("n") if number(r.get("n")) else 1) for s, r in rows.items()
+    pairs = [(r[key], n if number(n := r.get("n")) else 1) for s, r in rows.items()
              if s in layout.splits and number(r.get(key))]
     weight = sum(w for _, w in pairs)
     return sum(v * w for v, w in pairs) / weight if pairs and weight else None
@@ -253,13 +254,16 @@ def _cost(rows: dict[str, dict], key: str, layout: Layout) -> float | None:
 
 def _rank_change_column(report: Report, spec: BenchmarkSpec, layout: Layout, entries: list[Entry]):
     """Rank (within each model) under the corrected benchmark -> under this one."""
+    corrects = spec.corrects
+    if corrects is None:  # only a benchmark that corrects another has this column
+        return []
     protocol = next((row["protocol"] for e in entries for row in e.rows.values()), "")
-    before = ranks_by_model(report, spec.corrects, protocol)
+    before = ranks_by_model(report, corrects, protocol)
     if not before:
         return []
     after = _ranks_within_models(spec, layout, entries)
-    column = Column("rank_change", f"rank vs {benchmark_spec(spec.corrects).title}", "",
-                    description=f"rank among the model's methods on {benchmark_spec(spec.corrects).title} → here; "
+    column = Column("rank_change", f"rank vs {benchmark_spec(corrects).title}", "",
+                    description=f"rank among the model's methods on {benchmark_spec(corrects).title} → here; "
                     "▲ moved up", compact=True)
 
     def cell(entry: Entry) -> Cell:
@@ -287,7 +291,8 @@ def ranks_by_model(report: Report, benchmark: str, protocol: str) -> dict[tuple[
 
 
 def _ranks_within_models(spec: BenchmarkSpec, layout: Layout, entries: list[Entry]) -> dict[tuple[str, str], int]:
-    ranks, seen = {}, {}
+    ranks: dict[tuple[str, str], int] = {}
+    seen: dict[str, int] = {}
     for entry in entries:  # already in headline order
         if entry.value(spec.headline, layout.main) is not None:
             seen[entry.model] = seen.get(entry.model, 0) + 1
@@ -337,14 +342,15 @@ def _mark_best(columns: list[Column], cells: list[list[Cell]]) -> list[list[Cell
     for i, column in enumerate(columns):
         if column.key in ("rank", "rank_change") or not column.numeric:
             continue
-        values = [row[i].value for row in cells if number(row[i].value)]
+        values = [value for row in cells if number(value := row[i].value)]
         if len(set(values)) < 2:
             continue
         best = _best(values, column)
         if best is None:
             continue
         for row in cells:
-            if number(row[i].value) and abs(row[i].value - best) < 1e-9:
+            value = row[i].value
+            if number(value) and abs(value - best) < 1e-9:
                 row[i] = replace(row[i], best=True)
     return cells
 
@@ -354,8 +360,9 @@ def _best(values: list[float], column: Column) -> float | None:
         return max(values)
     if column.better == "lower":
         return min(values)
-    if column.reference is not None:
-        return min(values, key=lambda v: abs(v - column.reference))
+    reference = column.reference
+    if reference is not None:
+        return min(values, key=lambda v: abs(v - reference))
     return None
 
 
@@ -388,13 +395,14 @@ def _comparison(report: Report, board: Leaderboard) -> Leaderboard:
     rows = []
     for method in methods:
         row = [Cell(method_name(method), method_name(method))]
-        values = []
+        values: list[float] = []
         for model in models:
             cells = cells_of.get((model, method))
-            if cells is None or not number(cells[value_at].value):
+            value = cells[value_at].value if cells is not None else None
+            if cells is None or not number(value):
                 row.append(Cell(DASH))
                 continue
-            values.append(cells[value_at].value)
+            values.append(value)
             delta = cells[delta_at]
             row.append(replace(cells[value_at], best=False, detail=delta.text if delta.text != DASH else "",
                                significant=delta.significant, improves=delta.improves))
@@ -423,7 +431,8 @@ def _fit(board: Leaderboard, width: int) -> Leaderboard:
     """Drop the rightmost optional columns until the table fits `width` characters."""
     essential = 4
     while len(board.columns) > essential and _width(_terminal_table(board, False)) > width:
-        board = board.select(lambda c, last=board.columns[-1]: c is not last)
+        last = board.columns[-1]
+        board = board.select(lambda c: c is not last)
     return board
 
 

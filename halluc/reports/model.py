@@ -25,6 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from halluc.benchmarks.spec import Metric, benchmark_spec
 from halluc.errors import HallucError
@@ -291,6 +292,7 @@ def _t_interval(values: Sequence) -> tuple[float, float] | None:
     if len(kept) < 2:
         return None
     mean, sd = sum(kept) / len(kept), _sd(kept)
+    assert sd is not None  # two values or more
     half = float(t.ppf(0.975, len(kept) - 1)) * sd / len(kept) ** 0.5
     return mean - half, mean + half
 
@@ -381,7 +383,8 @@ def _model_names(runs: Sequence[Run]) -> dict[tuple[str, str | None], str]:
     return names
 
 
-def number(value) -> bool:
+def number(value: object) -> TypeGuard[float]:
+    """An int or a float, not a bool (True is an int to Python, never a score here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -13,6 +13,10 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 from halluc.benchmarks.spec import BenchmarkSpec, Metric, benchmark_spec
 from halluc.reports.leaderboard import Layout, Leaderboard, method_name, ranks_by_model
@@ -27,7 +31,7 @@ PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#0072b2", "#d55e00", "#cc79a7", "#f
            "#cc6677", "#ddcc77", "#661100", "#ee3377", "#4477aa", "#bbbbbb", "#225555", "#666633")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per model
 WIDTH, HEIGHT = 6.4, 3.5  # inches: two figures side by side at 1280 px
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none", "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"], "font.size": 10,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e4e4e4",
@@ -92,7 +96,7 @@ class _Plotter:
                 for i, split in enumerate(self.layout.splits):
                     row = self.row(model, method, split)
                     delta = self.report.delta(row, metric.key) if row else None
-                    if delta is not None:
+                    if delta is not None and row is not None:
                         xs.append(i - 0.4 + width * (j + 0.5))
                         ys.append(delta)
                         errors.append(_around(delta, row["intervals"].get(metric.key)))
@@ -384,7 +388,7 @@ def frontier_figures(report: Report, benchmark: str, protocol: str, colours: dic
             fig, (ax,) = _figure(1)
             curve = list(zip(*base["frontier"]))
             ax.plot(curve[0], curve[1], color=VANILLA_COLOUR, linewidth=1.4, label="vanilla's frontier")
-            labels = {}
+            labels: dict[tuple[float, float], list[str]] = {}
             for r in mine:
                 if number(r.get("yes_ratio")) and number(r.get("f1")):
                     shift = "*" if r.get("verdict") == "balance shift" else ""

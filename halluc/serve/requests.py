@@ -63,11 +63,13 @@ def choose_method(request: ChatCompletionRequest, options: ServeOptions) -> tupl
         raise APIError(404, f"model '{request.model}' is not served here; use '{name}' or '{name}+METHOD' "
                             f"(GET /v1/models lists them)", param="model", code="model_not_found")
     extra = dict(request.halluc or {})
-    asked = extra.pop("method", None)
-    if asked is not None:
-        asked = (asked,) if isinstance(asked, str) else tuple(asked)
-        if not asked or not all(isinstance(m, str) and m for m in asked):
+    given = extra.pop("method", None)
+    asked: tuple[str, ...] = ()
+    if given is not None:
+        names = [given] if isinstance(given, str) else given if isinstance(given, list) else []  # a number: refused
+        if not names or not all(isinstance(m, str) and m for m in names):
             raise APIError(400, "halluc.method must be a method name or a list of names", param="halluc.method")
+        asked = tuple(names)
     for key, value in extra.items():
         if isinstance(value, list):
             raise APIError(400, f"halluc.{key}: a method parameter must be a number, string or boolean",

@@ -17,7 +17,8 @@ def serve(model: api.LVLM, options: ServeOptions) -> None:
     `graceful_timeout_s`), then this returns."""
     app = create_app(model, options)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info", access_log=True,
-                            timeout_graceful_shutdown=options.graceful_timeout_s,
+                            # uvicorn types it int; it only hands it to asyncio.timeout(), which takes float seconds
+                            timeout_graceful_shutdown=options.graceful_timeout_s,  # type: ignore[arg-type]
                             limit_concurrency=options.max_queue + 64, server_header=False)
     with _graceful_signal_ends_normally():
         uvicorn.Server(config).run()

@@ -15,7 +15,8 @@ RGB = tuple[int, int, int]
 
 def _jit(rng: random.Random, rgb: RGB, spread: int = 10) -> RGB:
     shift = rng.randint(-spread, spread)
-    return tuple(max(0, min(255, v + shift + rng.randint(-4, 4))) for v in rgb)
+    r, g, b = (max(0, min(255, v + shift + rng.randint(-4, 4))) for v in rgb)
+    return r, g, b
 
 
 def _split(rng: random.Random, size: int, lo: float, hi: float) -> int:

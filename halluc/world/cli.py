@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -42,8 +43,8 @@ def train_command(
             check_number(flag, value, integer=True, high=high)
     check_seed("--seed", seed)
     check_out_dir(out)
-    overrides = {k: v for k, v in (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate),
-                                   ("vision_steps", vision_steps)) if v is not None}
+    given = (("batch_size", batch_size), ("prior_negative_rate", prior_negative_rate), ("vision_steps", vision_steps))
+    overrides: dict[str, Any] = {k: v for k, v in given if v is not None}
     try:   # the configs validate themselves; a bad value is a one-line error, not a traceback
         config = ToyModelConfig()
         if image_size is not None:

@@ -11,6 +11,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -50,7 +51,8 @@ def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), n_i
     images, instances, captions = [], [], []
     for index in range(n_images):
         scene, iid = scene_at(config, split, index), image_id(split, index)
-        entry = {"id": iid, "file_name": f"{iid}.png", "width": scene.size, "height": scene.size, "scene": scene.kind}
+        entry: dict[str, Any] = {"id": iid, "file_name": f"{iid}.png", "width": scene.size, "height": scene.size,
+                                 "scene": scene.kind}
         render_scene(scene).save(files.images / entry["file_name"], format="PNG")
         images.append(entry)
         instances += instance_annotations(scene, iid)

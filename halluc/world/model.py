@@ -153,7 +153,10 @@ def toy_llava_config(config: ToyModelConfig, tokenizer: PreTrainedTokenizerFast)
     # 3-layer tower is trained from scratch and a layer nothing reads would be dead weight)
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
                        image_seq_length=config.image_tokens, vision_feature_layer=-1,
-                       vision_feature_select_strategy="default", pad_token_id=tokenizer.pad_token_id)
+                       vision_feature_select_strategy="default",
+                       # transformers' config dataclasses take extra keyword arguments at run time (kept as
+                       # attributes) but do not type them
+                       pad_token_id=tokenizer.pad_token_id)  # type: ignore[call-arg]
 
 
 def attn_implementation() -> dict[str, str]:

@@ -45,7 +45,8 @@ class Pen:
     def c(self, rgb: RGB, spread: int = 14) -> RGB:
         # Shared brightness shift + a little per-channel noise: instances vary, but the hue stays the category's.
         shift = self.rng.randint(-spread, spread)
-        return tuple(max(0, min(255, v + shift + self.rng.randint(-5, 5))) for v in rgb)
+        r, g, b = (max(0, min(255, v + shift + self.rng.randint(-5, 5))) for v in rgb)
+        return r, g, b
 
     def _pts(self, pts: Points) -> list[tuple[float, float]]:
         return [(x * self.W, y * self.H) for x, y in pts]

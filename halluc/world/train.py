@@ -213,7 +213,7 @@ def _train(config: ToyModelConfig, out_dir, seed: int, steps: int, recipe: Train
     model.requires_grad_(True)
     result = TrainResult(Path(out_dir) if out_dir else None, steps, seed, seconds, float(np.mean(tail)), losses,
                          vision_losses, parameter_count(model), model.eval(), processor)
-    if out_dir is not None:
+    if result.out_dir is not None:
         save(model, processor, result, config, recipe)
     return result
 
@@ -244,7 +244,8 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, rest = [], []
+    decay: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -253,7 +254,9 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def save(model: Any, processor: Any, result: TrainResult, config: ToyModelConfig, recipe: TrainRecipe) -> None:
-    out = Path(result.out_dir)
+    if result.out_dir is None:
+        raise ValueError("save() needs a result with an out_dir")
+    out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -65,6 +65,7 @@ def bad_requests(scenes) -> dict[str, tuple[int, dict | bytes]]:
         "unknown model": (404, b(model="gpt-4o")),
         "unknown method in the model name": (400, b(model="toy-llava+vdc")),
         "unknown method in extra_body": (400, b(halluc={"method": "vdc"})),
+        "method a number": (400, b(halluc={"method": 5})),
         "unknown parameter": (400, b(halluc={"method": "vcd", "vcd.alpah": 1})),
         "parameter out of range": (400, b(halluc={"method": "vcd", "vcd.beta": 5})),
         "parameter a list": (400, b(halluc={"method": "vcd", "vcd.alpha": [1]})),

@@ -252,7 +252,8 @@ def _expanded(words: Sequence[str], association: Mapping[str, Sequence[str]]) ->
     """Associations of each word in order, then the words themselves; and for each position the index
     (into that list) of the slot it marks: an association marks its word's slot at the end, a word its
     own slot. A noun marks the first position it equals, as the official loop does."""
-    expanded, owner = [], []
+    expanded: list[str] = []
+    owner: list[int] = []
     for i, word in enumerate(words):
         if word not in association:
             raise HallucError(f"AMBER word '{word}' is not in relation.json")

@@ -228,7 +228,8 @@ def read_chair_captions(path: str | Path) -> list[tuple[int, str]]:
     An image captioned twice is refused naming the id and both lines: counting both would double its
     weight in CHAIR (and `n`), keeping one would be a silent choice.
     """
-    pairs, seen = [], {}
+    pairs: list[tuple[int, str]] = []
+    seen: dict[int, str] = {}
     for where, row in read_jsonl_located(path):
         key = "caption" if "caption" in row else "text"
         require(row, ("image_id", key), where)

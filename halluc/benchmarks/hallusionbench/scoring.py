@@ -29,6 +29,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from halluc.benchmarks.io import integer_id, read_jsonl_located, require, text_field
 from halluc.benchmarks.pope.scoring import answer_text, parse_word
@@ -115,7 +116,9 @@ def read_questions(path: str | Path) -> list[HBQuestion]:
         filename = row.get("filename")
         if filename is not None and not isinstance(filename, str):
             raise HallucError(f"{where}: 'filename' must be a string or null, got {json.dumps(filename)}")
-        q = HBQuestion(*_id_parts(row, where), visual_input=_code(row, "visual_input", ("0", "1", "2"), where),
+        category, subcategory, set_id, figure_id, question_id = _id_parts(row, where)
+        q = HBQuestion(category, subcategory, set_id, figure_id, question_id,
+                       visual_input=_code(row, "visual_input", ("0", "1", "2"), where),
                        question=text_field(row, "question", where), answer=gt == "1", filename=filename)
         if q.category not in CATEGORIES:
             raise HallucError(f"{where}: category must be VD or VS, got {q.category!r}")
@@ -228,7 +231,7 @@ def score(questions: Sequence[HBQuestion], answers: Mapping[str, str], *, allow_
                           f"{answers_name} (first: {missing[0]}); pass --allow-missing to score the answered ones only")
     answered = [q for q in questions if q.key in answers]
     judged = judge(answered, answers)
-    out = aggregate(units(judged))
+    out: dict[str, Any] = dict(aggregate(units(judged)))
     out["unclear"] = sum(j.verdict == 2 for j in judged)
     out["subcategories"] = {}
     for category, sub in dict.fromkeys((q.category, q.subcategory) for q in answered):

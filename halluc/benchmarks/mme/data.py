@@ -16,7 +16,8 @@ def plan_mme(splits: Mapping[str, Any]) -> Plan:
     layout: <category>/<image> beside <category>/<stem>.txt with `question<TAB>answer` lines."""
     (ds,) = splits.values()
     require_columns(ds, ("question_id", "question", "answer", "category", "image"), "MME")
-    plan, questions = Plan(), {}
+    plan = Plan()
+    questions: dict[tuple[str, str], list[str]] = {}
     for n, row in enumerate(ds):
         where = f"MME row {n}"
         category = name_component(row["category"], where + " category")
