@@ -7,9 +7,9 @@ The text-only prompt is one extra view of each sample, `Branch("text", with_imag
 rows of the same batch with its own KV cache (`halluc.engine.views`), as PAI's guidance row is; the
 combination is `stepped` (it gets the decode step from the engine's combiner).
 
-There is no official code. We follow RITUAL's implementation (`ritual_utils/ritual_sample.py` @
-52065a66), by the authors' group whose repositories (RITUAL, AvisC) are the implementations the field
-runs as its M3ID baseline; AvisC's copy (`avisc_utils/avisc_sample.py` @ 772eba49) was read too.
+There is no official code (none was found). We follow the implementation that Woo et al. ship as a
+baseline in RITUAL (`ritual_utils/ritual_sample.py` @ 52065a66), the most used; the same group's copy in
+AvisC (`avisc_utils/avisc_sample.py` @ 772eba49) was read too. Neither group is M3ID's authors.
 
 Paper / code discrepancies and our choices (spec methods-2026 §3):
   - the step index: RITUAL starts at t = 0, so the first generated token has weight 0 (plain decoding
@@ -29,8 +29,8 @@ Paper / code discrepancies and our choices (spec methods-2026 §3):
   - c_t is capped at 10^6 (reached at t ≈ 691 for λ = 0.02) so that very long generations cannot
     overflow to inf·0 = NaN; below the cap the weight is exact.
 
-Cost: one extra batch row per sample (the text-only prompt: shorter than the image prompt, its own
-KV cache). λ = 0 and β = 0 together are the identity (no extra row).
+Cost: one extra batch row per sample (the text-only prompt with its own KV cache; left-padded to the
+image rows' width, so a full row). λ = 0 and β = 0 together are the identity (no extra row).
 
 Families: every family (the text-only view works everywhere).
 """
