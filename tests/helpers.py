@@ -61,7 +61,7 @@ def combiner_for(method, branches: Sequence[str], sampler=None) -> BranchCombine
     """The logits processor generation builds for `method` alone with these branch names."""
     views = [ORIGINAL, *(qualified_view(method.name, b) for b in branches)]
     combination = Combination(method.name, {b: qualified_view(method.name, b) for b in branches}, method.combine,
-                              method.plausibility_cutoff())
+                              method.plausibility_cutoff(), method.stepped)
     return BranchCombiner(views, [combination], sampler)
 
 

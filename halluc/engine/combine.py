@@ -12,7 +12,9 @@ log p_original < log β + max log p_original are dropped for the largest β (the
 
 `BranchCombiner` is the logits processor: it writes the same combined row into every view's rows,
 so greedy and beam search pick one token per sample; with a `Sampler` it draws that token itself
-(one draw per sample) and hands HF a one-hot.
+(one draw per sample) and hands HF a one-hot. A `stepped` combination also gets the decode step (0 at
+the first generated token, counted from the sequence length the combiner first sees), for a weight
+that changes over time (M3ID).
 """
 from __future__ import annotations
 
@@ -31,28 +33,35 @@ class Combination:
     """One method's per-step combination.
 
     views:   {name the method uses: view name in the batch}; ORIGINAL is always available
-    combine: {name: (N, V) log-probs} -> (N, V)
+    combine: {name: (N, V) log-probs} -> (N, V); `combine(views, step)` when `stepped`
     cutoff:  plausibility β on the original view (None or 0: no cutoff)
+    stepped: True when `combine` also takes the decode step (0 at the first generated token)
     """
 
     owner: str
     views: Mapping[str, str]
-    combine: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+    combine: Callable[..., torch.Tensor]
     cutoff: float | None = None
+    stepped: bool = False
 
 
-def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination]) -> torch.Tensor:
+def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination],
+                  step: int | None = None) -> torch.Tensor:
     """(N, V) stacked combination of per-view log-probs (see the module docstring)."""
-    return apply_cutoffs(combine_before_cutoff(by_view, combinations), by_view[ORIGINAL], combinations)
+    return apply_cutoffs(combine_before_cutoff(by_view, combinations, step), by_view[ORIGINAL], combinations)
 
 
-def combine_before_cutoff(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination]) -> torch.Tensor:
-    """(N, V) stacked combination of per-view log-probs, no plausibility cutoff yet."""
+def combine_before_cutoff(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination],
+                          step: int | None = None) -> torch.Tensor:
+    """(N, V) stacked combination of per-view log-probs, no plausibility cutoff yet; `step` is the decode
+    step that `stepped` combinations need."""
     original = by_view[ORIGINAL]
     combined = None
     for c in combinations:
         local = {ORIGINAL: original, **{name: by_view[view] for name, view in c.views.items()}}
-        result = c.combine(local)
+        if c.stepped and step is None:
+            raise ValueError(f"the combination of '{c.owner}' needs the decode step")
+        result = c.combine(local, step) if c.stepped else c.combine(local)
         combined = result if combined is None else combined + (result - original)
     if combined is None:
         raise ValueError("combine_before_cutoff needs at least one combination")
@@ -75,12 +84,13 @@ class BranchCombiner:
                  recorder=None):
         self.views, self.combinations, self.sampler = list(views), list(combinations), sampler
         self.recorder = recorder  # an EvidenceRecorder: sees the combination before and after the cutoff
+        self.prompt_length: int | None = None  # the sequence length at the first step (one combiner per call)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
         n_views = len(self.views)
         logp = scores.float().log_softmax(-1).view(n_views, -1, scores.shape[-1])  # (R, N, V)
         by_view = dict(zip(self.views, logp))
-        before = combine_before_cutoff(by_view, self.combinations)  # (N, V)
+        before = combine_before_cutoff(by_view, self.combinations, self.step(input_ids))  # (N, V)
         combined = apply_cutoffs(before, by_view[ORIGINAL], self.combinations)
         if self.recorder is not None:
             self.recorder.record(before, combined)
@@ -88,3 +98,12 @@ class BranchCombiner:
             token = self.sampler(combined)
             combined = torch.full_like(combined, -math.inf).scatter_(-1, token[:, None], 0.0)
         return combined.repeat(n_views, 1).to(scores.dtype)
+
+    def step(self, input_ids: torch.Tensor | None) -> int | None:
+        """Tokens generated before this step: the growth of the sequence since the first call (None when
+        the caller gives no sequences)."""
+        if input_ids is None:
+            return None
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[-1]
+        return input_ids.shape[-1] - self.prompt_length

@@ -162,7 +162,7 @@ def _combiner(declared: list[tuple[Method, list[Branch]]], layout: ViewLayout, d
         names = ", ".join(m.name for m, _ in declared)
         raise HallucError(f"method '{names}' supports greedy, sampling or beam search, not beam sampling")
     combinations = [Combination(m.name, {b.name: qualified_view(m.name, b.name) for b in own}, m.combine,
-                                m.plausibility_cutoff_for(decoding)) for m, own in declared]
+                                m.plausibility_cutoff_for(decoding), m.stepped) for m, own in declared]
     sampler = Sampler(decoding, lvlm.device) if decoding.do_sample else None
     combiner = BranchCombiner(layout.views, combinations, sampler)
     # with our own sampler drawing one token per sample, HF just takes the one-hot's argmax

@@ -25,7 +25,7 @@ What a method needs besides the batch is read when it is used, and a missing one
                                      the apc control
     processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
     images, processor                VCD (its noise is keyed by each PIL image's content)
-    prompts, processor               VHR, VISTA (a text-only pass), PAI (a text-only row)
+    prompts, processor               VHR, VISTA (a text-only pass), PAI and M3ID (a text-only row)
     images, prompts, processor       ICD (another instruction), RITUAL, AGLA (another image)
 
 `images` are the PIL images (or paths) given to the processor and `prompts` the user texts before the chat

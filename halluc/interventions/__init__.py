@@ -10,6 +10,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            deco,
                                            icd,
                                            logit_shift,
+                                           m3id,
                                            memvr,
                                            none,  # noqa: F401  (registers "none")
                                            only,

@@ -5,7 +5,8 @@ A method never touches the model directly. It declares, each optional:
     hooks(session) -> list[HookSpec]               hooks `fn(activation, ctx)` on canonical adapter points
     attention_edits(session) -> {layer: AttentionEdit}   carried out by the "halluc" attention function
     branches(request) -> list[Branch]              extra views decoded as rows of the same batch, with
-    combine(views) -> (N, V)                       their per-step combination and
+    combine(views) -> (N, V)                       their per-step combination (`combine(views, step)`
+                                                   with `stepped = True`) and
     plausibility_cutoff() -> β | None              its cutoff on the original view
                                                    (`plausibility_cutoff_for(decoding)` per mode)
     logits_processors(session) -> list             per-step logit transforms
@@ -94,6 +95,9 @@ class Method:
     # True when the method's combination is its plausibility cutoff alone (no branch views): it joins the
     # view combination without extra rows (the `apc` control)
     cutoff_alone: ClassVar[bool] = False
+    # True when `combine(views, step)` also takes the decode step (0 at the first generated token): a weight
+    # that changes over time (M3ID)
+    stepped: ClassVar[bool] = False
     # "method" (a published mitigation) or "control" (a spurious baseline that only moves the yes/no balance
     # or the sampling, cd_rethink's: listed apart, never in `--method all`, run with `--controls`)
     category: ClassVar[str] = "method"

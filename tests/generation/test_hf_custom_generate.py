@@ -101,7 +101,7 @@ def test_methods_acting_inside_the_model_sample_as_halluc_generate_does(tiny_lla
 
 # what each method needs besides the batch (halluc/generation/hf.py's docstring and the README say the same)
 NEEDS = {"vcd": {"images", "processor"}, "vhr": {"prompts", "processor"}, "vista": {"prompts", "processor"},
-         "pai": {"prompts", "processor"}, "icd": {"images", "prompts", "processor"},
+         "pai": {"prompts", "processor"}, "m3id": {"prompts", "processor"}, "icd": {"images", "prompts", "processor"},
          "ritual": {"images", "prompts", "processor"}, "agla": {"images", "prompts", "processor"},
          "yes-bias": {"processor"}, "logit-shift": {"processor"}}
 
