@@ -148,6 +148,8 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
 def parse_args(argv=None):
     p = model_parser(__doc__, "variants", "pai,pai-boost,var,tame", VARIANTS)
     p.add_argument("--device", default=None, help="default: cuda if available")
+    p.add_argument("--threads", type=int, default=1, help="CPU: torch threads (1 keeps a busy machine's "
+                                                          "scheduling out of per-step times; 0 = torch's default)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_attention_methods.csv"))
     return parse_model_args(p, argv, "variants", "variant", VARIANTS)
 
@@ -155,8 +157,17 @@ def parse_args(argv=None):
 def main(argv=None) -> Path:
     args = parse_args(argv)
     shown = ("variant", "model", "impl", "ms_per_token", "ratio", "rows_per_sample", "edited_calls")
-    return run_models(args, COLUMNS, shown, lambda lvlm, *rest: bench_model(lvlm, args.variants, args, *rest),
-                      prov=provenance)
+    threads = torch.get_num_threads()
+
+    def cpu_threads(device: torch.device) -> None:
+        if device.type == "cpu" and args.threads:
+            torch.set_num_threads(args.threads)
+
+    try:
+        return run_models(args, COLUMNS, shown, lambda lvlm, *rest: bench_model(lvlm, args.variants, args, *rest),
+                          prov=provenance, on_device=cpu_threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
