@@ -10,10 +10,14 @@ scales shares its layer with any other method's edit (the factors multiply; `att
 with everything: in the authors' logs it runs under SID, VCD, ICD and OPERA decoding, whose extra rows
 get the scale too, as here (the rows of a branch view run through the same layers).
 
-Evidence (spec §7.2): the authors' own released POPE logs (LLaVA-1.5-7B, COCO, SID-greedy, 3000 questions)
-show the shipped default LOWERING accuracy: random 89.27 (e/σ = 1.0/1.0) → 87.50 (1.3/1.0), popular
-87.03 → 84.83; 1.2/1.1 (×1.31) is the mildest setting with small gains (popular 87.27, adversarial 80.83
-against 80.47); under OPERA, 1.2/1.1 lowers random from 89.33 to 85.50. We ship the code's default anyway.
+Evidence (spec §7.2, re-read from the repo's METHOD_EXPERIMENTS/LLAVA-1.5 logs): the authors' own POPE runs
+(LLaVA-1.5-7B, COCO, contrastive SID-greedy decoding, 3000 questions) show the shipped default LOWERING
+accuracy: random 89.27 (e/σ = 1.0/1.0) → 87.50 (1.3/1.0), popular 87.03 → 84.83. 1.2/1.1 (×1.31) is the
+mildest logged setting with small gains (popular 87.27, adversarial 80.83 against 80.47) but still loses on
+random (88.23); under OPERA, 1.2/1.1 lowers random from 89.33 to 85.50. We ship the code's default (1.3, 1.0),
+the method as released; `expansion=1.2, suppression=1.1` is the authors' best-logged setting.
+
+Modes: greedy, sampling and beam search (the logs ran sample-greedy contrastive decoding and OPERA's beams).
 
 Paper / code discrepancies and our choices (official repo Openlyn/ANTRP @ a9208466, its bundled
 transformers 4.29.2, models/llama/modeling_llama.py, `LlamaAttention.forward`):
