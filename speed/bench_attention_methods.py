@@ -1,4 +1,4 @@
-"""Per-token decode time of the attention-editing methods (PAI, VAR) relative to vanilla, same model.
+"""Per-token decode time of the attention-editing methods (PAI, VAR, TAME) relative to vanilla, same model.
 
 For each model, `halluc.generate` runs vanilla and each method variant on the same inputs (greedy,
 `--tokens` new tokens); decoder layer 0's calls are timed, so
@@ -13,6 +13,7 @@ Variants (--variants):
     pai        PAI as shipped: α 0.2 boost in layers 2..L−1 + guidance γ 1.1 (1 extra row per sample)
     pai-boost  the boost alone (γ = 1: no extra row)
     var        VAR: sink detection at prefill + redistribution in layers 2..L−1
+    tame       TAME: every layer's scores × e²/σ = 1.69 (SDPA with a scaled `scaling`: `edited_calls` 0)
 Random weights have no massive activations (|h/rms(h)| stays below ~4), so VAR runs with τ = 1.5
 (sink dimensions found from the first token, as by default) to have sinks and hence an active edit,
 as on a real model; the kernel's cost does not depend on how many columns are sinks
@@ -71,6 +72,7 @@ VARIANTS = {  # name -> (method, parameters)
     "pai": ("pai", {}),
     "pai-boost": ("pai", {"gamma": 1.0}),
     "var": ("var", {"tau": 1.5}),
+    "tame": ("tame", {}),
 }
 
 
@@ -119,7 +121,7 @@ def run_once(lvlm, method: str, params: dict, images, prompts, tokens: int, devi
 
 def variant_params(name: str, lvlm: halluc.LVLM) -> dict:
     params = dict(VARIANTS[name][1])
-    if name != "none" and lvlm.adapter.num_layers(lvlm.model) <= 2:
+    if name not in ("none", "tame") and lvlm.adapter.num_layers(lvlm.model) <= 2:
         params["layers"] = list(range(lvlm.adapter.num_layers(lvlm.model)))  # the default 2..L−1 is empty
     return params
 
@@ -144,8 +146,10 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
 
 
 def parse_args(argv=None):
-    p = model_parser(__doc__, "variants", "pai,pai-boost,var", VARIANTS)
+    p = model_parser(__doc__, "variants", "pai,pai-boost,var,tame", VARIANTS)
     p.add_argument("--device", default=None, help="default: cuda if available")
+    p.add_argument("--threads", type=int, default=1, help="CPU: torch threads (1 keeps a busy machine's "
+                                                          "scheduling out of per-step times; 0 = torch's default)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_attention_methods.csv"))
     return parse_model_args(p, argv, "variants", "variant", VARIANTS)
 
@@ -153,8 +157,17 @@ def parse_args(argv=None):
 def main(argv=None) -> Path:
     args = parse_args(argv)
     shown = ("variant", "model", "impl", "ms_per_token", "ratio", "rows_per_sample", "edited_calls")
-    return run_models(args, COLUMNS, shown, lambda lvlm, *rest: bench_model(lvlm, args.variants, args, *rest),
-                      prov=provenance)
+    threads = torch.get_num_threads()
+
+    def cpu_threads(device: torch.device) -> None:
+        if device.type == "cpu" and args.threads:
+            torch.set_num_threads(args.threads)
+
+    try:
+        return run_models(args, COLUMNS, shown, lambda lvlm, *rest: bench_model(lvlm, args.variants, args, *rest),
+                          prov=provenance, on_device=cpu_threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 unknown model classes get the generic adapter, which runs the position-only methods and refuses the others."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -55,17 +57,24 @@ def test_wrap_needs_the_processor():
 # ---- the generic adapter -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aya():
-    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, icd, memvr, opera, pai, "
-                                         r"ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; "
-                                         r"controls: apc, logit-shift, yes-bias, yes-prompt; "
-                                         r"refused: agla, cca, damro, only"):
-        return halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
+    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: ") as caught:
+        aya = halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
+    said = re.search(r"Available methods: (?P<methods>[^;]+); controls: (?P<controls>[^;]+); "
+                     r"refused: (?P<refused>[^.]+)\.", str(caught[0].message))
+    methods, controls, refused = (said.group(k).split(", ") for k in ("methods", "controls", "refused"))
+    assert {"deco", "icd", "pai", "vcd", "vhr", "vista", "ritual-vcd"} <= set(methods)
+    assert controls == ["apc", "logit-shift", "yes-bias", "yes-prompt"]
+    assert {"agla", "cca", "damro", "only"} <= set(refused) and not set(refused) & set(methods)
+    assert set(methods + controls) == set(halluc.api.available_methods(aya))
+    return aya
 
 
 def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
-    assert halluc.available_methods(aya) == ["deco", "icd", "memvr", "opera", "pai", "ritual", "sid", "vaf",
-                                                "var", "vcd", "vhr", "vista", "ritual-vcd"]
+    available = halluc.available_methods(aya)
+    assert {"deco", "icd", "m3id", "memvr", "opera", "pai", "ritual", "sid", "tame", "vaf", "var", "vcd", "vhr",
+            "vista", "ritual-vcd", "apc", "yes-prompt"} <= set(available)
+    assert not {"agla", "cca", "damro", "only"} & set(available)
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 
 
@@ -84,7 +93,7 @@ def test_unknown_class_runs_the_position_only_methods(aya, images):
     vanilla = halluc.generate(aya, images, PROMPTS, max_new_tokens=4, return_scores=True)
     runs = [("vcd", {}), ("pai", {"layers": (0, 1)}), ("vhr", {}), ("var", {"layers": (0, 1), "tau": 2.0}),
             ("vista", {}), ("ritual", {}), ("deco", {}), ("memvr", {"threshold": 0.0}),
-            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {})]
+            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {}), ("tame", {})]
     for method, params in runs:
         edited = halluc.generate(aya, images, PROMPTS, method, max_new_tokens=4, return_scores=True, **params)
         assert len(edited.texts) == 2 and edited.scores.shape == vanilla.scores.shape

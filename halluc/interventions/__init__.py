@@ -18,6 +18,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            pai,
                                            ritual,
                                            sid,
+                                           tame,
                                            vaf,
                                            var,
                                            vcd,

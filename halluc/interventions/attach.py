@@ -42,7 +42,7 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
             session.state[m.name] = state
     specs = [(m.name, spec) for m in methods for spec in m.hooks(session)]
     modules = [adapter.resolve(model, spec.point) for _, spec in specs]  # raises before any hook exists
-    edits = _collect_edits(session, methods)
+    edits, scales = _collect_edits(session, methods)
     searches = [s for m in methods if m.replaces_search and (s := m.search(session)) is not None]
     attached = Attached(logits_processors=[p for m in methods for p in m.logits_processors(session)],
                         search=searches[0] if searches else None)
@@ -52,7 +52,7 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
             handles.append(register_hook(module, spec, session, owner))
         handles += [_track_cached_positions(module, edit) for module, edit in edits.items()
                     if getattr(module, "sliding_window", None) is not None]
-        with _backend_selected(session, needed=bool(edits)), active_edits(edits):
+        with _backend_selected(session, needed=bool(edits or scales)), active_edits(edits, scales):
             yield attached
     finally:
         for handle in reversed(handles):
@@ -107,11 +107,20 @@ def _missing(adapter: Adapter, method: Method) -> str | None:
     return next(iter(sorted(method.requires() - adapter.provides)), None)
 
 
-def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Module, AttentionEdit]:
+def _collect_edits(session: Session, methods: Sequence[Method]
+                   ) -> tuple[dict[nn.Module, AttentionEdit], dict[nn.Module, float]]:
+    """The edits per attention module, and the score scales per module: an edit that only scales
+    (`AttentionEdit.scale_only`) composes with whatever else edits its layer (the factors multiply), so it
+    is kept apart and never claims the layer."""
     edits: dict[nn.Module, AttentionEdit] = {}
+    scales: dict[nn.Module, float] = {}
     owner: dict[int, str] = {}
     for m in methods:
         for layer, edit in m.attention_edits(session).items():
+            if edit.scale_only:
+                module = session.adapter.attention(session.model, layer)
+                scales[module] = scales.get(module, 1.0) * edit.scale
+                continue
             if layer in owner:
                 raise HallucError(f"methods '{owner[layer]}' and '{m.name}' both edit attention in layer {layer}")
             owner[layer] = m.name
@@ -119,7 +128,7 @@ def _collect_edits(session: Session, methods: Sequence[Method]) -> dict[nn.Modul
             if edit.columns is None:  # methods may narrow it; by default every image token
                 edit.columns = session.image_mask
             edits[module] = edit
-    return edits
+    return edits, scales
 
 
 def _track_cached_positions(module: nn.Module, edit: AttentionEdit):

@@ -12,6 +12,9 @@ Two edits keep plain SDPA: one that only reads (`reads_only`: SDPA, and the one 
 output needs; where the reference would run, a decode call computes that row once and takes its output
 from it too, `attention_reading`), and, where the reference would run, one made of a column bias alone (`bias_only`:
 SDPA with the bias as a float mask; the same attention without materialising the scores).
+A score scale (`AttentionEdit.scale`, and the per-module `scales` of `active_edits`, which `attach` fills
+from edits that only scale, so they can share a module with another edit) multiplies the call's
+`scaling` before any of this: a scale alone is SDPA at another temperature.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class _Scope:
     """What one `active_edits` block sets: the edits per module and its own mask-check cache."""
 
     edits: Mapping[nn.Module, AttentionEdit] = field(default_factory=dict)
+    scales: Mapping[nn.Module, float] = field(default_factory=dict)  # factor on each module's `scaling`
     mask_checks: MaskChecks | None = None  # None outside any block: every check is made afresh
 
 
@@ -54,13 +58,17 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     """
     scope = _SCOPE.get()
     edit = scope.edits.get(module)
-    if edit is None or edit.is_noop():
+    factor = scope.scales.get(module, 1.0) * (edit.scale if edit is not None else 1.0)
+    plain = edit is None or edit.is_noop() or edit.scale_only  # SDPA, at temperature 1 / factor
+    if plain and factor == 1.0:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     if dropout and module.training:
         raise RuntimeError("attention edits are inference-only (dropout > 0 in training mode)")
-    if scaling is None:
-        scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
+    scaling = factor * (getattr(module, "scaling", query.shape[-1] ** -0.5) if scaling is None else scaling)
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     is_causal = kwargs.get("is_causal")
     is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     tq, tk = query.shape[2], key.shape[2]
@@ -128,10 +136,15 @@ def register_backend() -> str:
 
 
 @contextlib.contextmanager
-def active_edits(edits: Mapping[nn.Module, AttentionEdit]) -> Iterator[None]:
-    """Activate per-module edits for the duration of the block (nested blocks merge; each block checks
-    mask patterns with a cache of its own, dropped when it exits)."""
-    token = _SCOPE.set(_Scope({**_SCOPE.get().edits, **edits}, MaskChecks()))
+def active_edits(edits: Mapping[nn.Module, AttentionEdit],
+                 scales: Mapping[nn.Module, float] | None = None) -> Iterator[None]:
+    """Activate per-module edits, and factors on their score `scaling`, for the duration of the block.
+    Nested blocks merge per module: an inner block's edit for a module replaces the outer block's edit and
+    scale there (an auxiliary pass's identity edits switch everything off). Each block checks mask patterns
+    with a cache of its own, dropped when it exits."""
+    outer = _SCOPE.get()
+    kept = {m: f for m, f in outer.scales.items() if m not in edits}
+    token = _SCOPE.set(_Scope({**outer.edits, **edits}, {**kept, **(scales or {})}, MaskChecks()))
     try:
         yield
     finally:

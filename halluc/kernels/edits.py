@@ -18,7 +18,8 @@ generated after the prompt are never in the column set and get no bias or boost,
 implementations treat columns >= Tc as outside every set (`pad_columns` spells that out).
 
 The edit is applied in this order, per (batch row b, head h, query row i, key column j), on
-scores s = scaling * q_i . k_j (computed in fp32):
+scores s = scale * scaling * q_i . k_j (computed in fp32; `scale` multiplies the call's `scaling`, so
+every implementation, SDPA included, runs it as a different softmax temperature):
 
     1. boost         s += strength_j * |s|       `ScoreBoost`: strength on the column set (float) or
                                                  per column (tensor); only the last query row of the
@@ -182,6 +183,10 @@ class AttentionEdit:
                      head bias, the redistribution's targets, the column mass, `Where.columns`).
                      `attach` fills it with the prompt's image tokens when a method leaves it None.
     boost            `ScoreBoost` or None.
+    scale            factor on every score of the call, before everything else (s = scale·scaling·q·k);
+                     equal to multiplying the queries and keys by √scale. An edit made of a scale alone
+                     (`scale_only`) stays on SDPA, and `attach` lets it share a layer with another
+                     method's edit (the backend multiplies the two: `active_edits(..., scales=...)`).
     column_bias      (B, Tc) float, added to key column j in every head; -inf removes the key.
     head_bias        (H,) or (B, H) float, added to the column set's scores in head h (log c scales
                      head h's unnormalised attention on the column set by c). Needs `columns`.
@@ -218,6 +223,7 @@ class AttentionEdit:
 
     columns: torch.Tensor | None = None
     boost: ScoreBoost | None = None
+    scale: float = 1.0
     column_bias: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
     redistribute: Redistribution | None = None
@@ -270,8 +276,16 @@ class AttentionEdit:
                 and self.column_bias is None and self.head_bias is None and not self.has_boost
                 and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
 
+    @property
+    def scale_only(self) -> bool:
+        """A score scale and nothing else: plain SDPA with `scaling` multiplied by `scale`."""
+        return self.scale != 1.0 and self._unscaled_noop()
+
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""
+        return self.scale == 1.0 and self._unscaled_noop()
+
+    def _unscaled_noop(self) -> bool:
         return (self.column_bias is None and self.head_bias is None and not self.has_boost and not self.has_mods
                 and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
 
