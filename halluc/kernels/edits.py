@@ -260,7 +260,8 @@ class AttentionEdit:
         """A column bias and nothing else: plain attention with an additive mask (SDPA takes it on CPU)."""
         return (self.column_bias is not None and self.side_output is None and self.score_mod is None
                 and self.prob_mod is None and self.head_bias is None and self.null_logit is None
-                and not self.has_boost and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+                and not self.has_boost and not self.has_redistribution and not self.return_column_mass
+                and not self.return_attention_row)
 
     @property
     def reads_only(self) -> bool:
@@ -283,8 +284,9 @@ class AttentionEdit:
 
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""
-        return (self.column_bias is None and self.head_bias is None and self.null_logit is None and not self.has_boost
-                and not self.has_mods and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+        return (self.column_bias is None and self.head_bias is None and self.null_logit is None
+                and not self.has_boost and not self.has_mods and not self.has_redistribution
+                and not self.return_column_mass and not self.return_attention_row)
 
     # ---- normalised column tensors (shared by both implementations) -------------------------
     def column_tensors(self, batch: int, heads: int, device: torch.device) -> EditColumns:

@@ -332,13 +332,15 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
             i8(cols.sources), f32(cols.query_start), f32(cols.null_logit), f32(mass), f32(row),
             *query.stride(), *key.stride(), *value.stride(), *out.stride(),
             pad_arg.stride(0) if pad_arg is not None and pad_arg.shape[0] == b else 0, tc,  # 0: mask broadcast over B
-            h, tq, tk, tc, cols.null_logit.shape[-1] if cols.null_logit is not None else 0, h // hkv, float(scaling), *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
+            h, tq, tk, tc, cols.null_logit.shape[-1] if cols.null_logit is not None else 0, h // hkv, float(scaling),
+            *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
     flags = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
         IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_COLS=columns is not None,
         HAS_CB=cols.bias is not None, HAS_BOOST=cols.boost is not None,
         BOOST_LAST_ROW=cols.boost is not None and bool(edit.boost.last_row_only), HAS_HB=cols.head_bias is not None,
-        HAS_REDIST=cols.sources is not None, HAS_NULL=cols.null_logit is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
+        HAS_REDIST=cols.sources is not None, HAS_NULL=cols.null_logit is not None, WANT_MASS=want_mass,
+        WANT_ROW=want_row,
         UPCAST=interp and query.dtype != torch.float32,
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
     )
