@@ -1,4 +1,4 @@
-"""Per-token decode time of the attention-editing methods (PAI, VAR) relative to vanilla, same model.
+"""Per-token decode time of the attention-editing methods (PAI, VAR, FarSight) relative to vanilla, same model.
 
 For each model, `halluc.generate` runs vanilla and each method variant on the same inputs (greedy,
 `--tokens` new tokens); decoder layer 0's calls are timed, so
@@ -13,6 +13,8 @@ Variants (--variants):
     pai        PAI as shipped: α 0.2 boost in layers 2..L−1 + guidance γ 1.1 (1 extra row per sample)
     pai-boost  the boost alone (γ = 1: no extra row)
     var        VAR: sink detection at prefill + redistribution in layers 2..L−1
+    farsight   FarSight as shipped (variant "paper"): register null keys on the prompt rows of every layer;
+               decode rows have none (plain SDPA); variant "code" is the identity and needs no row
 Random weights have no massive activations (|h/rms(h)| stays below ~4), so VAR runs with τ = 1.5
 (sink dimensions found from the first token, as by default) to have sinks and hence an active edit,
 as on a real model; the kernel's cost does not depend on how many columns are sinks
@@ -71,6 +73,7 @@ VARIANTS = {  # name -> (method, parameters)
     "pai": ("pai", {}),
     "pai-boost": ("pai", {"gamma": 1.0}),
     "var": ("var", {"tau": 1.5}),
+    "farsight": ("farsight", {}),
 }
 
 
@@ -144,7 +147,7 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
 
 
 def parse_args(argv=None):
-    p = model_parser(__doc__, "variants", "pai,pai-boost,var", VARIANTS)
+    p = model_parser(__doc__, "variants", "pai,pai-boost,var,farsight", VARIANTS)
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_attention_methods.csv"))
     return parse_model_args(p, argv, "variants", "variant", VARIANTS)

@@ -1,4 +1,4 @@
-"""The PAI / VAR decode-time benchmark's smoke configuration writes well-formed rows with provenance."""
+"""The PAI / VAR / FarSight decode-time benchmark's smoke configuration writes well-formed rows with provenance."""
 from __future__ import annotations
 
 import csv
@@ -19,7 +19,7 @@ def test_smoke_writes_well_formed_rows(tmp_path):
         reader = csv.DictReader(f)
         assert reader.fieldnames == bench.COLUMNS
         rows = {r["variant"].split(" ")[0]: r for r in reader}
-    assert set(rows) == {"none", "pai", "pai-boost", "var"}
+    assert set(rows) == {"none", "pai", "pai-boost", "var", "farsight"}
     for r in rows.values():
         assert r["model"] == "tiny-llava" and float(r["ms_per_token"]) > 0 and float(r["prefill_ms"]) > 0
         assert all(r[c] for c in ("device", "torch", "transformers", "triton", "halluc", "git_commit", "date"))
@@ -28,10 +28,11 @@ def test_smoke_writes_well_formed_rows(tmp_path):
     assert rows["pai"]["rows_per_sample"] == "2" and rows["pai-boost"]["rows_per_sample"] == "1"  # guidance row
     for v in ("pai", "pai-boost", "var"):  # 2 layers x (prefill + 2 decode steps) on the edit path
         assert rows[v]["edited_calls"] == "6" and rows[v]["impl"] in ("torch", "triton")
+    assert rows["farsight"]["edited_calls"] == "2" and rows["farsight"]["impl"] in ("torch", "triton")  # prefill only
     # appending keeps one header; the backend is restored after each call
     bench.main(["--smoke", "--tokens", "2", "--variants", "var", "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 4 + 2
+    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 5 + 2
     from halluc.kernels import backend, dispatch
     assert backend.attention is dispatch.attention
 
