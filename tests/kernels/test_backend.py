@@ -282,7 +282,7 @@ def test_a_null_key_alone_edits_the_prompt_rows_and_leaves_decode_on_sdpa(models
     step = dict(input_ids=torch.tensor([[5], [5]]), attention_mask=torch.cat([batch["attention_mask"],
                                                                               torch.ones(2, 1, dtype=torch.long)], 1))
     with torch.no_grad(), active_edits(edits):  # the cache grows in place: give each call its own copy
-        decoded = halluc_model(**step, past_key_values=copy.deepcopy(plain.past_key_values)).logits
+        decoded = halluc_model(**step, cache=copy.deepcopy(plain.past_key_values)).logits
     assert all(e.record.impl == "sdpa" for e in edits.values())
     with torch.no_grad():
-        assert torch.equal(decoded, sdpa_model(**step, past_key_values=plain.past_key_values).logits)
+        assert torch.equal(decoded, sdpa_model(**step, cache=plain.past_key_values).logits)
