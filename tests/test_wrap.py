@@ -55,16 +55,16 @@ def test_wrap_needs_the_processor():
 # ---- the generic adapter -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aya():
-    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, icd, memvr, opera, pai, "
-                                         r"ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; "
+    with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, farsight, icd, memvr, opera, "
+                                         r"pai, ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; "
                                          r"controls: apc, logit-shift, yes-bias, yes-prompt; refused: agla, cca, damro, only"):
         return halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
 
 
 def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
-    assert halluc.available_methods(aya) == ["deco", "icd", "memvr", "opera", "pai", "ritual", "sid", "vaf",
-                                                "var", "vcd", "vhr", "vista", "ritual-vcd"]
+    assert halluc.available_methods(aya) == ["deco", "farsight", "icd", "memvr", "opera", "pai", "ritual", "sid",
+                                                "vaf", "var", "vcd", "vhr", "vista", "ritual-vcd"]
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 
 
@@ -83,7 +83,7 @@ def test_unknown_class_runs_the_position_only_methods(aya, images):
     vanilla = halluc.generate(aya, images, PROMPTS, max_new_tokens=4, return_scores=True)
     runs = [("vcd", {}), ("pai", {"layers": (0, 1)}), ("vhr", {}), ("var", {"layers": (0, 1), "tau": 2.0}),
             ("vista", {}), ("ritual", {}), ("deco", {}), ("memvr", {"threshold": 0.0}),
-            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {})]
+            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {}), ("farsight", {})]
     for method, params in runs:
         edited = halluc.generate(aya, images, PROMPTS, method, max_new_tokens=4, return_scores=True, **params)
         assert len(edited.texts) == 2 and edited.scores.shape == vanilla.scores.shape
