@@ -1,4 +1,5 @@
-"""Per-token decode time of the attention-editing methods (PAI, VAR, TAME) relative to vanilla, same model.
+"""Per-token decode time of the attention-editing methods (PAI, VAR, TAME, FarSight) relative to vanilla, same
+model.
 
 For each model, `halluc.generate` runs vanilla and each method variant on the same inputs (greedy,
 `--tokens` new tokens); decoder layer 0's calls are timed, so
@@ -14,6 +15,8 @@ Variants (--variants):
     pai-boost  the boost alone (γ = 1: no extra row)
     var        VAR: sink detection at prefill + redistribution in layers 2..L−1
     tame       TAME: every layer's scores × e²/σ = 1.69 (SDPA with a scaled `scaling`: `edited_calls` 0)
+    farsight   FarSight as shipped (variant "paper"): register null keys on the prompt rows of every layer;
+               decode rows have none (plain SDPA); variant "code" is the identity and needs no row
 Random weights have no massive activations (|h/rms(h)| stays below ~4), so VAR runs with τ = 1.5
 (sink dimensions found from the first token, as by default) to have sinks and hence an active edit,
 as on a real model; the kernel's cost does not depend on how many columns are sinks
@@ -73,6 +76,7 @@ VARIANTS = {  # name -> (method, parameters)
     "pai-boost": ("pai", {"gamma": 1.0}),
     "var": ("var", {"tau": 1.5}),
     "tame": ("tame", {}),
+    "farsight": ("farsight", {}),
 }
 
 
@@ -146,7 +150,7 @@ def bench_model(lvlm, variants, args, device, prov, write) -> None:
 
 
 def parse_args(argv=None):
-    p = model_parser(__doc__, "variants", "pai,pai-boost,var,tame", VARIANTS)
+    p = model_parser(__doc__, "variants", "pai,pai-boost,var,tame,farsight", VARIANTS)
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--threads", type=int, default=1, help="CPU: torch threads (1 keeps a busy machine's "
                                                           "scheduling out of per-step times; 0 = torch's default)")

@@ -72,8 +72,8 @@ def aya():
 def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
     available = halluc.available_methods(aya)
-    assert {"deco", "icd", "m3id", "memvr", "opera", "pai", "ritual", "sid", "tame", "vaf", "var", "vcd", "vhr",
-            "vista", "ritual-vcd", "apc", "yes-prompt"} <= set(available)
+    assert {"deco", "farsight", "icd", "m3id", "memvr", "opera", "pai", "ritual", "sid", "tame", "vaf", "var",
+            "vcd", "vhr", "vista", "ritual-vcd", "apc", "yes-prompt"} <= set(available)
     assert not {"agla", "cca", "damro", "only"} & set(available)
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 
@@ -93,7 +93,7 @@ def test_unknown_class_runs_the_position_only_methods(aya, images):
     vanilla = halluc.generate(aya, images, PROMPTS, max_new_tokens=4, return_scores=True)
     runs = [("vcd", {}), ("pai", {"layers": (0, 1)}), ("vhr", {}), ("var", {"layers": (0, 1), "tau": 2.0}),
             ("vista", {}), ("ritual", {}), ("deco", {}), ("memvr", {"threshold": 0.0}),
-            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {}), ("tame", {})]
+            ("sid", {"select_layer": 0}), ("vaf", {}), ("icd", {}), ("tame", {}), ("farsight", {})]
     for method, params in runs:
         edited = halluc.generate(aya, images, PROMPTS, method, max_new_tokens=4, return_scores=True, **params)
         assert len(edited.texts) == 2 and edited.scores.shape == vanilla.scores.shape

@@ -89,7 +89,7 @@ class M3ID(Method):
         """c_t at decode step `step` (0 at the first generated token)."""
         return text_weight(self.growth, step + self.first_step)
 
-    def combine(self, views, step: int):
+    def combine(self, views, step: int = 0):  # `stepped`: the combiner passes the step
         conditional = views[ORIGINAL]
         return conditional + self.weight(step) * (conditional - views[TEXT_VIEW])
 

@@ -11,10 +11,11 @@ force one); its optional outputs land in `edit.record` and, if set, `edit.on_out
 Two edits keep plain SDPA: one that only reads (`reads_only`: SDPA, and the one attention row its side
 output needs; where the reference would run, a decode call computes that row once and takes its output
 from it too, `attention_reading`), and, where the reference would run, one made of a column bias alone (`bias_only`:
-SDPA with the bias as a float mask; the same attention without materialising the scores).
-A score scale (`AttentionEdit.scale`, and the per-module `scales` of `active_edits`, which `attach` fills
-from edits that only scale, so they can share a module with another edit) multiplies the call's
-`scaling` before any of this: a scale alone is SDPA at another temperature.
+SDPA with the bias as a float mask; the same attention without materialising the scores). A call of an
+edit made of a null key alone (`null_only`) whose queries all sit past the null key's rows (decode) is
+plain SDPA too. A score scale (`AttentionEdit.scale`, and the per-module `scales` of `active_edits`, which
+`attach` fills from edits that only scale, so they can share a module with another edit) multiplies the
+call's `scaling` before any of this: a scale alone is SDPA at another temperature.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
+    assert edit is not None  # `plain` covers a module without an edit
     is_causal = kwargs.get("is_causal")
     is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     tq, tk = query.shape[2], key.shape[2]
@@ -79,7 +81,11 @@ def halluc_attention(module: nn.Module, query, key, value, attention_mask, *, sc
     evicted = edit.cached_positions + tq - tk if edit.cached_positions is not None else 0
     if evicted > 0:
         key, value, attention_mask = restore_evicted_keys(key, value, attention_mask, evicted, tq, is_causal)
-    if edit.reads_only and tq == 1 and resolve_impl(query.device) == "torch":  # decode on CPU: one row for both
+    if edit.null_only and not edit.null_reaches(tq, key.shape[2]):  # no query has a null key (decode): plain
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        **kwargs)
+        result = AttentionResult(out, None, None, "sdpa")
+    elif edit.reads_only and tq == 1 and resolve_impl(query.device) == "torch":  # decode on CPU: one row for both
         result = attention_reading(query, key, value, attention_mask, scaling=scaling, edit=edit)
     elif edit.reads_only:  # the attention is unchanged: SDPA, and the one row the side output reads
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,

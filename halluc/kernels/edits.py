@@ -2,7 +2,8 @@
 
 An `AttentionEdit` is built from primitives named by what they do, not by the paper that uses them:
 a score boost on a column set, per-column and per-head biases, redistribution of probability mass
-from one column set to another, and two outputs (the mass on the column set, the attention row).
+from one column set to another, a null key per query row (an extra key with value 0 and a logit of
+its own, whose share of the softmax is dropped), and two outputs (the mass on the column set, the attention row).
 PAI, VAR, DAMRO and OPERA are each a choice of primitives. Anything else can be written as a plain
 function on the scores or the probabilities (`score_mod`, `prob_mod`, after FlexAttention's
 `score_mod`); such an edit runs on the torch reference, and the Triton kernel stays an optimisation
@@ -12,7 +13,8 @@ SDPA and computes that one row on the side (a decode call on the torch reference
 the row once and takes the output from it too).
 
 Shapes: B = batch rows as the model sees them, H = query heads, Tq = query rows of this call,
-Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk).
+Tk = key length so far, Tc = the prompt length the column tensors were built over (Tc <= Tk), Tn = the prompt length the
+null-key logits were built over (query rows at key positions >= Tn get no null key).
 Column tensors are given over the prompt (B, Tc) (or (1, Tc), broadcast over the batch); keys
 generated after the prompt are never in the column set and get no bias or boost, so the
 implementations treat columns >= Tc as outside every set (`pad_columns` spells that out).
@@ -28,7 +30,9 @@ every implementation, SDPA included, runs it as a different softmax temperature)
     3. column bias   s += column_bias[b, j]      (-inf removes key j)
     4. score_mod     s = score_mod(s, where)     any function of the scores (reference only)
     5. masks         causal (query i sits at key position Tk - Tq + i) and the attention mask
-    6. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0)
+    6. softmax       a = softmax(s); a fully masked row is all zeros (its output is 0); with a null
+                     key, a = softmax([s, n_i])[:Tk] for the query at key position i (`null_logit`):
+                     the row sums to 1 − its null key's share
     7. redistribute  on selected (b, h, i) rows the `sources` keep share `keep` of their mass, the rest
                      moves to the column set's other columns in proportion to their attention
                      (`Redistribution`)
@@ -208,6 +212,10 @@ class AttentionEdit:
                      reference would run, the output is taken from that row instead).
                      An edit with a mod, or a side output next to other fields, runs on the torch
                      reference whatever HALLUC_KERNEL says.
+    null_logit       (B, H, Tn) float: for the query at key position i < Tn, the logit of an extra key with
+                     value 0 (−inf: none); its share of the softmax is dropped, so the row sums to < 1
+                     (FarSight's causal-mask registers; a per-row attention sink). Queries at positions
+                     >= Tn get none: a call whose queries all sit there (decode) runs as plain attention.
     return_column_mass    fill `record.column_mass` (B, H, Tq): final attention mass on the column set
                           (0 without one).
     return_attention_row  fill `record.attention_row` (B, H, Tk) on decode calls (Tq == 1): the final
@@ -227,6 +235,7 @@ class AttentionEdit:
     column_bias: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
     redistribute: Redistribution | None = None
+    null_logit: torch.Tensor | None = None
     score_mod: Mod | None = None
     prob_mod: Mod | None = None
     side_output: Side | None = None
@@ -266,15 +275,28 @@ class AttentionEdit:
     def bias_only(self) -> bool:
         """A column bias and nothing else: plain attention with an additive mask (SDPA takes it on CPU)."""
         return (self.column_bias is not None and self.side_output is None and self.score_mod is None
-                and self.prob_mod is None and self.head_bias is None and not self.has_boost
-                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+                and self.prob_mod is None and self.head_bias is None and self.null_logit is None
+                and not self.has_boost and not self.has_redistribution and not self.return_column_mass
+                and not self.return_attention_row)
 
     @property
     def reads_only(self) -> bool:
         """A side output and nothing else: the attention is unchanged and can run on SDPA."""
         return (self.side_output is not None and self.score_mod is None and self.prob_mod is None
-                and self.column_bias is None and self.head_bias is None and not self.has_boost
-                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+                and self.column_bias is None and self.head_bias is None and self.null_logit is None
+                and not self.has_boost and not self.has_redistribution and not self.return_column_mass
+                and not self.return_attention_row)
+
+    @property
+    def null_only(self) -> bool:
+        """A null key and nothing else: calls whose queries all sit past its rows are plain attention."""
+        return (self.null_logit is not None and self.column_bias is None and self.head_bias is None
+                and not self.has_boost and not self.has_mods and not self.has_redistribution
+                and not self.return_column_mass and not self.return_attention_row)
+
+    def null_reaches(self, tq: int, tk: int) -> bool:
+        """Whether some query of a call (at key positions tk − tq .. tk − 1) has a null-key logit."""
+        return self.null_logit is not None and tk - tq < self.null_logit.shape[-1]
 
     @property
     def scale_only(self) -> bool:
@@ -286,8 +308,9 @@ class AttentionEdit:
         return self.scale == 1.0 and self._unscaled_noop()
 
     def _unscaled_noop(self) -> bool:
-        return (self.column_bias is None and self.head_bias is None and not self.has_boost and not self.has_mods
-                and not self.has_redistribution and not self.return_column_mass and not self.return_attention_row)
+        return (self.column_bias is None and self.head_bias is None and self.null_logit is None
+                and not self.has_boost and not self.has_mods and not self.has_redistribution
+                and not self.return_column_mass and not self.return_attention_row)
 
     # ---- normalised column tensors (shared by both implementations) -------------------------
     def column_tensors(self, batch: int, heads: int, device: torch.device) -> EditColumns:
@@ -297,7 +320,7 @@ class AttentionEdit:
         tensor (or a new `ScoreBoost` / `Redistribution`) to a field is always seen (ids of freed objects
         are reused, so ids alone are not enough). Replace a field's tensor rather than mutating it in place.
         """
-        sources = (self.columns, self.boost, self.column_bias, self.head_bias, self.redistribute)
+        sources = (self.columns, self.boost, self.column_bias, self.head_bias, self.redistribute, self.null_logit)
         scalars = (batch, heads, str(device))
         if self._cache is not None:
             cached_scalars, cached_sources, cols = self._cache
@@ -319,6 +342,7 @@ class EditColumns:
     sources: torch.Tensor | None  # (B, Tc) bool, only when the redistribution is on
     head_bias: torch.Tensor | None  # (B, H) fp32
     query_start: torch.Tensor | None  # (B,) int32, only when the redistribution is on
+    null_logit: torch.Tensor | None = None  # (B, H, Tn) fp32 contiguous
 
 
 def _column(t: torch.Tensor | None, name: str, batch: int, device, dtype) -> torch.Tensor | None:
@@ -353,7 +377,8 @@ def _build_columns(edit: AttentionEdit, batch: int, heads: int, device: torch.de
     if redistribution is not None and sources is not None:
         assert columns is not None  # checked above: a redistribution needs columns
         query_start = _query_start(redistribution, columns, batch, device)
-    return EditColumns(length, columns, bias, boost, sources, head_bias, query_start)
+    null = _null_logit(edit.null_logit, batch, heads, device)
+    return EditColumns(length, columns, bias, boost, sources, head_bias, query_start, null)
 
 
 def _extend(t: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -386,6 +411,16 @@ def _head_bias(head_bias: torch.Tensor | None, batch: int, heads: int, device) -
         raise ValueError(f"AttentionEdit head_bias must be (H,) or (B, H) with H = {heads}; "
                          f"got {tuple(head_bias.shape)}")
     return _rows(hb, batch)
+
+
+def _null_logit(null: torch.Tensor | None, batch: int, heads: int, device) -> torch.Tensor | None:
+    """(B, H, Tn) fp32 from (B_in, H, Tn) with B % B_in == 0, or None."""
+    if null is None:
+        return None
+    if null.dim() != 3 or null.shape[1] != heads or batch % null.shape[0]:
+        raise ValueError(f"AttentionEdit null_logit must be (B, H, T_prompt) with H = {heads} and B = {batch} "
+                         f"(or a divisor); got {tuple(null.shape)}")
+    return _rows(null.to(device=device, dtype=torch.float32), batch)
 
 
 def _query_start(spec: Redistribution, columns: torch.Tensor, batch: int, device) -> torch.Tensor:

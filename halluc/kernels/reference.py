@@ -32,7 +32,10 @@ def attention_reference(query, key, value, attention_mask=None, *, scaling: floa
     s = _edit_scores(s, edit, cols, columns)
     s = _modify(edit.score_mod, s, where)
     s = _mask(s, attention_mask, is_causal)
-    a = s.softmax(-1).nan_to_num(0.0)  # (B, H, Tq, Tk); fully masked rows are all zeros
+    if cols.null_logit is not None:  # the null key's column, dropped after the softmax
+        a = torch.cat([s, _null_column(cols.null_logit, tq, tk)], -1).softmax(-1).nan_to_num(0.0)[..., :tk]
+    else:
+        a = s.softmax(-1).nan_to_num(0.0)  # (B, H, Tq, Tk); fully masked rows are all zeros
     if cols.sources is not None:
         a = _redistribute(a, columns, pad_columns(cols.sources, tk, False), cols.query_start, edit)
     a = _modify(edit.prob_mod, a, where)
@@ -102,6 +105,14 @@ def _edit_scores(s, edit: AttentionEdit, cols: EditColumns, columns):
     if cols.bias is not None:
         s = s + pad_columns(cols.bias, tk, 0.0)[:, None, None, :]
     return s
+
+
+def _null_column(null, tq: int, tk: int):
+    """(B, H, Tq, 1) fp32 null-key logit of each query (at key position tk − tq + i); −inf past the null's rows."""
+    n = min(null.shape[-1], tk)
+    logits = null.new_full((*null.shape[:2], tk), float("-inf"))
+    logits[..., :n] = null[..., :n]
+    return logits[..., tk - tq:, None]
 
 
 def _mask(s, attention_mask, is_causal: bool):

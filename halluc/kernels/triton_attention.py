@@ -5,6 +5,8 @@ the Tq x Tk matrix:
   * causal masking (query i at key position Tk - Tq + i) and per-column padding,
   * grouped-query attention (query head h reads key/value head h // groups),
   * the score boost s += strength_j |s|, the per-head bias on the column set and the per-column bias,
+  * a null key per query row (value 0, logit n_i): the online softmax starts from it (running max n_i,
+    normaliser 1) instead of from nothing, so its share lands in the normaliser and nowhere else,
   * the redistribution: probabilities are accumulated into three partial outputs (source columns,
     the column set's other columns = targets, the rest) and four partial normalisers (sources in
     the column set, other sources, targets, the rest). Softmax normalisation is shared, so the
@@ -43,17 +45,18 @@ AUTOTUNE_ENV = "HALLUC_TRITON_AUTOTUNE"
 
 
 def _attn_fwd(
-    Q, K, V, Out, PAD, COLS, CB, BOOST, HB, SRC, QSTART, MASS, ROW,
+    Q, K, V, Out, PAD, COLS, CB, BOOST, HB, SRC, QSTART, NULL, MASS, ROW,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_om, stride_oh, stride_od,
     stride_pad, stride_col,
-    H, TQ, TK, TC, GROUPS, sm_scale, src_keep, max_source_share, min_mass,
+    H, TQ, TK, TC, TN, GROUPS, sm_scale, src_keep, max_source_share, min_mass,
     TQ_KEY, TK_KEY,  # bucketed sizes: autotune keys only
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, HAS_COLS: tl.constexpr, HAS_CB: tl.constexpr,
     HAS_BOOST: tl.constexpr, BOOST_LAST_ROW: tl.constexpr, HAS_HB: tl.constexpr, HAS_REDIST: tl.constexpr,
+    HAS_NULL: tl.constexpr,
     WANT_MASS: tl.constexpr, WANT_ROW: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -89,6 +92,9 @@ def _attn_fwd(
     acc_r = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     acc_t = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     acc_s = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
+    if HAS_NULL:  # the null key first: running max n_i, normaliser exp(n_i - n_i) = 1, nothing accumulated
+        m_i = tl.load(NULL + (b * H + h) * TN + q_pos, mask=m_ok & (q_pos < TN), other=float("-inf"))
+        l_r = tl.where(m_i == float("-inf"), 0.0, 1.0)
 
     hi = TK
     if IS_CAUSAL:
@@ -323,17 +329,19 @@ def triton_attention(query, key, value, attention_mask=None, *, scaling: float, 
     pad_arg = pad if pad is None or pad.stride(-1) == 1 else pad.contiguous()
 
     args = (query, key, value, out, i8(pad_arg), i8(columns), f32(cols.bias), f32(cols.boost), f32(cols.head_bias),
-            i8(cols.sources), f32(cols.query_start), f32(mass), f32(row),
+            i8(cols.sources), f32(cols.query_start), f32(cols.null_logit), f32(mass), f32(row),
             *query.stride(), *key.stride(), *value.stride(), *out.stride(),
             pad_arg.stride(0) if pad_arg is not None and pad_arg.shape[0] == b else 0, tc,  # 0: mask broadcast over B
-            h, tq, tk, tc, h // hkv, float(scaling), *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
+            h, tq, tk, tc, cols.null_logit.shape[-1] if cols.null_logit is not None else 0, h // hkv, float(scaling),
+            *_redistribution_scalars(edit), _bucket(tq), _bucket(tk))
     boost_last_row = edit.boost is not None and cols.boost is not None and bool(edit.boost.last_row_only)
     flags = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
         IS_CAUSAL=bool(is_causal), HAS_PAD=pad is not None, HAS_COLS=columns is not None,
         HAS_CB=cols.bias is not None, HAS_BOOST=cols.boost is not None,
         BOOST_LAST_ROW=boost_last_row, HAS_HB=cols.head_bias is not None,
-        HAS_REDIST=cols.sources is not None, WANT_MASS=want_mass, WANT_ROW=want_row,
+        HAS_REDIST=cols.sources is not None, HAS_NULL=cols.null_logit is not None, WANT_MASS=want_mass,
+        WANT_ROW=want_row,
         UPCAST=interp and query.dtype != torch.float32,
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
     )

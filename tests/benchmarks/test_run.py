@@ -160,7 +160,8 @@ def test_two_shards_merge_into_the_single_process_result(pope_world, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["vhr", "var", "pai", "damro", "cca", "vista", "vcd", "ritual", "ritual-vcd",
-                                    "agla", "opera", "only", "vaf", "memvr", "deco", "sid", "icd", "tame"])
+                                    "agla", "opera", "only", "vaf", "memvr", "deco", "sid", "icd", "tame",
+                                    "farsight"])
 def test_every_method_runs_through_halluc_run(pope_world, tmp_path, method):
     params = {"var.layers": (0, 1), "var.tau": 2.0} if method == "var" else {}
     params = {"pai.layers": (0, 1)} if method == "pai" else params

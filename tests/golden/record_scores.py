@@ -46,6 +46,7 @@ CASES = {
     "icd": {},
     "m3id": {},
     "tame": {},
+    "farsight": {},
     # the controls (yes-bias moves the answer only where p(Yes) + p(No) passes `mass`: 0 on the tiny models)
     "yes-prompt": {},
     "yes-bias": {"mass": 0.0},

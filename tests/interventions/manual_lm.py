@@ -31,6 +31,8 @@ class Edits:
     probs(layer, p (1, H, Tq, Tk), v (1, H, Tk, D))                  the final probabilities and the values
     mlp(layer, x (1, T, d), f (1, T, d)) -> f                        the MLP's input and output
     layer_out(layer, h (1, T, d))                                    the residual stream after the layer
+    attend(layer, s, query_positions) -> p (1, H, Tq, Tk) or None    the probabilities from the raw scores
+                                                                     (replaces the mask and the softmax)
     """
 
     scores: Callable | None = None
@@ -38,6 +40,7 @@ class Edits:
     probs: Callable | None = None
     mlp: Callable | None = None
     layer_out: Callable | None = None
+    attend: Callable | None = None
 
 
 @dataclass
@@ -96,7 +99,9 @@ class ManualLM:
             hidden = edits.hide(i) if edits.hide is not None else None
             if hidden is not None:
                 visible = visible & ~torch.nn.functional.pad(hidden, (0, tk - len(hidden)))[None, :]
-            p = s.masked_fill(~visible, float("-inf")).softmax(-1)
+            p = edits.attend(i, s, positions) if edits.attend is not None else None
+            if p is None:
+                p = s.masked_fill(~visible, float("-inf")).softmax(-1)
             if edits.probs is not None:
                 edits.probs(i, p, values)
             out = (p @ values.float()).transpose(1, 2).reshape(1, t, heads * dim)

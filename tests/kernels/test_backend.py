@@ -3,6 +3,7 @@ with no edit (bit for bit, padded batches too), Triton path == reference path wi
 handed back, and no edit left behind after `active_edits`, even on error."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -264,3 +265,24 @@ def test_a_column_bias_alone_runs_as_sdpa_with_a_float_mask_on_cpu(models, batch
         assert all(e.record.impl == ("sdpa" if impl == "auto" else "torch") for e in edits.values())
     real = batch["attention_mask"].bool()  # padded query rows differ (SDPA attends somewhere, the reference to none)
     torch.testing.assert_close(outputs["auto"][real], outputs["torch-reference"][real], atol=1e-5, rtol=1e-5)
+
+
+def test_a_null_key_alone_edits_the_prompt_rows_and_leaves_decode_on_sdpa(models, batch):
+    """Prefill: the torch reference (CPU) with the null key; a call whose query sits past the null key's rows
+    (a decode step) is plain SDPA, bit for bit."""
+    halluc_model, sdpa_model = models
+    t = batch["input_ids"].shape[1]
+    edits = {m: AttentionEdit(null_logit=torch.zeros(2, 4, t)) for m in lm_attention(halluc_model)}
+    with torch.no_grad(), active_edits(edits):
+        out = halluc_model(**batch, use_cache=True)
+    assert all(e.record.impl == "torch" for e in edits.values())
+    with torch.no_grad():
+        plain = sdpa_model(**batch, use_cache=True)
+    assert not torch.allclose(out.logits[:, -1], plain.logits[:, -1], atol=1e-3)
+    step = dict(input_ids=torch.tensor([[5], [5]]), attention_mask=torch.cat([batch["attention_mask"],
+                                                                              torch.ones(2, 1, dtype=torch.long)], 1))
+    with torch.no_grad(), active_edits(edits):  # the cache grows in place: give each call its own copy
+        decoded = halluc_model(**step, cache=copy.deepcopy(plain.past_key_values)).logits
+    assert all(e.record.impl == "sdpa" for e in edits.values())
+    with torch.no_grad():
+        assert torch.equal(decoded, sdpa_model(**step, cache=plain.past_key_values).logits)

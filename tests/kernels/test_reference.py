@@ -367,3 +367,41 @@ def test_kv_heads_are_expanded_like_repeat_interleave(h, hkv):
 
     _, k, _ = qkv(2, h, hkv, 1, 5, 3, seed=13)
     assert torch.equal(expand_kv_heads(k, h), k.repeat_interleave(h // hkv, dim=1))
+
+
+# ---- null key ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("tq,tk,tn", [(9, 9, 9), (4, 12, 10), (1, 12, 12), (1, 12, 11)],
+                         ids=["prefill", "chunk-past-the-prompt", "decode-with-null", "decode-past-the-prompt"])
+def test_null_key_is_an_extra_key_with_value_zero(tq, tk, tn):
+    """softmax over [q·kᵀ·scale (causal), n_i], the null column dropped: rows sum to 1 − its share, and
+    the output is the plain output times that sum; queries at key positions >= Tn are plain."""
+    q, k, v = qkv(2, 4, 2, tq, tk, 8)
+    null = torch.randn(2, 4, tn) * 2
+    null[0, 1, ::3] = float("-inf")
+    got = attention_reference(q, k, v, scaling=0.3, edit=AttentionEdit(null_logit=null, return_column_mass=True,
+                                                                       columns=torch.ones(2, tk, dtype=torch.bool)))
+    keys, values = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    s = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~causal_mask(tq, tk, "cpu"), float("-inf"))
+    n = torch.full((2, 4, tk), float("-inf"))
+    n[..., :tn] = null
+    a = torch.cat([s, n[..., tk - tq:, None]], -1).softmax(-1)[..., :tk]  # (B, H, Tq, Tk)
+    torch.testing.assert_close(got.out, (a @ values).transpose(1, 2))
+    torch.testing.assert_close(got.column_mass, a.sum(-1))  # every column in the set: the row's sum
+    plain = attention_reference(q, k, v, scaling=0.3).out
+    past = torch.arange(tk - tq, tk) >= tn
+    torch.testing.assert_close(got.out[:, past], plain[:, past])
+    if (~past).any():
+        assert (got.column_mass[..., ~past] < 1).any() and not torch.allclose(got.out[:, ~past], plain[:, ~past])
+
+
+def test_null_key_switches_the_edit_on_and_is_checked():
+    q, k, v = qkv(1, 2, 2, 5, 5, 4)
+    edit = AttentionEdit(null_logit=torch.zeros(1, 2, 5))
+    assert not edit.is_noop() and edit.null_only and not edit.bias_only and not edit.reads_only
+    assert edit.null_reaches(5, 5) and edit.null_reaches(1, 5) and not edit.null_reaches(1, 6)
+    assert not AttentionEdit(null_logit=torch.zeros(1, 2, 5), column_bias=torch.zeros(1, 5)).null_only
+    minus_inf = AttentionEdit(null_logit=torch.full((1, 2, 5), float("-inf")))  # no null key anywhere: plain
+    torch.testing.assert_close(attention_reference(q, k, v, scaling=0.5, edit=minus_inf).out,
+                               attention_reference(q, k, v, scaling=0.5).out)
+    with pytest.raises(ValueError, match="null_logit must be"):
+        attention_reference(q, k, v, scaling=0.5, edit=AttentionEdit(null_logit=torch.zeros(1, 3, 5)))

@@ -80,9 +80,16 @@ def make_edit(kind: str, shape, seed=0) -> AttentionEdit:
     if kind in ("redist", "all"):
         e["redistribute"] = Redistribution(sinks, keep=0.6, max_source_share=0.5, min_mass=0.2)
         e.setdefault("column_bias", bias)
-    if kind in ("mass", "all", "redist"):
+    if kind in ("null", "null-all"):  # a null key per prompt row, some rows without one
+        null = torch.randn(b, h, tc, generator=g) * 2.0
+        null[:, :, ::5] = float("-inf")
+        e["null_logit"] = null
+    if kind == "null-all":
+        e.update(column_bias=bias, head_bias=torch.randn(h, generator=g), boost=ScoreBoost(0.5),
+                 redistribute=Redistribution(sinks, keep=0.6, max_source_share=0.5, min_mass=0.2))
+    if kind in ("mass", "all", "redist", "null-all"):
         e["return_column_mass"] = True
-    if kind in ("row", "all", "redist"):
+    if kind in ("row", "all", "redist", "null-all"):
         e["return_attention_row"] = True
     return AttentionEdit(columns=img, **e)
 
@@ -109,6 +116,7 @@ CASES = [
     ("prefill", "none"), ("prefill", "all"), ("prefill", "boost-rows"), ("prefill", "head"),
     ("chunk", "bias"), ("chunk", "redist"), ("chunk", "boost-per-column"), ("chunk", "mass"),
     ("pad-prefill", "all"), ("pad-prefill", "none"), ("pad-decode", "all"), ("noncausal", "all"),
+    ("prefill", "null"), ("chunk", "null"), ("pad-prefill", "null-all"), ("chunk", "null-all"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The PAI / VAR / TAME decode-time benchmark's smoke configuration writes well-formed rows with provenance."""
+"""The PAI / VAR / TAME / FarSight decode-time benchmark's smoke configuration writes well-formed rows with
+provenance."""
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,7 @@ def test_smoke_writes_well_formed_rows(tmp_path):
         reader = csv.DictReader(f)
         assert reader.fieldnames == bench.COLUMNS
         rows = {r["variant"].split(" ")[0]: r for r in reader}
-    assert set(rows) == {"none", "pai", "pai-boost", "var", "tame"}
+    assert set(rows) == {"none", "pai", "pai-boost", "var", "tame", "farsight"}
     for r in rows.values():
         assert r["model"] == "tiny-llava" and float(r["ms_per_token"]) > 0 and float(r["prefill_ms"]) > 0
         assert all(r[c] for c in ("device", "torch", "transformers", "triton", "halluc", "git_commit", "date"))
@@ -29,6 +30,7 @@ def test_smoke_writes_well_formed_rows(tmp_path):
     for v in ("pai", "pai-boost", "var"):  # 2 layers x (prefill + 2 decode steps) on the edit path
         assert rows[v]["edited_calls"] == "6" and rows[v]["impl"] in ("torch", "triton")
     assert rows["tame"]["edited_calls"] == "0" and rows["tame"]["impl"] == "sdpa"  # a scale alone stays on SDPA
+    assert rows["farsight"]["edited_calls"] == "2" and rows["farsight"]["impl"] in ("torch", "triton")  # prefill only
     # appending keeps one header; the backend is restored after each call
     bench.main(["--smoke", "--tokens", "2", "--variants", "var", "--out", str(out)])
     lines = out.read_text().splitlines()
