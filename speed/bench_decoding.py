@@ -1,5 +1,5 @@
 """Per-token decode time and peak memory of the decoding methods (VCD, RITUAL, RITUAL+VCD, AGLA, OPERA, SID,
-ICD) relative to vanilla decoding in the same mode on the same model.
+ICD, AvisC) relative to vanilla decoding in the same mode on the same model.
 
 Each method runs in the modes it is meant for -- the contrastive/ensemble methods greedy and sampling
 (their papers' protocol), OPERA as a 5-beam search -- and vanilla runs in the same modes. A pre-hook
@@ -12,7 +12,7 @@ on decoder layer 0 timestamps every call (`common.Counter`), so
     rows_per_sample = batch rows of a decode step per sample (views x beams; OPERA: beams x candidates)
 `ratio` and `prefill_ratio` divide by vanilla's in the same mode. The reference row `none-2-rows` is
 vanilla decoding with every sample twice in the batch (rows_per_sample 2): what one extra batch row
-costs by itself on this machine, the floor of every method that adds one (VCD, RITUAL, AGLA, SID, ICD).
+costs by itself on this machine, the floor of every method that adds one (VCD, RITUAL, AGLA, SID, ICD, AvisC).
 
 Models (--models): `tiny` (every tiny-* offline model; the CPU default), `small` (LLaVA-1.5-shaped,
 576 image tokens, narrow 4-layer LM, random weights: the real sequence length at CPU cost) and `7b`
@@ -63,7 +63,8 @@ COLUMNS = ["method", "model", "mode", "batch", "tokens", "ms_per_token", "ratio"
 MODES = {"greedy": {}, "sample": {"do_sample": True, "seed": 0}, "beam": {"num_beams": 5}}
 TWO_ROWS = "none-2-rows"  # vanilla on every sample twice (reference row)
 METHODS = {"vcd": ("greedy", "sample"), "ritual": ("greedy", "sample"), "ritual-vcd": ("greedy", "sample"),
-           "agla": ("greedy", "sample"), "opera": ("beam",), "sid": ("greedy", "sample"), "icd": ("greedy", "sample")}
+           "agla": ("greedy", "sample"), "opera": ("beam",), "sid": ("greedy", "sample"), "icd": ("greedy", "sample"),
+           "avisc": ("greedy", "sample")}
 
 
 def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int, device):

@@ -44,13 +44,6 @@ def image_forward(session) -> None:
     session.model(**session.inputs, use_cache=False)
 
 
-def original_inputs(session) -> dict:
-    """The original view alone, one row per prompt (the prompts with their images), on the model's device."""
-    inputs = session.adapter.build_inputs(session.processor, session.images, session.prompts)
-    device = session.lvlm.device
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
 @contextlib.contextmanager
 def reading_attention(session, edits: dict[int, AttentionEdit]) -> Iterator[None]:
     """Inside the owner's auxiliary pass: these {layer: edit} on (edits that read the attention, e.g. a side

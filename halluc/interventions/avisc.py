@@ -8,10 +8,12 @@ Blind tokens, per sample, from the original prompt's attention (the released `av
   3. u = mean over those layers of m_l on the image tokens; blind: u ≥ mean(u) + λ·std(u) (unbiased).
 The contrast view is the same prompt and image as a second row of the batch (its own KV cache); at its
 prefill every image token that is not blind has its LM input embedding (after the projector) set to 0.
-Hook point: `layers.0` (forward pre, prefill): it first runs the auxiliary pass (the original view alone,
-no cache, every other method off) that reads each layer's last attention row (a side output), then
-zeroes the contrast rows' other image embeddings, the input of layer 0.
-Cost: 1 extra batch row per sample (own KV cache), 1 extra prefill of the original (and its vision pass).
+Hook point: `layers.0` (forward pre, prefill): it first runs the auxiliary pass (the batch as given, no
+cache, every other method off) that reads each layer's last attention row (a side output) of the
+original rows, then zeroes the contrast rows' other image embeddings, the input of layer 0.
+Cost: 1 extra batch row per sample (own KV cache); 1 extra prefill of the whole batch (the original rows
+are what the user's inputs are, in `custom_generate` too; the other rows are the price of not slicing
+each family's image inputs). Decode steps cost what the second row costs, nothing more.
 Families: every family (image positions from its image token id).
 
 Paper / code discrepancies and our choices (spec §4):
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from halluc.engine.views import ORIGINAL, Branch
-from halluc.interventions.aux import aux_pass, original_inputs, reading_attention
+from halluc.interventions.aux import aux_pass, image_forward, reading_attention
 from halluc.interventions.base import Method, param
 from halluc.interventions.hooks import HookSpec
 from halluc.interventions.registry import register
@@ -78,7 +80,7 @@ class AvisC(Method):
     kind = "decoding"
     paper = "Woo et al., 2024 (arXiv 2405.17820)"
     formula = "(1+α)·ℓ(v) − α·ℓ(v with only its blind (over-attended) image tokens kept), cutoff β"
-    cost = "1 extra batch row per sample (own KV cache), 1 extra prefill of the original (attention read)"
+    cost = "1 extra batch row per sample (own KV cache), 1 extra prefill of the batch at the first step (reads attention)"
 
     alpha: float = param(1.0, low=0.0, doc="contrast strength (POPE/MME 1.0; AMBER script 2.5)")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
@@ -103,22 +105,21 @@ class AvisC(Method):
     def blind(self, session) -> list[torch.Tensor]:
         """Per sample, (N,) bool over its image tokens in order: the blind ones (one auxiliary prefill)."""
         adapter, model = session.adapter, session.model
-        inputs = original_inputs(session)
         rows: dict[int, torch.Tensor] = {}
 
         def reader(layer):
-            def read(row, values):  # row (S, H, Tk) fp32: the last prompt row's final attention
-                rows[layer] = row.mean(1)  # (S, Tk) head mean
+            def read(row, values):  # row (B_in, H, Tk) fp32: the last prompt row's final attention
+                rows[layer] = row.mean(1)  # (B_in, Tk) head mean
             return read
 
         n = adapter.num_layers(model)
         with aux_pass(session, self.name), reading_attention(session, {i: AttentionEdit(side_output=reader(i))
                                                                        for i in range(n)}):
-            model(**inputs, use_cache=False)
-        stacked = torch.stack([rows[i] for i in range(n)], 1).cpu()  # (S, L, T)
-        image = adapter.image_mask(model, inputs["input_ids"]).cpu()  # (S, T)
-        return [blind_tokens(stacked[s][:, image[s]], self.gamma, self.lamb) if image[s].any()
-                else torch.zeros(0, dtype=torch.bool) for s in range(len(stacked))]
+            image_forward(session)  # the batch as given: the original rows are the user's inputs, untouched
+        original = session.view_rows(self.name)
+        stacked = torch.stack([rows[i][original] for i in range(n)], 1).cpu()  # (S, L, T)
+        image = session.image_mask[original].cpu()  # (S, T)
+        return [blind_tokens(stacked[s][:, image[s]], self.gamma, self.lamb) for s in range(len(stacked))]
 
     def hooks(self, session) -> list[HookSpec]:
         view = session.view_rows(self.name, VIEW)

@@ -115,8 +115,9 @@ def test_only_the_contrast_rows_other_image_tokens_are_overwritten(toy, scene, m
     other = render_scene(scene_at(TRAIN_WORLD, "val", 3))
     prompts = ["Describe this image.", "Is there a red circle in the image?"]
     seen = layer0_inputs(toy, [scene, other], prompts, masking=masking)
-    aux, real = seen[0], seen[1]  # the auxiliary prefill of the 2 originals, then the batch of 4 rows
-    assert aux.shape[0] == 2 and real.shape[0] == 4
+    aux, real = seen[0], seen[1]  # the auxiliary prefill of the batch as given, then the real prefill
+    assert aux.shape[0] == real.shape[0] == 4
+    torch.testing.assert_close(aux[2:], aux[:2])  # the auxiliary pass sees the contrast rows unedited
     ids = toy.adapter.build_inputs(toy.processor, [scene, other], prompts)["input_ids"]
     image = ids == toy.model.config.image_token_id
     torch.testing.assert_close(real[:2], real[2:].where(~image[..., None], real[:2]))  # text rows alike
