@@ -80,7 +80,7 @@ class AvisC(Method):
     kind = "decoding"
     paper = "Woo et al., 2024 (arXiv 2405.17820)"
     formula = "(1+α)·ℓ(v) − α·ℓ(v with only its blind (over-attended) image tokens kept), cutoff β"
-    cost = "1 extra batch row per sample (own KV cache), 1 extra prefill of the batch at the first step (reads attention)"
+    cost = "1 extra batch row per sample (own KV cache), 1 extra prefill of the batch at the first step"
 
     alpha: float = param(1.0, low=0.0, doc="contrast strength (POPE/MME 1.0; AMBER script 2.5)")
     beta: float = param(0.1, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
