@@ -21,9 +21,10 @@ Paper / code discrepancies and our choices (spec §4):
     (InstructBLIP); statistics per sample over all of its image tokens (the code: batch 1, one image);
   - λ: 1.0, what every run script sets (POPE, AMBER, MME); the argparse default is 0.99 (0.95 for
     InstructBLIP POPE). α: 1.0 (POPE, MME; the AMBER script runs 2.5). γ 0.5, β 0.1 everywhere.
-  - the spec's "blind tokens amplified": the code keeps them and zeroes the others; no amplification;
-  - the attention is read from an extra prefill of the original view, as the code reads it from its
-    original branch's prefill; stacked with an in-model method it is the unmodified model's;
+  - "blind tokens amplified" (an earlier brief): the code keeps them and zeroes the others; no amplification;
+  - the attention is read from an extra prefill (its original rows), as the code reads it from its original
+    branch's prefill: the same numbers up to rounding; stacked with an in-model method it is the
+    unmodified model's;
   - sorting the layers is stable (ties go to the earlier layer; the code's topk leaves them unspecified);
   - `masking`: "zeros" (the code's default) or "ones"; its unseeded "noise" scheme is left out;
   - on Qwen3-VL the DeepStack features the model adds after its first layers are not zeroed (the code's
