@@ -1,5 +1,5 @@
 """Per-token decode time and peak memory of the decoding methods (VCD, RITUAL, RITUAL+VCD, AGLA, OPERA, SID,
-ICD, M3ID) relative to vanilla decoding in the same mode on the same model.
+ICD, M3ID, AvisC) relative to vanilla decoding in the same mode on the same model.
 
 Each method runs in the modes it is meant for -- the contrastive/ensemble methods greedy and sampling
 (their papers' protocol), OPERA as a 5-beam search -- and vanilla runs in the same modes. A pre-hook
@@ -13,7 +13,7 @@ on decoder layer 0 timestamps every call (`common.Counter`), so
 `ratio` and `prefill_ratio` divide by vanilla's in the same mode. The reference row `none-2-rows` is
 vanilla decoding with every sample twice in the batch (rows_per_sample 2): what one extra batch row
 costs by itself on this machine, the floor of every method that adds one (VCD, RITUAL, AGLA, SID, ICD,
-M3ID: its text-only row is left-padded to the image rows' width, so it costs a full row).
+M3ID: its text-only row is left-padded to the image rows' width, so it costs a full row; AvisC).
 
 Models (--models): `tiny` (every tiny-* offline model; the CPU default), `small` (LLaVA-1.5-shaped,
 576 image tokens, narrow 4-layer LM, random weights: the real sequence length at CPU cost) and `7b`
@@ -65,7 +65,7 @@ MODES = {"greedy": {}, "sample": {"do_sample": True, "seed": 0}, "beam": {"num_b
 TWO_ROWS = "none-2-rows"  # vanilla on every sample twice (reference row)
 METHODS = {"vcd": ("greedy", "sample"), "ritual": ("greedy", "sample"), "ritual-vcd": ("greedy", "sample"),
            "agla": ("greedy", "sample"), "opera": ("beam",), "sid": ("greedy", "sample"), "icd": ("greedy", "sample"),
-           "m3id": ("greedy", "sample")}
+           "m3id": ("greedy", "sample"), "avisc": ("greedy", "sample")}
 
 
 def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int, device):

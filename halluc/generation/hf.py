@@ -20,8 +20,9 @@ inside them, and returns the original view's rows. Tokens equal `halluc.generate
 
 What a method needs besides the batch is read when it is used, and a missing one is named in one line:
 
-    nothing                          CCA, DAMRO, DeCo, FarSight, MemVR, ONLY, SID, VAF, VAR (hooks and attention edits;
-                                     DAMRO's and SID's extra view is the same batch edited inside the model);
+    nothing                          AvisC, CCA, DAMRO, DeCo, FarSight, MemVR, ONLY, SID, TAME, VAF, VAR (hooks
+                                     and attention edits; AvisC's, DAMRO's and SID's extra view is the same
+                                     batch edited inside the model);
                                      the apc control
     processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
     images, processor                VCD (its noise is keyed by each PIL image's content)

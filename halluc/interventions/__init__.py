@@ -5,6 +5,7 @@ Importing this package registers every method shipped with halluc.
 from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F401  (decoding methods)  # noqa: F401  (attention-editing methods)
                                            agla,
                                            apc,
+                                           avisc,
                                            cca,
                                            damro,
                                            deco,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from halluc.kernels.backend import active_edits
+from halluc.kernels.backend import BACKEND, active_edits, register_backend
 from halluc.kernels.edits import AttentionEdit
 
 AUX = "_aux_pass"  # session.state key: the method whose auxiliary pass is running
@@ -42,6 +42,24 @@ def aux_pass(session, owner: str) -> Iterator[None]:
 def image_forward(session) -> None:
     """The batch as given (`session.inputs`, every view, with its images), without a cache."""
     session.model(**session.inputs, use_cache=False)
+
+
+@contextlib.contextmanager
+def reading_attention(session, edits: dict[int, AttentionEdit]) -> Iterator[None]:
+    """Inside the owner's auxiliary pass: these {layer: edit} on (edits that read the attention, e.g. a side
+    output), on halluc's backend even when a wrapped model runs another one (switched back on exit)."""
+    adapter, model = session.adapter, session.model
+    config = adapter.text_config(model)
+    previous = config._attn_implementation
+    if previous != BACKEND:
+        register_backend()
+        model.set_attn_implementation({adapter.text_config_key: BACKEND})
+    try:
+        with active_edits({adapter.attention(model, i): edit for i, edit in edits.items()}):
+            yield
+    finally:
+        if previous != BACKEND:
+            model.set_attn_implementation({adapter.text_config_key: previous})
 
 
 def text_only_forward(session) -> None:

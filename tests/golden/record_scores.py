@@ -47,6 +47,7 @@ CASES = {
     "m3id": {},
     "tame": {},
     "farsight": {},
+    "avisc": {},
     # the controls (yes-bias moves the answer only where p(Yes) + p(No) passes `mass`: 0 on the tiny models)
     "yes-prompt": {},
     "yes-bias": {"mass": 0.0},
