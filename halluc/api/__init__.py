@@ -23,9 +23,9 @@ from halluc.api.files import (
 )
 
 _CORE = {"Decoding", "Generation", "LVLM", "RunOptions", "apply", "available_methods", "calibrate",
-         "check_device_and_dtype", "check_generation", "check_model_name", "check_request", "control_methods", "generate", "generation",
-         "load", "load_images", "make_methods", "methods", "models", "parse_shard", "plan_runs", "refusal", "run",
-         "run_benchmarks", "support_matrix", "wrap"}
+         "check_device_and_dtype", "check_generation", "check_model_name", "check_request", "control_methods",
+         "generate", "generation", "load", "load_images", "make_methods", "methods", "models", "parse_shard",
+         "plan_runs", "refusal", "run", "run_benchmarks", "support_matrix", "wrap"}
 
 __all__ = ["BenchmarkData", "Decoding", "Generation", "LVLM", "Report", "RunOptions", "ScoreCommand", "ScoreTable",
            "apply", "available_methods", "calibrate", "check_device_and_dtype", "check_generation", "check_model_name",

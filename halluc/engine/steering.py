@@ -355,8 +355,9 @@ def obtain(method: str, lvlm, settings: CalibrationSettings, records: Sequence[C
         chosen = sample_records(records, settings.num_demos, settings.seed)
         if note is not None:
             what = f"the '{name}' calibration set" if name else "your calibration set"
+            ahead = f"; `halluc calibrate {method}` does this ahead" if name else ""
             note(f"{method}: computing steering vectors of {lvlm.name} on {what} ({len(chosen)} records, once; "
-                 f"cached in {path.parent}; `halluc calibrate {method}` does this ahead)")
+                 f"cached in {path.parent}{ahead})")
         vectors = compute_vectors(lvlm, chosen, text=True, vision=patch_size(lvlm.model) is not None,
                                   num_trials=settings.num_trials,
                                   mask_ratio=settings.mask_ratio, seed=settings.seed)
