@@ -106,14 +106,10 @@ def masked_pixels(pixels: torch.Tensor, patch: int, ratio: float, generator: tor
 
 # ---------------------------------------------------------------- computing
 
-class _VisionDone(Exception):
-    """Raised after the last vision layer when only the vision tower's states are wanted."""
-
-
 @contextlib.contextmanager
-def _vision_states(lvlm, stop: bool) -> Iterator[list]:
+def _vision_states(lvlm) -> Iterator[list]:
     """Record the vision encoder's states of each forward: entry 0 the first layer's input, then every
-    layer's output, each flattened to (tokens, d). With `stop`, the forward ends after the last layer."""
+    layer's output, each flattened to (tokens, d)."""
     layers = lvlm.adapter.vision_layers(lvlm.model)
     seen: list = []
 
@@ -121,14 +117,38 @@ def _vision_states(lvlm, stop: bool) -> Iterator[list]:
         seen.clear()
         seen.append(args[0] if args else kwargs["hidden_states"])
 
-    def each(module, args, output, last):
+    def each(module, args, output):
         seen.append(output[0] if isinstance(output, tuple) else output)
-        if last and stop:
-            raise _VisionDone
 
     handles = [layers[0].register_forward_pre_hook(first, with_kwargs=True)]
-    handles += [layer.register_forward_hook(lambda m, a, o, last=(i == len(layers) - 1): each(m, a, o, last))
-                for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_hook(each) for layer in layers]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _last_positions(lvlm) -> Iterator[list]:
+    """Record the last position of the language model's h_0 … h_L in each forward (transformers'
+    `hidden_states`: each layer's input, then the final norm's output), as (d,) fp32 CPU tensors."""
+    adapter, model = lvlm.adapter, lvlm.model
+    count = adapter.num_layers(model)
+    seen: list = []
+
+    def keep(tensor):
+        seen.append(tensor[0, -1].detach().float().cpu())
+
+    def layer_input(module, args, kwargs):
+        if module is first:
+            seen.clear()
+        keep(args[0] if args else kwargs["hidden_states"])
+
+    first = adapter.resolve(model, "layers.0")
+    handles = [adapter.resolve(model, f"layers.{i}").register_forward_pre_hook(layer_input, with_kwargs=True)
+               for i in range(count)]
+    handles.append(adapter.resolve(model, "norm").register_forward_hook(lambda m, a, out: keep(out)))
     try:
         yield seen
     finally:
@@ -161,19 +181,19 @@ def compute_vectors(lvlm, records: Sequence[CalibrationRecord], *, text: bool, v
         clean = None
         if text:
             last = []
-            with _vision_states(lvlm, stop=False) as seen:
+            with _vision_states(lvlm) as seen, _last_positions(lvlm) as states:
                 for caption in (r.good, r.hallucinated):
                     inputs = _to(adapter.build_inputs(processor, [r.image], [r.question], answers=[caption]), device)
-                    states = lvlm.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
-                    last.append(torch.stack([h[0, -1].float().cpu() for h in states]))  # (L + 1, d)
+                    lvlm.model(**inputs, use_cache=False)
+                    last.append(torch.stack(states))  # (L + 1, d): h_0 … h_L at the last position
                     clean = _stacked(seen) if vision and clean is None else clean
             text_deltas.append(last[0] - last[1])
         if vision:
             inputs = _to(adapter.build_inputs(processor, [r.image], [r.question]), device)
-            with _vision_states(lvlm, stop=True) as seen:
+            with _vision_states(lvlm) as seen:
                 if clean is None:
-                    clean = _run_vision(lvlm.model, inputs, seen)
-                masked = _masked_states(lvlm.model, inputs, seen, num_trials, patch, mask_ratio, generator)
+                    clean = _run(lvlm.model, inputs, seen)
+                masked = _masked_states(lvlm, inputs, seen, num_trials, patch, mask_ratio, generator)
             vision_deltas.append(masked - clean)  # (L_v + 1, T, d_v)
         if progress is not None:
             progress()
@@ -192,25 +212,27 @@ def compute_vectors(lvlm, records: Sequence[CalibrationRecord], *, text: bool, v
     return SteeringVectors(text_vectors, tokens, mean)
 
 
-def _masked_states(model, inputs: dict, seen: list, trials: int, patch: int, ratio: float,
+# inputs a vision tower runs from alone (no image sizes or grids to pass it): the tower is called directly
+_TOWER_ALONE = frozenset({"input_ids", "attention_mask", "pixel_values", "token_type_ids", "qformer_input_ids",
+                          "qformer_attention_mask"})
+
+
+def _masked_states(lvlm, inputs: dict, seen: list, trials: int, patch: int, ratio: float,
                    generator: torch.Generator) -> torch.Tensor:
-    """(L_v + 1, T, d_v): the vision states averaged over `trials` masked copies of the one image in `inputs`,
-    run as one batch when the image is one (1, C, H, W) tensor, else one copy at a time."""
+    """(L_v + 1, T, d_v): the vision states averaged over `trials` masked copies of the one image in `inputs`:
+    the vision tower alone on all copies at once when it runs from the pixels alone ((1, C, H, W)), else the
+    whole model on one copy at a time."""
     pixels = inputs["pixel_values"]
     copies = [masked_pixels(pixels, patch, ratio, generator) for _ in range(trials)]
-    if pixels.dim() == 4 and pixels.shape[0] == 1:
-        batch = {k: v.expand(trials, *v.shape[1:]) if torch.is_tensor(v) and v.dim() and v.shape[0] == 1 else v
-                 for k, v in inputs.items()}
-        states = _run_vision(model, {**batch, "pixel_values": torch.cat(copies)}, seen)  # (L_v+1, trials·T, d)
+    if pixels.dim() == 4 and pixels.shape[0] == 1 and set(inputs) <= _TOWER_ALONE:
+        lvlm.adapter.resolve(lvlm.model, "vision")(torch.cat(copies))
+        states = _stacked(seen)  # (L_v + 1, trials·T, d_v)
         return states.view(states.shape[0], trials, -1, states.shape[-1]).mean(1)
-    return torch.stack([_run_vision(model, {**inputs, "pixel_values": c}, seen) for c in copies]).mean(0)
+    return torch.stack([_run(lvlm.model, {**inputs, "pixel_values": c}, seen) for c in copies]).mean(0)
 
 
-def _run_vision(model, inputs: dict, seen: list) -> torch.Tensor:
-    try:
-        model(**inputs, use_cache=False)
-    except _VisionDone:
-        pass
+def _run(model, inputs: dict, seen: list) -> torch.Tensor:
+    model(**inputs, use_cache=False)
     return _stacked(seen)
 
 
