@@ -56,7 +56,7 @@ def test_wrap_needs_the_processor():
 @pytest.fixture(scope="module")
 def aya():
     with pytest.warns(UserWarning, match=r"generic adapter .*Available methods: deco, icd, memvr, opera, pai, "
-                                         r"ritual, sid, vaf, var, vcd, vhr, vista, ritual-vcd; "
+                                         r"ritual, sid, vaf, var, vcd, vhr, vista, vti, ritual-vcd; "
                                          r"controls: apc, logit-shift, yes-bias, yes-prompt; refused: agla, cca, damro, only"):
         return halluc.wrap(*tiny_aya_vision(), name="tiny-aya-vision")
 
@@ -64,7 +64,7 @@ def aya():
 def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
     assert halluc.available_methods(aya) == ["deco", "icd", "memvr", "opera", "pai", "ritual", "sid", "vaf",
-                                                "var", "vcd", "vhr", "vista", "ritual-vcd"]
+                                                "var", "vcd", "vhr", "vista", "vti", "ritual-vcd"]
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 
 
