@@ -22,7 +22,8 @@ What a method needs besides the batch is read when it is used, and a missing one
 
     nothing                          CCA, DAMRO, DeCo, MemVR, ONLY, SID, VAF, VAR (hooks and attention edits;
                                      DAMRO's and SID's extra view is the same batch edited inside the model);
-                                     the apc control
+                                     the apc control; VTI once its vectors are cached (computing them on
+                                     first use reads the processor)
     processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
     images, processor                VCD (its noise is keyed by each PIL image's content)
     prompts, processor               VHR, VISTA (a text-only pass), PAI (a text-only row)
