@@ -83,15 +83,16 @@ def literal_vectors(toy, records, trials, ratio, seed):
             last = []
             for caption in (r.good, r.hallucinated):
                 inputs = toy.adapter.build_inputs(toy.processor, [r.image], [r.question], answers=[caption])
-                last.append(torch.stack([h[0, -1] for h in toy.model(**inputs, output_hidden_states=True).hidden_states]))
+                states = toy.model(**inputs, output_hidden_states=True).hidden_states
+                last.append(torch.stack([h[0, -1] for h in states]))
             text.append((last[0] - last[1]).flatten())
             pixels = toy.adapter.build_inputs(toy.processor, [r.image], [r.question])["pixel_values"]
             clean = torch.stack(tower(pixels, output_hidden_states=True).hidden_states)[:, 0]  # (L_v+1, T, d)
             masked = [torch.stack(tower(masked_pixels(pixels, steering.patch_size(toy.model), ratio, generator),
                                         output_hidden_states=True).hidden_states)[:, 0] for _ in range(trials)]
             vision.append(torch.stack(masked).mean(0) - clean)
-    layers, d = len(toy.model.model.language_model.layers) + 1, text[0].numel() // (len(
-        toy.model.model.language_model.layers) + 1)
+    layers = len(toy.model.model.language_model.layers) + 1
+    d = text[0].numel() // layers
     text_vectors = literal_direction(torch.stack(text)).view(layers, d)[1:]
     lv, t, dv = vision[0].shape
     rows = torch.stack([v.reshape(t, -1) for v in vision], 1)  # the code's (T, N, (L_v+1)·d) reinterpretation
@@ -116,8 +117,8 @@ def literal_vti(toy, inputs, tokens, vectors, alpha_text, alpha_image):
             x.norm(dim=-1, keepdim=True)
 
     layers = toy.model.model.vision_tower.encoder.layers
-    handles = [layer.mlp.register_forward_hook(lambda m, a, out, i=i: rotate(out, vectors.vision_tokens[i], alpha_image))
-               for i, layer in enumerate(layers)]
+    handles = [layer.mlp.register_forward_hook(
+        lambda m, a, out, i=i: rotate(out, vectors.vision_tokens[i], alpha_image)) for i, layer in enumerate(layers)]
     manual = ManualLM(toy)
     try:
         embeddings = manual.embeddings(inputs)
