@@ -13,7 +13,7 @@ from halluc.errors import HallucError, MethodRefused
 from halluc.version import __version__
 
 __all__ = ["__version__", "Decoding", "Generation", "HallucError", "LVLM", "MethodRefused", "RunOptions", "apply",
-           "available_methods", "fetch", "generate", "load", "methods", "models", "report", "run", "score",
+           "available_methods", "calibrate", "fetch", "generate", "load", "methods", "models", "report", "run", "score",
            "support_matrix", "wrap"]
 _API = set(__all__) - {"HallucError", "MethodRefused", "__version__"}
 

@@ -1,5 +1,5 @@
-"""Per-token decode time of the in-model and one-pass methods (VHR, VISTA, DAMRO, CCA, ONLY, VAF, MemVR, DeCo)
-relative to vanilla, same model.
+"""Per-token decode time of the in-model and one-pass methods (VHR, VISTA, DAMRO, CCA, ONLY, VAF, MemVR, DeCo,
+VTI) relative to vanilla, same model.
 
 For each model and each method it supports, `halluc.generate` runs on the same inputs with N new
 tokens while a pre-hook on decoder layer 0 timestamps every call. A decode step is a call with one
@@ -57,7 +57,10 @@ from speed.common import (  # noqa: E402,F401
 
 COLUMNS = ["method", "model", "device", "batch", "tokens", "ms_per_token", "ratio", "prefill_ms", "prefill_ratio",
            "extra_passes", "rows_per_sample", "torch", "transformers", "halluc", "git_commit", "date"]
-METHODS = ("vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco")
+METHODS = ("vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco", "vti")
+# VTI computes its vectors once per model (in the warm-up, untimed); the set's size leaves their shapes, and so the
+# decode cost, unchanged, so a small calibration keeps the bench short
+PARAMS = {"vti": {"num_demos": 4, "num_trials": 4}}
 
 
 def run_once(lvlm, method: str, images, prompts, tokens: int, device) -> tuple[float, list[float], Counter]:
@@ -67,7 +70,7 @@ def run_once(lvlm, method: str, images, prompts, tokens: int, device) -> tuple[f
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        halluc.generate(lvlm, images, prompts, method, max_new_tokens=tokens)
+        halluc.generate(lvlm, images, prompts, method, max_new_tokens=tokens, **PARAMS.get(method, {}))
     finally:
         counter.close()
     return (*step_times(counter, start), counter)

@@ -37,6 +37,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def steering_cache(tmp_path_factory):
+    """Vectors a test computes (VTI) go to a temporary cache, never the user's ~/.cache/halluc."""
+    previous = os.environ.get("HALLUC_CACHE")
+    os.environ["HALLUC_CACHE"] = str(tmp_path_factory.mktemp("halluc-cache"))
+    yield Path(os.environ["HALLUC_CACHE"])
+    if previous is None:
+        os.environ.pop("HALLUC_CACHE", None)
+    else:
+        os.environ["HALLUC_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     cache: dict[str, halluc.LVLM] = {}

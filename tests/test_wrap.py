@@ -73,7 +73,7 @@ def test_unknown_class_gets_the_generic_adapter_and_says_what_runs(aya):
     assert isinstance(aya.adapter, GenericAdapter) and aya.family == "generic:aya_vision"
     available = halluc.available_methods(aya)
     assert {"deco", "farsight", "icd", "m3id", "memvr", "opera", "pai", "ritual", "sid", "tame", "vaf", "var",
-            "vcd", "vhr", "vista", "ritual-vcd", "apc", "yes-prompt"} <= set(available)
+            "vcd", "vhr", "vista", "vti", "ritual-vcd", "apc", "yes-prompt"} <= set(available)
     assert not {"agla", "cca", "damro", "only"} & set(available)
     assert halluc.available_methods("generic") == halluc.available_methods(aya)
 

@@ -22,13 +22,13 @@ from halluc.api.files import (
     write_report,
 )
 
-_CORE = {"Decoding", "Generation", "LVLM", "RunOptions", "apply", "available_methods", "check_device_and_dtype",
-         "check_generation", "check_model_name", "check_request", "control_methods", "generate", "generation",
-         "load", "load_images", "make_methods", "methods", "models", "parse_shard", "plan_runs", "refusal", "run",
-         "run_benchmarks", "support_matrix", "wrap"}
+_CORE = {"Decoding", "Generation", "LVLM", "RunOptions", "apply", "available_methods", "calibrate",
+         "check_device_and_dtype", "check_generation", "check_model_name", "check_request", "control_methods",
+         "generate", "generation", "load", "load_images", "make_methods", "methods", "models", "parse_shard",
+         "plan_runs", "refusal", "run", "run_benchmarks", "support_matrix", "wrap"}
 
 __all__ = ["BenchmarkData", "Decoding", "Generation", "LVLM", "Report", "RunOptions", "ScoreCommand", "ScoreTable",
-           "apply", "available_methods", "check_device_and_dtype", "check_generation", "check_model_name",
+           "apply", "available_methods", "calibrate", "check_device_and_dtype", "check_generation", "check_model_name",
            "check_request", "control_methods", "data_home", "distinct_run_dirs", "fetch", "fetchable", "generate",
            "generation", "load", "load_images", "load_plugins", "make_methods", "methods", "models", "parse_shard",
            "plan_runs", "refusal", "render_terminal", "report", "run", "run_benchmarks", "score", "score_commands",

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from halluc.api.calibration import calibrate  # noqa: F401  (halluc.calibrate)
 from halluc.benchmarks.build import build_task
 from halluc.engine.decoding import Decoding
 from halluc.errors import HallucError

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from halluc import api
+from halluc.cli.calibrate import calibrate_app
 from halluc.cli.common import OneLineUsageErrors, friendly_errors, parse_method_params, stderr
 from halluc.cli.data import data_app
 from halluc.cli.plugins import COMMAND_GROUPS
@@ -22,6 +23,7 @@ app.command("report", cls=OneLineUsageErrors)(report)
 app.command("serve", context_settings=RUN_CONTEXT, cls=OneLineUsageErrors)(serve)
 app.add_typer(score_app, name="score")
 app.add_typer(data_app, name="data")
+app.add_typer(calibrate_app, name="calibrate")
 api.load_plugins()
 for _name, _group in COMMAND_GROUPS.items():
     app.add_typer(_group, name=_name)

@@ -23,7 +23,8 @@ What a method needs besides the batch is read when it is used, and a missing one
     nothing                          AvisC, CCA, DAMRO, DeCo, FarSight, MemVR, ONLY, SID, TAME, VAF, VAR (hooks
                                      and attention edits; AvisC's, DAMRO's and SID's extra view is the same
                                      batch edited inside the model);
-                                     the apc control
+                                     the apc control; VTI once its vectors are cached (computing them on
+                                     first use reads the processor)
     processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
     images, processor                VCD (its noise is keyed by each PIL image's content)
     prompts, processor               VHR, VISTA (a text-only pass), PAI and M3ID (a text-only row)

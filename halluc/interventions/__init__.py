@@ -26,6 +26,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            vcd,
                                            vhr,
                                            vista,
+                                           vti,
                                            yes_bias,
                                            yes_prompt,
 )

@@ -14,6 +14,8 @@ Canonical hook points, resolved by `Adapter.resolve`:
     "norm"                   the final norm before the LM head
     "lm_head"                the LM head
     "vision"                 the vision tower
+    "vision.layers.{i}"      encoder layer i of the vision tower (its longest module list, as VTI's code finds it)
+    "vision.layers.{i}.mlp"  that layer's MLP (`mlp`, or Pixtral's `feed_forward`)
     "projector"              the vision-to-LM projector (output: per image, one feature per image token)
     "model"                  the whole HF model
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from halluc.errors import HallucError, MethodRefused
 from halluc.modeling.distinct_images import images_processed_once
@@ -134,6 +137,8 @@ class Adapter:
             if path is None:
                 raise HallucError(f"hook point '{point}': {self.family} declares no such module")
             return self._get(model, path, point)
+        if point.startswith("vision.layers."):
+            return self._vision_point(model, point)
         m = re.fullmatch(r"layers\.(-?\d+)(?:\.(attn\.o_proj|attn|mlp|input_norm|post_attn_norm))?", point)
         if not m:
             raise HallucError(f"unknown hook point '{point}' for {self.family}")
@@ -148,6 +153,32 @@ class Adapter:
             module = self._get(module, self.paths.attn, point)
             return self._get(module, self.paths.o_proj, point) if part == "attn.o_proj" else module
         return self._get(module, getattr(self.paths, part), point)
+
+    def vision_layers(self, model: HFModel) -> HFModel:
+        """The vision tower's encoder layers: its longest `nn.ModuleList` (CLIP's `encoder.layers`, Qwen2-VL's
+        `blocks`, InternViT's `encoder.layer`); HallucError when the family declares no vision tower."""
+        tower = self.resolve(model, "vision")
+        lists = [m for m in tower.modules() if isinstance(m, nn.ModuleList)]
+        if not lists:
+            raise HallucError(f"{self.family}: the vision tower {type(tower).__name__} has no list of layers")
+        return max(lists, key=len)  # the first of the longest, in module order
+
+    def _vision_point(self, model: HFModel, point: str) -> HFModel:
+        m = re.fullmatch(r"vision\.layers\.(\d+)(\.mlp)?", point)
+        if not m:
+            raise HallucError(f"unknown hook point '{point}' for {self.family}")
+        layers = self.vision_layers(model)
+        index = int(m.group(1))
+        if index >= len(layers):
+            raise HallucError(f"hook point '{point}': {self.family}'s vision tower has {len(layers)} layers")
+        if m.group(2) is None:
+            return layers[index]
+        mlp = next((getattr(layers[index], name) for name in ("mlp", "feed_forward") if hasattr(layers[index], name)),
+                   None)
+        if mlp is None:
+            raise HallucError(f"{self.family}: vision layer {type(layers[index]).__name__} has no 'mlp' or "
+                              "'feed_forward'")
+        return mlp
 
     def _get(self, root: HFModel, path: str, point: str) -> Any:
         """The module at dotted `path` under `root`; a missing part names the point and the family."""
@@ -171,10 +202,13 @@ class Adapter:
         return processor.apply_chat_template(messages, add_generation_prompt=True)
 
     def build_inputs(self, processor: Any, images: Sequence[Any] | None, prompts: Sequence[str],
-                     system: str | None = None) -> dict:
-        """A left-padded batch; `images=None` gives the text-only branch of the same prompts.
+                     system: str | None = None, answers: Sequence[str] | None = None) -> dict:
+        """A left-padded batch; `images=None` gives the text-only branch of the same prompts; `answers`, one per
+        prompt, are written after the generation prompt (an answer to read, as VTI's calibration does).
         The caller's processor is not changed (padding side is passed per call)."""
         texts = [self.prompt(processor, p, with_image=images is not None, system=system) for p in prompts]
+        if answers is not None:
+            texts = [t + a if t.endswith((" ", "\n")) else f"{t} {a}" for t, a in zip(texts, answers)]
         kwargs: dict[str, Any] = {}
         if images is not None:
             kwargs["images"] = [[image] for image in images] if self.nested_images else list(images)

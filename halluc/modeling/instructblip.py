@@ -34,8 +34,8 @@ class InstructBlipAdapter(Adapter):
         return text if system is None else f"{system}\n{text}"
 
     def build_inputs(self, processor: Any, images: Sequence[Any] | None, prompts: Sequence[str],
-                     system: str | None = None) -> dict:
-        inputs = super().build_inputs(processor, images, prompts, system=system)
+                     system: str | None = None, answers: Sequence[str] | None = None) -> dict:
+        inputs = super().build_inputs(processor, images, prompts, system=system, answers=answers)
         if images is None:
             return {k: v for k, v in inputs.items() if not k.startswith("qformer_")}
         order = inputs["attention_mask"].argsort(dim=1, stable=True)  # (B, T): pads first, order kept

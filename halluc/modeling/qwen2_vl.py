@@ -48,8 +48,8 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
 
 @dataclass(frozen=True)
 class QwenVLAdapter(Adapter):
-    def build_inputs(self, processor, images, prompts, system: str | None = None) -> dict:
-        inputs = super().build_inputs(processor, images, prompts, system=system)
+    def build_inputs(self, processor, images, prompts, system: str | None = None, answers=None) -> dict:
+        inputs = super().build_inputs(processor, images, prompts, system=system, answers=answers)
         # the stock processor returns it already; a processor built with return_mm_token_type_ids=False
         # would make generate() raise, so rebuild it from the ids rather than fail later
         if "mm_token_type_ids" not in inputs:

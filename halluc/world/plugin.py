@@ -12,6 +12,7 @@ TOY = "toy-llava"
 def register() -> None:
     from halluc.benchmarks.build import register_dataset
     from halluc.cli.plugins import register_commands
+    from halluc.engine.calibration_sets import CALIBRATION_SETS
     from halluc.modeling.registry import OfflineModel, register_model
     from halluc.world.cli import world_app
 
@@ -19,6 +20,7 @@ def register() -> None:
                                 "(`halluc run`)", revision=_revision, check=_check))
     register_dataset("world", _task)
     register_commands("world", world_app)
+    CALIBRATION_SETS.register("world", _calibration)
 
 
 def _load(seed: int):
@@ -37,6 +39,12 @@ def _check() -> None:
     from halluc.world.model import check_shipped
 
     check_shipped()
+
+
+def _calibration():
+    from halluc.world.calibration import world_calibration
+
+    return world_calibration()
 
 
 def _task(benchmark, protocol, splits, max_new_tokens):

@@ -48,6 +48,7 @@ CASES = {
     "tame": {},
     "farsight": {},
     "avisc": {},
+    "vti": {"num_demos": 3, "num_trials": 2},  # vectors from 3 toy-world records, computed on first use
     # the controls (yes-bias moves the answer only where p(Yes) + p(No) passes `mass`: 0 on the tiny models)
     "yes-prompt": {},
     "yes-bias": {"mass": 0.0},
