@@ -34,7 +34,7 @@ def test_smoke_writes_well_formed_rows(tmp_path):
     # appending keeps one header; the backend is restored after each call
     bench.main(["--smoke", "--tokens", "2", "--variants", "var", "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 5 + 2
+    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 6 + 2
     from halluc.kernels import backend, dispatch
     assert backend.attention is dispatch.attention
 
