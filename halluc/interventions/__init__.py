@@ -8,6 +8,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            cca,
                                            damro,
                                            deco,
+                                           dola,
                                            icd,
                                            logit_shift,
                                            memvr,

@@ -42,6 +42,7 @@ CASES = {
     "vaf": {},
     "memvr": {"threshold": 0.0},  # fires at the first checked layer of every forward
     "deco": {},
+    "dola": {},
     "sid": {"select_layer": 0},  # the 2-layer tiny models hide tokens in layer 1
     "icd": {},
     # the controls (yes-bias moves the answer only where p(Yes) + p(No) passes `mass`: 0 on the tiny models)
