@@ -5,8 +5,9 @@
 
 MemVR reads them to decide when to re-inject the image, DeCo to find the layer that sees a candidate
 token best, DoLa the layer most divergent from the last (its official code and the HF port apply the head
-to the raw residual stream, hence the switch). Both need the last position only, so only those rows go through the head: |layers| x B
-rows per step instead of every position of the prompt at every layer (the official codes' cost).
+to the raw residual stream, hence the switch). They need the last position only, so only those rows go
+through the head: |layers| x B rows per step instead of every position of the prompt at every layer (the
+official codes' cost).
 """
 from __future__ import annotations
 
