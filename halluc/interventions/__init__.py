@@ -9,6 +9,7 @@ from halluc.interventions import (  # noqa: F401  (in-model methods)  # noqa: F4
                                            damro,
                                            deco,
                                            dola,
+                                           halc,
                                            icd,
                                            logit_shift,
                                            memvr,
