@@ -139,11 +139,20 @@ class HalcSearch:
 
     def _finished_word(self, beam: _Beam, x: int, stops: set) -> str | None:
         """The cleaned word x closes (x starts a new word or ends the answer), or None."""
-        piece = self.tokenizer.convert_ids_to_tokens(x) or ""
-        if not beam.tokens or not (x in stops or any(m in piece for m in WORD_MARKS)):
+        if not beam.tokens or not (x in stops or self._starts_word(beam.tokens, x)):
             return None
         text = self.tokenizer.decode(beam.tokens[beam.start:], skip_special_tokens=True).strip()
         return focal.entity(text.split(" ")[-1]) if text else None
+
+    def _starts_word(self, tokens: list[int], x: int) -> bool:
+        """x opens a new word: its piece has a word mark, or the text grows by a space before it (word-level
+        vocabularies, whose pieces carry no mark)."""
+        piece = self.tokenizer.convert_ids_to_tokens(x) or ""
+        if any(m in piece for m in WORD_MARKS):
+            return True
+        before = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        after = self.tokenizer.decode(tokens + [x], skip_special_tokens=True)
+        return after.startswith(before) and after[len(before):len(before) + 1].isspace()
 
     def _redecode(self, beam: _Beam, word: str, ids, processors):
         """k candidate first tokens of the finished word from the fields of view, and whether it was detected."""
@@ -180,8 +189,7 @@ class HalcSearch:
         return self._advance(copy, token, ids, stops, budget, new_word=True)
 
     def _advance(self, beam: _Beam, x: int, ids, stops: set, budget: int, new_word: bool = False) -> _Beam:
-        piece = self.tokenizer.convert_ids_to_tokens(x) or ""
-        if new_word or not beam.tokens or any(m in piece for m in WORD_MARKS):
+        if new_word or not beam.tokens or self._starts_word(beam.tokens, x):
             beam.start = len(beam.tokens)
         beam.tokens.append(x)
         beam.done = x in stops or len(beam.tokens) >= budget

@@ -23,8 +23,9 @@ Paper / code discrepancies and our choices (spec §1):
     the code's exempt and always-checked lists. The code skips a word with probability 0.3 from the
     unseeded global `random`; ours draws from `random.Random(skip_seed)`, one draw per finished word in
     the order the beams reach them, so a run is reproducible (skip_rate 0 checks every object word).
-  - word boundaries: a token containing "▁" (SentencePiece), "Ġ" (byte-level BPE) or ".", or EOS (the
-    code: "▁"/"." in a LLaMA vocabulary file, so LLaMA only).
+  - word boundaries: a token containing "▁" (SentencePiece), "Ġ" (byte-level BPE) or ".", one the decoded
+    text gains a space before (word-level vocabularies), or EOS (the code: "▁"/"." in a LLaMA vocabulary
+    file, so LLaMA only).
   - at steps with no checked word the beams just append their DoLa token (the code also scores the
     unchanged texts then; the distinct-best choice keeps them when they are distinct). The code's LLaVA
     repetition stop, its random choice when nothing was grounded, and a stop on HF's other criteria are

@@ -10,8 +10,10 @@ from PIL import Image
 
 import halluc
 from halluc.engine import focal
+from halluc.engine.decoding import Decoding
 from halluc.engine.halc_search import HalcSearch, HalcSettings
 from halluc.errors import HallucError
+from halluc.generation.generate import generate
 from halluc.interventions.halc import HALC
 from halluc.world import render_scene, scene_at
 from halluc.world.model import TRAIN_WORLD
@@ -171,3 +173,44 @@ def test_stacks_with_an_in_model_method_and_refuses_branches(tiny_llava, images)
 def test_custom_generate_refuses_it_in_one_line():
     with pytest.raises(HallucError, match="'halc' replaces transformers' whole search"):
         halluc.hf.custom_generate("halc")
+
+
+def patched_run(toy, scene, monkeypatch, detected: bool, dola_tokens: list[int]):
+    """halc where every view votes for the word's own first token (so every checked word stays) and the
+    detector finds the object (`detected`) or not; returns the answer's tokens and the checked prefixes."""
+    prefixes = []
+    real = HALC.search
+
+    def search(self, session):
+        inner = real(self, session)
+        vocab = session.model.get_output_embeddings().weight.shape[0]
+
+        def views(crops, prefix):
+            prefixes.append(len(prefix))
+            logits = torch.zeros(len(crops), vocab)
+            logits[:, dola_tokens[len(prefix)]] = 10.0  # the word's first token as DoLa decoded it
+            return logits
+
+        inner.view_logits = views
+        inner.detect = lambda word: ([(0.1, 0.1, 0.5, 0.5)], True) if detected else ([], False)
+        return inner
+
+    with monkeypatch.context() as patched:
+        patched.setattr(HALC, "search", search)
+        out = generate(toy, [scene], [CAPTION], "halc", decoding=Decoding(max_new_tokens=16),
+                       params={"skip_rate": 0.0, "detector": "lvlm-attention", "matcher": "lvlm-attention"})
+    return out.tokens[0], prefixes
+
+
+def test_a_kept_word_continues_as_dola_and_an_undetected_one_is_deleted_after_8_tokens(toy, scene, monkeypatch):
+    dola = halluc.generate(toy, [scene], [CAPTION], "dola", max_new_tokens=16, return_scores=True).tokens[0]
+    kept, prefixes = patched_run(toy, scene, monkeypatch, True, dola)
+    assert prefixes and kept == dola  # the views agree with DoLa: nothing changes
+    deleted, prefixes = patched_run(toy, scene, monkeypatch, False, dola)
+    it = iter(dola)
+    assert all(token in it for token in deleted)  # a subsequence of DoLa's answer: words removed, none added
+    # toy-llava's vocabulary is word-level (one token a word): a checked word starting at 7 or later ends with
+    # >= 8 tokens generated, and is deleted; an earlier one stays
+    late = {p for p in prefixes if p >= 7}
+    assert late and min(prefixes) < 7  # both cases occur on this scene ("person", then "dog")
+    assert deleted == [t for i, t in enumerate(dola) if i not in late]
