@@ -41,7 +41,7 @@ test: $(STAMP) $(LMMS_STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 12 methods, leaderboard
+# the main job, offline: toy-llava on the toy world's POPE and CHAIR, vanilla and 16 methods, leaderboard
 demo: $(STAMP)
 	$(VENV)/bin/halluc run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 

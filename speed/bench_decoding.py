@@ -1,5 +1,5 @@
 """Per-token decode time and peak memory of the decoding methods (VCD, RITUAL, RITUAL+VCD, AGLA, OPERA, SID,
-ICD, M3ID, AvisC) relative to vanilla decoding in the same mode on the same model.
+ICD, M3ID, AvisC, DoLa) relative to vanilla decoding in the same mode on the same model.
 
 Each method runs in the modes it is meant for -- the contrastive/ensemble methods greedy and sampling
 (their papers' protocol), OPERA as a 5-beam search -- and vanilla runs in the same modes. A pre-hook
@@ -65,7 +65,7 @@ MODES = {"greedy": {}, "sample": {"do_sample": True, "seed": 0}, "beam": {"num_b
 TWO_ROWS = "none-2-rows"  # vanilla on every sample twice (reference row)
 METHODS = {"vcd": ("greedy", "sample"), "ritual": ("greedy", "sample"), "ritual-vcd": ("greedy", "sample"),
            "agla": ("greedy", "sample"), "opera": ("beam",), "sid": ("greedy", "sample"), "icd": ("greedy", "sample"),
-           "m3id": ("greedy", "sample"), "avisc": ("greedy", "sample")}
+           "m3id": ("greedy", "sample"), "avisc": ("greedy", "sample"), "dola": ("greedy", "sample")}
 
 
 def run_once(lvlm, method: str, mode: str, params: dict, tokens: int, batch: int, device):

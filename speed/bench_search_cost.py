@@ -6,13 +6,18 @@ them (64). On a shared machine the seconds drift, so the methods run in turns, `
 process, and each method's ratio is taken against the vanilla run of the same round; the script prints
 the median ratio per method and benchmark, and with `--profile DIR` writes a cProfile of each method's
 last run. Also reported for OPERA: the search steps and candidate rows per step of the last run.
+`beam5` is vanilla 5-beam search; HALC (its own 3 beams, the attention detector and matcher offline) is
+compared with it and with OPERA in the same rounds. `--out` appends one CSV row per method, benchmark
+and round: benchmark, method, ms_per_sample, vanilla_ms, ratio (to vanilla greedy), ratio_to_beam5.
 
     python speed/bench_search_cost.py --pope 64 --chair 32 --rounds 2
+    python speed/bench_search_cost.py --methods beam5,opera,halc --pope 8 --chair 4 --rounds 1 --out runs/search.csv
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import csv
 import json
 import statistics
 import sys
@@ -31,8 +36,11 @@ from halluc.engine import opera_search  # noqa: E402
 
 POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 CHAIR_PROMPT = "Please describe this image in detail."
-PARAMS = {"agla": {"matcher": "lvlm-attention"}}  # the main job's AGLA on toy-llava (no BLIP weights)
+PARAMS = {"agla": {"matcher": "lvlm-attention"},  # the main job's AGLA on toy-llava (no BLIP weights)
+          "halc": {"detector": "lvlm-attention", "matcher": "lvlm-attention"},  # no DINO / BLIP weights offline
+          "beam5": {"num_beams": 5}}
 UNBATCHED = "opera-per-sample"  # OPERA with one sample per search, as before its search was batched
+BEAM5 = "beam5"  # vanilla 5-beam search
 
 
 def world_samples(pope: int, chair: int) -> dict[str, tuple[list, list[str], int]]:
@@ -87,7 +95,8 @@ def timed(lvlm, method: str, images, prompts, max_new_tokens: int, profile: Path
         start = time.perf_counter()
         if profiler:
             profiler.enable()
-        halluc.generate(lvlm, images, prompts, method, max_new_tokens=max_new_tokens, **PARAMS.get(method, {}))
+        halluc.generate(lvlm, images, prompts, "none" if method == BEAM5 else method, max_new_tokens=max_new_tokens,
+                        **PARAMS.get(method, {}))
         if profiler:
             profiler.disable()
         seconds = (time.perf_counter() - start) / len(prompts)
@@ -104,6 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", type=Path, default=None, help="folder for one .prof per method and benchmark")
+    parser.add_argument("--out", type=Path, default=None, help="CSV file the rows are appended to")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lvlm = halluc.load("toy-llava", device="cpu")
@@ -116,18 +126,36 @@ def main(argv=None) -> dict:
         ratios = {m: [] for m in methods}
         for _ in range(args.rounds):
             base, _ = timed(lvlm, "none", images, prompts, tokens, None)
+            measured = {}
             for method in methods:
                 path = args.profile / f"{method}_{bench}.prof" if args.profile else None
                 seconds, counter = timed(lvlm, method, images, prompts, tokens, path)
                 ratios[method].append(seconds / base)
+                measured[method] = seconds
                 line = (f"{bench} {method}: {seconds * 1e3:.1f} ms/sample, vanilla {base * 1e3:.1f} ms: "
                         f"{seconds / base:.2f}x")
                 if counter.steps:
                     line += f"; {counter.steps} steps, {counter.rows / counter.steps:.0f} rows/step"
                 print(line, flush=True)
+            if args.out:
+                write_rows(args.out, bench, base, measured)
         report[bench] = {m: statistics.median(r) for m, r in ratios.items()}
         print(bench, {m: f"{r:.2f}x" for m, r in report[bench].items()}, flush=True)
     return report
+
+
+def write_rows(path: Path, bench: str, base: float, measured: dict[str, float]) -> None:
+    """One CSV row per method of one round (ratios within the round: the machine's drift cancels)."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    beam5 = measured.get(BEAM5)
+    with path.open("a", newline="") as f:
+        out = csv.writer(f)
+        if new:
+            out.writerow(["benchmark", "method", "ms_per_sample", "vanilla_ms", "ratio", "ratio_to_beam5", "date"])
+        for method, seconds in measured.items():
+            out.writerow([bench, method, f"{seconds * 1e3:.1f}", f"{base * 1e3:.1f}", f"{seconds / base:.3f}",
+                          f"{seconds / beam5:.3f}" if beam5 else "", time.strftime("%Y-%m-%d %H:%M:%S")])
 
 
 if __name__ == "__main__":

@@ -46,22 +46,24 @@ def calibrate(model: LVLM | str, method: str = "vti", *, data: str | Path | None
     if calibration and (data is not None or records is not None):
         raise HallucError("calibrate: a calibration set name is for the registered sets; your data is named by "
                           "its content")
-    settings = method_class(method)(calibration=calibration, **params).settings()  # validates every parameter
+    calibrated: Any = method_class(method)  # a method in CALIBRATED: it has `settings()`
+    settings = calibrated(calibration=calibration, **params).settings()  # validates every parameter
+    chosen: list[CalibrationRecord] | None = None
     if data is not None:
-        records = read_records(Path(data), Path(images) if images is not None else Path(data).parent)
+        chosen = read_records(Path(data), Path(images) if images is not None else Path(data).parent)
     elif records is not None:
-        records = [_record(r, i, Path(images) if images is not None else None) for i, r in enumerate(records)]
-        if not records:
+        chosen = [_record(r, i, Path(images) if images is not None else None) for i, r in enumerate(records)]
+        if not chosen:
             raise HallucError("calibrate: records is empty")
-    if records is not None:
-        settings = replace(settings, calibration=records_digest(records))
+    if chosen is not None:
+        settings = replace(settings, calibration=records_digest(chosen))
     if isinstance(model, str):
         check_device_and_dtype(device, dtype)
         print(f"loading {model} ...", file=sys.stderr)
         model = load(model, device=device, dtype=dtype)
-    _, path = obtain(method, model, settings, records, note=lambda line: print(f"note: {line}", file=sys.stderr))
+    _, path = obtain(method, model, settings, chosen, note=lambda line: print(f"note: {line}", file=sys.stderr))
     return {"method": method, "calibration": settings.calibration, "path": str(path),
-            "records": min(settings.num_demos, len(records)) if records is not None else settings.num_demos}
+            "records": min(settings.num_demos, len(chosen)) if chosen is not None else settings.num_demos}
 
 
 def read_records(path: Path, images: Path) -> list[CalibrationRecord]:
@@ -69,7 +71,7 @@ def read_records(path: Path, images: Path) -> list[CalibrationRecord]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise HallucError(f"calibrate: cannot read {path}: {err.strerror or err}") from None
+        raise HallucError(f"calibrate: cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -13,7 +13,8 @@ TOY_MODEL = "toy-llava"
 # one-pass and contrastive methods of both generations; left out for time: AGLA (a matcher pass per
 # sample), OPERA (its own beam search, ~60x vanilla), CCA (an ablation without its retrained weights) and
 # MemVR (it never fires on one-word answers): `--method all` runs them too
-TOY_METHODS = ("vcd", "ritual", "damro", "vhr", "vista", "pai", "var", "only", "vaf", "deco", "sid", "icd")
+TOY_METHODS = ("vcd", "ritual", "damro", "vhr", "vista", "pai", "var", "only", "vaf", "deco", "sid", "icd", "dola",
+               "m3id", "avisc", "vti")
 # the main job's batch size: greedy batches equal single samples (tested), and a 1 M-parameter model
 # on CPU is dominated by per-call overhead at batch 1 (speed/bench_main_job.py measures the gain)
 MAIN_JOB_BATCH = 64

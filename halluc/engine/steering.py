@@ -193,6 +193,7 @@ def compute_vectors(lvlm, records: Sequence[CalibrationRecord], *, text: bool, v
             with _vision_states(lvlm) as seen:
                 if clean is None:
                     clean = _run(lvlm.model, inputs, seen)
+                assert patch is not None  # checked above: a vision direction needs the patch size
                 masked = _masked_states(lvlm, inputs, seen, num_trials, patch, mask_ratio, generator)
             vision_deltas.append(masked - clean)  # (L_v + 1, T, d_v)
         if progress is not None:
@@ -364,7 +365,7 @@ def obtain(method: str, lvlm, settings: CalibrationSettings, records: Sequence[C
         digest, name = settings.calibration, None
     else:
         name = None if records is not None else settings.calibration or default_set()
-        records = list(records) if records is not None else CALIBRATION_SETS.get(name)()
+        records = list(records) if records is not None else CALIBRATION_SETS.get(str(name))()
         digest = records_digest(records)
     identity = identity_of(method, lvlm, settings, digest)
     path = cache_path(method, identity)

@@ -20,9 +20,9 @@ inside them, and returns the original view's rows. Tokens equal `halluc.generate
 
 What a method needs besides the batch is read when it is used, and a missing one is named in one line:
 
-    nothing                          AvisC, CCA, DAMRO, DeCo, FarSight, MemVR, ONLY, SID, TAME, VAF, VAR (hooks
-                                     and attention edits; AvisC's, DAMRO's and SID's extra view is the same
-                                     batch edited inside the model);
+    nothing                          AvisC, CCA, DAMRO, DeCo, DoLa, FarSight, MemVR, ONLY, SID, TAME, VAF, VAR
+                                     (hooks and attention edits; AvisC's, DAMRO's and SID's extra view is the
+                                     same batch edited inside the model);
                                      the apc control; VTI once its vectors are cached (computing them on
                                      first use reads the processor)
     processor                        the yes-bias and logit-shift controls (the family's Yes/No tokens)
@@ -33,7 +33,7 @@ What a method needs besides the batch is read when it is used, and a missing one
 `images` are the PIL images (or paths) given to the processor and `prompts` the user texts before the chat
 template, one per row, both passed to `model.generate`; `processor` is passed to `custom_generate`.
 Methods with extra views run greedy decoding here, the others greedy decoding or sampling; beam search and
-OPERA (which replaces the whole search) are refused with one line: use
+OPERA and HALC (which replace the whole search) are refused with one line: use
 `halluc.generate(halluc.wrap(model, processor), ...)` for those. So is the yes-prompt control (it rewrites
 the prompt text, which arrives here already tokenised: append its sentence to the prompt instead), and
 InstructBLIP, whose own `generate` hands transformers' loop (and the callable) its language model alone.

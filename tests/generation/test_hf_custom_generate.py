@@ -41,8 +41,8 @@ def _until(row, stops):
     return row[:next((i for i, t in enumerate(row) if t in stops), len(row))]
 
 
-# OPERA replaces the search and yes-prompt rewrites the prompt text: both refused (below)
-CUSTOM = [n for n in method_names() if n not in ("opera", "yes-prompt")]
+# OPERA and HALC replace the search and yes-prompt rewrites the prompt text: both refused (below)
+CUSTOM = [n for n in method_names() if n not in ("opera", "halc", "yes-prompt")]
 
 
 @pytest.mark.parametrize("method", CUSTOM)

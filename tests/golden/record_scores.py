@@ -7,7 +7,7 @@ fix, re-recorded in the same commit with the reason in its message. A new method
 every recorded case as it is.
 
 Each case: two left-padded prompts with two images, greedy per-step scores (B, steps, V), plus the
-tokens of seeded sampling and of a 2-beam search (OPERA: its own beam search, tokens only).
+tokens of seeded sampling and of a 2-beam search (OPERA, HALC: their own beam search, tokens only).
 """
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ CASES = {
     "vaf": {},
     "memvr": {"threshold": 0.0},  # fires at the first checked layer of every forward
     "deco": {},
+    "dola": {},
+    # skip_rate 0: every object word checked; the attention detector and matcher (no DINO/BLIP weights offline)
+    "halc": {"beams": 2, "skip_rate": 0.0, "detector": "lvlm-attention", "matcher": "lvlm-attention"},
     "sid": {"select_layer": 0},  # the 2-layer tiny models hide tokens in layer 1
     "icd": {},
     "m3id": {},
@@ -55,8 +58,8 @@ CASES = {
     "logit-shift": {"delta": 5.0},
     "apc": {},
 }
-DECODING_ONLY_TOKENS = {"opera"}
-UNSUPPORTED = {("instructblip", "agla")}  # its image tokens have no 2-D grid for the attention matcher
+DECODING_ONLY_TOKENS = {"opera", "halc"}
+UNSUPPORTED = {("instructblip", "agla"), ("instructblip", "halc")}  # no 2-D grid for the attention matcher
 # per-family parameters where the method's default does not apply there
 FAMILY_PARAMS = {("llava_next", "damro"): {"variant": "mask"}}  # the official variant is LLaVA-1.5 only
 
