@@ -56,6 +56,7 @@ class _Beam:
     logits: torch.Tensor  # (1, V) the next-token logits after `tokens`
     deleted: set[int] = field(default_factory=set)  # positions dropped from the answer
     done: bool = False
+    redecoded: int = -1  # start of the word last replaced from the fields of view: it is not checked again
 
 
 def forward(rows: Rows, sequence: torch.Tensor, new: int = 1) -> torch.Tensor:
@@ -121,7 +122,9 @@ class HalcSearch:
             x = int(processors(ids(beam.tokens), beam.logits.clone()).argmax(-1))
             word = self._finished_word(beam, x, stops)
             tokens, detected = None, True
-            if word is not None and focal.checked(word, self.nouns, self.s.skip_rate, self.rng):
+            # a replaced word is final: checking it again could swap two words forever and never finish
+            if word is not None and beam.start != beam.redecoded \
+                    and focal.checked(word, self.nouns, self.s.skip_rate, self.rng):
                 tokens, detected = self._redecode(beam, word, ids, processors)
             options.append((beam, x, tokens, detected))
         if all(tokens is None for _, _, tokens, _ in options):
@@ -187,7 +190,7 @@ class HalcSearch:
                 copy.deleted |= set(range(beam.start, len(beam.tokens)))
             return self._advance(copy, x, ids, stops, budget)
         copy.rows.truncate(copy.rows.cache.get_seq_length() - (len(beam.tokens) - beam.start))
-        copy.tokens = beam.tokens[:beam.start]
+        copy.tokens, copy.redecoded = beam.tokens[:beam.start], beam.start
         return self._advance(copy, token, ids, stops, budget, new_word=True)
 
     def _advance(self, beam: _Beam, x: int, ids, stops: set, budget: int, new_word: bool = False) -> _Beam:

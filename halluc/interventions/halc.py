@@ -26,6 +26,8 @@ Paper / code discrepancies and our choices (spec §1):
   - word boundaries: a token containing "▁" (SentencePiece), "Ġ" (byte-level BPE) or ".", one the decoded
     text gains a space before (word-level vocabularies), or EOS (the code: "▁"/"." in a LLaMA vocabulary
     file, so LLaMA only).
+  - a word replaced from the fields of view is not checked again (it could otherwise swap with another word
+    at the same position forever and the answer would never grow);
   - at steps with no checked word the beams just append their DoLa token (the code also scores the
     unchanged texts then; the distinct-best choice keeps them when they are distinct). The code's LLaVA
     repetition stop, its random choice when nothing was grounded, and a stop on HF's other criteria are
