@@ -24,11 +24,13 @@ from halluc.reports.model import BASELINE, COST, Report, number
 
 VANILLA_COLOUR = "#6e6e6e"
 # Okabe & Ito (2008), yellow last: it is the hardest to see on white; then Paul Tol's muted scheme, then
-# four more of Tol's (rose, sand, brown, magenta), then four of Tol's bright and dark schemes for the
-# controls: one distinct colour for each of 22 methods (every registered method and control in one report)
+# four more of Tol's (rose, sand, brown, magenta), four of Tol's bright and dark schemes, then eight of his
+# vibrant and light schemes: one distinct colour for each of 30 methods (every registered method and
+# control in one report, with room for a few more)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#0072b2", "#d55e00", "#cc79a7", "#f0e442",
            "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#88ccee",
-           "#cc6677", "#ddcc77", "#661100", "#ee3377", "#4477aa", "#bbbbbb", "#225555", "#666633")
+           "#cc6677", "#ddcc77", "#661100", "#ee3377", "#4477aa", "#bbbbbb", "#225555", "#666633",
+           "#0077bb", "#33bbee", "#009988", "#ee7733", "#cc3311", "#bbcc33", "#ee8866", "#77aadd")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per model
 WIDTH, HEIGHT = 6.4, 3.5  # inches: two figures side by side at 1280 px
 STYLE: dict[RcKeyType, Any] = {

@@ -20,9 +20,12 @@ def test_smoke_writes_one_row_per_method_with_counted_passes(bench, tmp_path):
         reader = csv.DictReader(f)
         assert reader.fieldnames == bench.COLUMNS
         rows = {r["method"]: r for r in reader}
-    assert list(rows) == ["none", "vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco"]
+    assert list(rows) == ["none", "vhr", "vista", "damro", "cca", "only", "vaf", "memvr", "deco", "vti"]
     assert float(rows["none"]["ratio"]) == 1.0 and float(rows["none"]["prefill_ratio"]) == 1.0
     passes = {m: (int(r["extra_passes"]), int(r["rows_per_sample"])) for m, r in rows.items()}
+    # VTI's vectors: computed in the timed call when --smoke's one call finds them in no cache (its 4 calibration
+    # records x 2 captions through the LM), else none
+    assert passes.pop("vti") in ((8, 1), (0, 1))
     assert passes == {"none": (0, 1), "vhr": (1, 1), "vista": (2, 1), "damro": (0, 2), "cca": (0, 1),
                       "only": (0, 1), "vaf": (0, 1), "memvr": (0, 1), "deco": (0, 1)}  # one pass, one row
     for r in rows.values():
@@ -30,7 +33,7 @@ def test_smoke_writes_one_row_per_method_with_counted_passes(bench, tmp_path):
         assert all(r[c] for c in ("device", "torch", "transformers", "halluc", "git_commit", "date", "tokens"))
     bench.main(["--smoke", "--device", "cpu", "--methods", "cca", "--out", str(out)])  # appends, one header
     lines = out.read_text().splitlines()
-    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 9 + 2
+    assert sum(line.startswith("method,") for line in lines) == 1 and len(lines) == 1 + 10 + 2
 
 
 def test_bad_requests_fail_before_any_work(bench, tmp_path):
