@@ -64,7 +64,11 @@ def run_script(tree: Path, script: str, passed: list[str], out: Path) -> dict[tu
     with out.open() as f:
         rows = list(csv.DictReader(f))
     out.unlink()
-    return {(r["method"], r["model"]): float(r["ratio"]) for r in rows}
+    # a script that times one method several ways (bench_decoding's modes, bench_attention_methods' variants)
+    # names the way in its own column: it is part of the key, so the ways are compared apart
+    way = next((c for c in ("mode", "variant") if rows and c in rows[0]), None)
+    return {(r["method"] if way is None else f"{r['method']} ({r[way]})", r["model"]): float(r["ratio"])
+            for r in rows}
 
 
 def compare(args, passed: list[str]) -> list[dict]:
