@@ -22,32 +22,30 @@ AREA_FLOOR = 0.01  # the code's detector drops boxes smaller than this share of 
 SAME_INSTANCE_IOU = 0.6  # ... and keeps one of two boxes that overlap more than this
 
 
+def _load_local(model_class, processor_class, name: str, device: str, role: str):
+    """A checkpoint from local files only (HF cache or a directory); MatcherUnavailable, in one line, otherwise."""
+    try:
+        processor = processor_class.from_pretrained(name, local_files_only=True)
+        model = model_class.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise MatcherUnavailable(f"HALC's {role} '{name}' is not available offline ({type(err).__name__}); put it "
+                                 f"in the HF cache or pass {role}_model=<local dir>, or use {role}='lvlm-attention'"
+                                 ) from None
+    return model.to(device).eval(), processor
+
+
 @functools.lru_cache(maxsize=2)
 def load_grounding_dino(name: str, device: str):
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-    try:
-        processor = AutoProcessor.from_pretrained(name, local_files_only=True)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise MatcherUnavailable(f"HALC's detector '{name}' is not available offline ({type(err).__name__}); put it "
-                                 "in the HF cache or pass detector_model=<local dir>, or use detector='lvlm-attention'"
-                                 ) from None
-    return model.to(device).eval(), processor
+    return _load_local(AutoModelForZeroShotObjectDetection, AutoProcessor, name, device, "detector")
 
 
 @functools.lru_cache(maxsize=2)
 def load_blip_scorer(name: str, device: str):
     from transformers import BlipModel, BlipProcessor
 
-    try:
-        processor = BlipProcessor.from_pretrained(name, local_files_only=True)
-        model = BlipModel.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise MatcherUnavailable(f"HALC's matcher '{name}' is not available offline ({type(err).__name__}); put it "
-                                 "in the HF cache or pass matcher_model=<local dir>, or use matcher='lvlm-attention'"
-                                 ) from None
-    return model.to(device).eval(), processor  # type: ignore[arg-type]  # transformers' wrapped .to() loses self
+    return _load_local(BlipModel, BlipProcessor, name, device, "matcher")
 
 
 def iou(a, b) -> float:
