@@ -3,8 +3,8 @@
     dino   Grounding DINO Swin-T OGC (`IDEA-Research/grounding-dino-tiny` in transformers): boxes for one word
     blip   BLIP (`Salesforce/blip-image-captioning-large`, `BlipModel.logits_per_image`): text-image match
 
-and the offline stand-ins built from the LVLM's own attention (`halluc.engine.matchers`): a box from the
-word's attention over the image grid, and a text's attention mass on the image.
+and the offline stand-ins built from the LVLM itself: a box from the word's attention over the image grid
+(`halluc.engine.matchers`), and a text's likelihood as the LVLM's answer (or its attention mass on the image).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from halluc.engine import focal
 from halluc.engine.matchers import MatcherUnavailable, lvlm_attention_matches
+from halluc.engine.shared_images import distinct_images_once
 
 GROUNDING_DINO = "IDEA-Research/grounding-dino-tiny"
 BLIP_SCORER = "Salesforce/blip-image-captioning-large"
@@ -88,3 +89,43 @@ def attention_scores(lvlm, image, texts: list[str], layer: int) -> torch.Tensor:
     """The offline matcher: (n,) each text's attention mass on the image tokens at `layer` (read as the prompt)."""
     return torch.tensor([float(m.scores.sum()) for m in lvlm_attention_matches(lvlm, [image] * len(texts), texts,
                                                                                  layer)])
+
+
+@torch.no_grad()
+def likelihood_scores(lvlm, image, prompt: str, texts: list[str]) -> torch.Tensor:
+    """The offline matcher the spec names: (n,) each text's mean per-token log-probability as the LVLM's answer to
+    `prompt` about `image` (teacher forcing; one batch, the image through the vision tower once)."""
+    adapter, model = lvlm.adapter, lvlm.model
+    alone = adapter.build_inputs(lvlm.processor, [image], [prompt])["attention_mask"]  # (1, P)
+    inputs = {k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
+              for k, v in adapter.build_inputs(lvlm.processor, [image] * len(texts), [prompt] * len(texts),
+                                               answers=texts).items()}
+    lengths = (inputs["attention_mask"].sum(1).cpu() - int(alone.sum())).clamp(1, inputs["input_ids"].shape[1] - 1)
+    longest = int(lengths.max())  # left padding: every answer ends at the last position
+    tower = adapter.resolve(model, "vision") if adapter.paths.vision_tower else None
+    with distinct_images_once(tower):
+        logits = model(**inputs, use_cache=False).logits[:, -longest - 1:-1]  # (n, longest, V) predicting the answers
+    tokens = inputs["input_ids"][:, -longest:].to(logits.device)  # (n, longest)
+    picked = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0].cpu()  # (n, longest)
+    answer = torch.arange(longest) >= longest - lengths[:, None]  # (n, longest) the answer's own tokens
+    return (picked * answer).sum(1) / lengths
+
+
+def view_batches(lvlm, crops, prompt: str, prefix: list[int]) -> list[dict]:
+    """The model inputs of `prompt` with each crop as its image, then the `prefix` tokens: one batch when every view
+    has the same shapes (fixed-resolution families: no padding), else one per view."""
+    rows = []
+    for image in crops:
+        inputs = lvlm.adapter.build_inputs(lvlm.processor, [image], [prompt])
+        tail = torch.tensor([prefix], dtype=inputs["input_ids"].dtype)
+        for key in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
+            if key in inputs and inputs[key] is not None:
+                fill = tail if key == "input_ids" else torch.ones_like(tail) if key == "attention_mask" \
+                    else torch.zeros_like(tail)
+                inputs[key] = torch.cat([inputs[key], fill.to(inputs[key].dtype)], -1)
+        rows.append({k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype)
+                     if torch.is_tensor(v) else v for k, v in inputs.items()})
+    shapes = {tuple((k, tuple(v.shape)) for k, v in r.items() if torch.is_tensor(v)) for r in rows}
+    if len(shapes) == 1:
+        return [{k: torch.cat([r[k] for r in rows]) if torch.is_tensor(v) else v for k, v in rows[0].items()}]
+    return rows

@@ -15,10 +15,12 @@ with `detector="dino"` and `matcher="blip"` every family.
 Paper / code discrepancies and our choices (spec §1):
   - detector: Grounding DINO Swin-T OGC (threshold 0.45 as the script; the README says 0.4) and matcher
     BLIP (`score_type` BLIP in the script; the paper/README say CLIP) are used when their weights are on
-    disk; they are never downloaded. `auto` falls back (with a warning) to the LVLM's own attention: the
+    disk; they are never downloaded. `auto` falls back (with a warning) to the LVLM itself. The detector: the
     word read as the prompt, its attention over the image grid at the middle layer, the largest connected
-    set of cells above mean + σ as the box (none: "not detected"); and as the matcher each candidate
-    text's attention mass on the image (ranking only: the code's softmax does not change the order).
+    set of cells above mean + σ as the box (none: "not detected"). The matcher: each candidate text's mean
+    per-token log-probability as the LVLM's answer with the image (`lvlm-likelihood`, the spec's fallback).
+    `matcher="lvlm-attention"` (a text's attention mass on the image) is kept as a choice, not the default:
+    it measures looking, not matching, and on the toy world it drove CHAIR_I from 10 to 64 (10 captions).
   - the part-of-speech test (spaCy NOUN/PROPN) becomes a list of COCO object words (`focal.NOUNS`), with
     the code's exempt and always-checked lists. The code skips a word with probability 0.3 from the
     unseeded global `random`; ours draws from `random.Random(skip_seed)`, one draw per finished word in
@@ -65,8 +67,8 @@ class HALC(Method):
         beams: B (the script's -b 3); candidates: k per checked beam (4, even).
         expand_ratio: r of the fields of view (0.6); windows: how many (4); contrast_weight: w (0.05).
         skip_rate: chance a checked word is skipped (the code's 0.3; 0 = none); skip_seed: its seed.
-        detector / matcher: "auto" (the official model if on disk, else lvlm-attention), the official one
-            ("dino" / "blip", refused when its weights are not local), or "lvlm-attention".
+        detector / matcher: "auto" (the official model if on disk, else lvlm-attention / lvlm-likelihood), the
+            official one ("dino" / "blip", refused when its weights are not local), or an LVLM fallback.
         box_threshold: Grounding DINO's box threshold (0.45); layer: relative depth the attention fallbacks read.
         dola_layers, relative_top, norm: the DoLa base decoder (see `dola`).
     """
@@ -89,7 +91,8 @@ class HALC(Method):
     skip_rate: float = param(0.3, low=0.0, high=1.0, doc="chance a checked word is skipped (code: 0.3)")
     skip_seed: int = param(0, low=0, doc="seed of the word-skipping draws")
     detector: str = param("auto", choices=("auto", "dino", "lvlm-attention"), doc="object detector")
-    matcher: str = param("auto", choices=("auto", "blip", "lvlm-attention"), doc="text-image matcher")
+    matcher: str = param("auto", choices=("auto", "blip", "lvlm-likelihood", "lvlm-attention"),
+                         doc="text-image matcher")
     detector_model: str = param(grounding.GROUNDING_DINO, doc="Grounding DINO checkpoint (local cache or directory)")
     matcher_model: str = param(grounding.BLIP_SCORER, doc="BLIP checkpoint (local cache or directory)")
     box_threshold: float = param(0.45, low=0.0, high=1.0, doc="Grounding DINO box threshold (script 0.45)")
@@ -109,24 +112,25 @@ class HALC(Method):
     def base(self) -> DoLa:
         return DoLa(layers=self.dola_layers, relative_top=self.relative_top, norm=self.norm)
 
-    def requires(self) -> frozenset[str]:
-        return frozenset() if (self.detector, self.matcher) == ("dino", "blip") else self.needs
+    def requires(self) -> frozenset[str]:  # only the attention fallbacks read the image grid
+        return self.needs if "lvlm-attention" in (self.detector, self.matcher) or self.detector == "auto" \
+            else frozenset()
 
     def hooks(self, session):
         return self.base().hooks(session)
 
     def resolve(self, which: str, load, device: str) -> str:
-        """"auto" -> the official model when it loads from disk, else lvlm-attention (with a warning)."""
-        choice = getattr(self, which)
-        if choice == "lvlm-attention":
+        """"auto" -> the official model when it loads from disk, else the LVLM fallback (with a warning)."""
+        choice, fallback = getattr(self, which), "lvlm-attention" if which == "detector" else "lvlm-likelihood"
+        if choice.startswith("lvlm-"):
             return choice
         try:
             load(getattr(self, f"{which}_model"), device)
         except MatcherUnavailable as err:
             if choice != "auto":
                 raise
-            warnings.warn(f"{err}; HALC falls back to {which}='lvlm-attention'", stacklevel=2)
-            return "lvlm-attention"
+            warnings.warn(f"{err}; HALC falls back to {which}='{fallback}'", stacklevel=2)
+            return fallback
         return "dino" if which == "detector" else "blip"
 
     def search(self, session) -> HalcSearch:
@@ -148,7 +152,8 @@ class HALC(Method):
             if matcher == "blip":
                 return grounding.blip_scores(image, texts, self.matcher_model, device)
             with aux_pass(session, self.name):
-                return grounding.attention_scores(lvlm, image, texts, layer)
+                return grounding.likelihood_scores(lvlm, image, prompt, texts) if matcher == "lvlm-likelihood" \
+                    else grounding.attention_scores(lvlm, image, texts, layer)
 
         def view_logits(crops, prefix: list[int]) -> torch.Tensor:
             return self.view_logits(session, crops, prompt, prefix)
@@ -160,20 +165,6 @@ class HALC(Method):
     def view_logits(self, session, crops, prompt: str, prefix: list[int]) -> torch.Tensor:
         """(F, V) final logits of the prompt with each crop as its image, then `prefix` (teacher forcing), one
         forward (one per view where their shapes differ), with every method's edits off."""
-        adapter, processor, lvlm = session.adapter, session.processor, session.lvlm
-        rows = []
-        for crop in crops:
-            inputs = adapter.build_inputs(processor, [crop], [prompt])
-            tail = torch.tensor([prefix], dtype=inputs["input_ids"].dtype)
-            for key in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
-                if key in inputs and inputs[key] is not None:
-                    fill = tail if key == "input_ids" else torch.ones_like(tail) if key == "attention_mask" \
-                        else torch.zeros_like(tail)
-                    inputs[key] = torch.cat([inputs[key], fill.to(inputs[key].dtype)], -1)
-            rows.append({k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype)
-                         if torch.is_tensor(v) else v for k, v in inputs.items()})
-        shapes = {tuple((k, tuple(v.shape)) for k, v in r.items() if torch.is_tensor(v)) for r in rows}
-        if len(shapes) == 1:  # fixed-resolution families: every view in one forward, no padding
-            rows = [{k: torch.cat([r[k] for r in rows]) if torch.is_tensor(v) else v for k, v in rows[0].items()}]
         with aux_pass(session, self.name):
-            return torch.cat([session.model(**r, use_cache=False).logits[:, -1].float() for r in rows])
+            return torch.cat([session.model(**r, use_cache=False).logits[:, -1].float()
+                              for r in grounding.view_batches(session.lvlm, crops, prompt, prefix)])

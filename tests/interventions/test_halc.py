@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import halluc
-from halluc.engine import focal
+from halluc.engine import focal, grounding
 from halluc.engine.decoding import Decoding
 from halluc.engine.halc_search import HalcSearch, HalcSettings
 from halluc.errors import HallucError
@@ -157,7 +157,37 @@ def test_refusals_and_validation(tiny_llava, images, monkeypatch):
         halluc.generate(tiny_llava, images[:1], PROMPTS[:1], "halc", detector="lvlm-attention", matcher="blip",
                         matcher_model="/nonexistent/blip", max_new_tokens=2)
     assert HALC(detector="dino", matcher="blip").requires() == frozenset()
+    assert HALC(detector="dino", matcher="lvlm-likelihood").requires() == frozenset()
+    assert HALC(detector="dino", matcher="lvlm-attention").requires() == {"grid"} == HALC().requires()
     assert math.isclose(HALC().contrast_weight, 0.05) and HALC().beams == 3 and HALC().skip_rate == 0.3
+
+
+def literal_mean_log_likelihood(toy, image, prompt: str, text: str) -> float:
+    """One text alone: the prompt's tokens, then the answer's, read one position at a time."""
+    prompt_ids = toy.adapter.build_inputs(toy.processor, [image], [prompt])["input_ids"][0].tolist()
+    inputs = toy.adapter.build_inputs(toy.processor, [image], [prompt], answers=[text])
+    ids = inputs["input_ids"][0].tolist()
+    assert ids[:len(prompt_ids)] == prompt_ids
+    with torch.no_grad():
+        logits = toy.model(**inputs, use_cache=False).logits[0].float()
+    steps = [logits[p - 1].log_softmax(-1)[ids[p]] for p in range(len(prompt_ids), len(ids))]
+    return float(sum(steps) / len(steps))
+
+
+def test_the_likelihood_matcher_is_each_texts_mean_log_probability(toy, scene):
+    texts = ["A park with a person", "A park with a dog and a bench", "A kitchen"]
+    got = grounding.likelihood_scores(toy, scene, CAPTION, texts)
+    want = [literal_mean_log_likelihood(toy, scene, CAPTION, t) for t in texts]
+    assert got.tolist() == pytest.approx(want, abs=1e-4)
+
+
+def test_auto_falls_back_to_the_lvlm_likelihood_matcher(toy, scene, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="falls back to matcher='lvlm-likelihood'"):
+        auto = halluc.generate(toy, [scene], [CAPTION], "halc", matcher_model="/nonexistent/blip", skip_rate=0.0,
+                               detector="lvlm-attention", max_new_tokens=10)
+    assert auto == halluc.generate(toy, [scene], [CAPTION], "halc", matcher="lvlm-likelihood", skip_rate=0.0,
+                                   detector="lvlm-attention", max_new_tokens=10)
 
 
 def test_stacks_with_an_in_model_method_and_refuses_branches(tiny_llava, images):
