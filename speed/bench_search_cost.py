@@ -6,7 +6,7 @@ them (64). On a shared machine the seconds drift, so the methods run in turns, `
 process, and each method's ratio is taken against the vanilla run of the same round; the script prints
 the median ratio per method and benchmark, and with `--profile DIR` writes a cProfile of each method's
 last run. Also reported for OPERA: the search steps and candidate rows per step of the last run.
-`beam5` is vanilla 5-beam search; HALC (its own 3 beams, the attention detector and matcher offline) is
+`beam5` is vanilla 5-beam search; HALC (its own 3 beams; offline, the attention detector and the likelihood matcher) is
 compared with it and with OPERA in the same rounds. `--out` appends one CSV row per method, benchmark
 and round: benchmark, method, ms_per_sample, vanilla_ms, ratio (to vanilla greedy), ratio_to_beam5.
 
@@ -37,7 +37,7 @@ from halluc.engine import opera_search  # noqa: E402
 POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 CHAIR_PROMPT = "Please describe this image in detail."
 PARAMS = {"agla": {"matcher": "lvlm-attention"},  # the main job's AGLA on toy-llava (no BLIP weights)
-          "halc": {"detector": "lvlm-attention", "matcher": "lvlm-attention"},  # no DINO / BLIP weights offline
+          "halc": {"detector": "lvlm-attention", "matcher": "lvlm-likelihood"},  # no DINO / BLIP weights offline
           "beam5": {"num_beams": 5}}
 UNBATCHED = "opera-per-sample"  # OPERA with one sample per search, as before its search was batched
 BEAM5 = "beam5"  # vanilla 5-beam search

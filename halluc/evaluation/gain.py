@@ -120,12 +120,27 @@ def auroc_many(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     AUC = (Σ ranks of positives − P(P+1)/2) / (P·N) with tied ranks averaged (scipy); nan with one class."""
     from scipy.stats import rankdata
 
-    ranks = rankdata(scores, axis=1)
-    positives = truth.sum(1)
-    negatives = truth.shape[1] - positives
+    return _area((rankdata(scores, axis=1) * truth).sum(1), truth.sum(1), truth.shape[1])
+
+
+def auroc_resampled(scores: np.ndarray, truth: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """`auroc_many(scores[picks], truth[picks])` without sorting each resample: (n,) finite scores, (n,) truth,
+    (B, n) sample indices -> (B,). A resample's average rank of a tie group is the count of picked samples
+    below it + (its own count + 1)/2; ranks are half-integers, so the sums are exact and equal scipy's."""
+    _, group = np.unique(scores, return_inverse=True)  # (n,) tie group, in ascending score order
+    groups, (draws, n) = int(group.max()) + 1, picks.shape
+    flat = (group[picks] + groups * np.arange(draws)[:, None]).ravel()  # (B·n,) a group per resample
+    counts = np.bincount(flat, minlength=draws * groups).reshape(draws, groups)  # (B, G)
+    positives = np.bincount(flat, weights=truth[picks].ravel(), minlength=draws * groups).reshape(draws, groups)
+    ranks = np.cumsum(counts, 1) - counts + (counts + 1) / 2  # (B, G) each group's average rank
+    return _area((ranks * positives).sum(1), truth[picks].sum(1), n)
+
+
+def _area(rank_sum: np.ndarray, positives: np.ndarray, n: int) -> np.ndarray:
+    """(B,) AUROC (%) from each row's sum of the positives' ranks, its positives and its size n."""
+    negatives = n - positives
     with np.errstate(invalid="ignore", divide="ignore"):
-        area = ((ranks * truth).sum(1) - positives * (positives + 1) / 2) / (positives * negatives)
-    return 100.0 * area
+        return 100.0 * ((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def _rankable(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -218,27 +233,56 @@ def _minus(a, b):
     return None if a is None or b is None else a - b
 
 
-def bootstrap(vanilla: Answers, method: Answers, picks: np.ndarray) -> dict[str, np.ndarray]:
-    """Each statistic of `compare` on every resample: picks (B, n) sample indices."""
-    both = ~np.isnan(method.margin) & ~np.isnan(vanilla.margin)
-    if both.all():  # every sample ranked: all resamples at once
-        truth = vanilla.truth[picks]
-        d_auroc = (auroc_many(finite_ranks(method.margin)[picks], truth)
-                   - auroc_many(finite_ranks(vanilla.margin)[picks], truth))
+@dataclass(frozen=True)
+class VanillaDraws:
+    """Vanilla's side of every resample: computed once per split, shared by each method compared with it."""
+
+    picks: np.ndarray  # (B, n) sample indices
+    scores: dict[str, np.ndarray]  # `yes_no_many` of vanilla's answers, (B,) each
+    right: np.ndarray  # (B, n) vanilla's answer right
+    auroc: np.ndarray | None  # (B,) vanilla's AUROC, when every margin is known (else None)
+    fronts: list[Frontier] | None  # vanilla's frontier on each resample, when every margin is known
+
+
+def vanilla_draws(vanilla: Answers, picks: np.ndarray) -> VanillaDraws:
+    known = not np.isnan(vanilla.margin).any()
+    return VanillaDraws(picks, yes_no_many(vanilla.answer[picks], vanilla.truth[picks]), vanilla.right[picks],
+                        auroc_resampled(finite_ranks(vanilla.margin), vanilla.truth, picks) if known else None,
+                        [frontier(vanilla.margin[i], vanilla.truth[i]) for i in picks] if known else None)
+
+
+def yes_no_many(answer: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """`yes_no_scores` of each row of (B, n) answers against (B, n) truth: (B,) each, the same arithmetic."""
+    yes, no = answer == 1, answer == 0
+    tp, fp, fn = (yes & truth).sum(1), (yes & ~truth).sum(1), (no & truth).sum(1)
+    n, parsed = answer.shape[1], 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(parsed > 0, 100.0 * 2 * tp / parsed, 0.0)
+    return {"f1": f1, "accuracy": 100.0 * (tp + (no & ~truth).sum(1)) / n, "yes_ratio": 100.0 * yes.sum(1) / n}
+
+
+def bootstrap(vanilla: Answers, method: Answers, picks: np.ndarray,
+              shared: VanillaDraws | None = None) -> dict[str, np.ndarray]:
+    """Each statistic of `compare` on every resample: picks (B, n) sample indices (`shared`: vanilla's side)."""
+    shared = shared if shared is not None else vanilla_draws(vanilla, picks)
+    mine, theirs = yes_no_many(method.answer[picks], method.truth[picks]), shared.scores
+    if shared.fronts is not None and not np.isnan(method.margin).any():  # every sample ranked: the shared path
+        d_auroc = auroc_resampled(finite_ranks(method.margin), vanilla.truth, picks) - shared.auroc
+        reach = np.array([front.at(y) for front, y in zip(shared.fronts, mine["yes_ratio"])]).reshape(-1, 2)
     else:
         d_auroc = _slow_delta_auroc(vanilla, method, picks)
-    out: dict[str, list] = {k: [] for k in YES_NO_STATS if k != "delta_auroc"}
-    for index in picks:
-        v, m = vanilla.pick(index), method.pick(index)
-        mine, theirs = yes_no_scores(m.answer, m.truth), yes_no_scores(v.answer, v.truth)
-        keep = ~np.isnan(v.margin) & ~np.isnan(m.margin)
-        reach = frontier(v.margin[keep], v.truth[keep]).at(mine["yes_ratio"]) if keep.any() else (np.nan, np.nan)
-        out["delta_f1"].append(mine["f1"] - theirs["f1"])
-        out["delta_accuracy"].append(mine["accuracy"] - theirs["accuracy"])
-        out["frontier_f1"].append(mine["f1"] - reach[0])
-        out["frontier_accuracy"].append(mine["accuracy"] - reach[1])
-        out["net_flips"].append(int(np.sum(~v.right & m.right)) - int(np.sum(v.right & ~m.right)))
-    return {"delta_auroc": np.asarray(d_auroc), **{k: np.asarray(v, dtype=float) for k, v in out.items()}}
+        reach = np.array([_reach(vanilla.pick(i), method.pick(i), y) for i, y in zip(picks, mine["yes_ratio"])])
+    right = method.right[picks]
+    flips = (~shared.right & right).sum(1) - (shared.right & ~right).sum(1)
+    return {"delta_auroc": np.asarray(d_auroc, dtype=float), "delta_f1": mine["f1"] - theirs["f1"],
+            "delta_accuracy": mine["accuracy"] - theirs["accuracy"], "frontier_f1": mine["f1"] - reach[:, 0],
+            "frontier_accuracy": mine["accuracy"] - reach[:, 1], "net_flips": flips.astype(float)}
+
+
+def _reach(vanilla: Answers, method: Answers, yes_ratio: float) -> tuple[float, float]:
+    """Vanilla's frontier (F1, accuracy) at `yes_ratio` on the samples both rank; nan when there are none."""
+    keep = ~np.isnan(vanilla.margin) & ~np.isnan(method.margin)
+    return frontier(vanilla.margin[keep], vanilla.truth[keep]).at(yes_ratio) if keep.any() else (np.nan, np.nan)
 
 
 def _slow_delta_auroc(vanilla: Answers, method: Answers, picks: np.ndarray) -> np.ndarray:
@@ -305,6 +349,7 @@ def yes_no_rows(split: str, answers: Mapping[str, Answers], n: int = 1000, seed:
     picks = rng.integers(0, len(vanilla.answer), size=(n, len(vanilla.answer))) if n else None
     known = ~np.isnan(vanilla.margin)
     curve = frontier(vanilla.margin[known], vanilla.truth[known]).points() if known.any() else []
+    shared = vanilla_draws(vanilla, picks) if picks is not None else None
     rows = []
     for label, method in answers.items():
         stats = compare(vanilla, method)
@@ -313,7 +358,7 @@ def yes_no_rows(split: str, answers: Mapping[str, Answers], n: int = 1000, seed:
                                                                            "ap", "auroc_decoded", "cut_share")),
                          "frontier": curve, "intervals": {}, "verdict": "", "reason": ""})
             continue
-        drawn = bootstrap(vanilla, method, picks) if picks is not None else {}
+        drawn = bootstrap(vanilla, method, picks, shared) if picks is not None else {}
         intervals = {k: percentile_interval(v) for k, v in drawn.items()}
         word, reason = verdict(stats, intervals)
         rows.append({"split": split, "method": label, **stats, "intervals": intervals, "verdict": word,

@@ -7,6 +7,7 @@ resampled splits. Every metric gets an interval, with the benchmark's official a
 """
 from __future__ import annotations
 
+import operator
 import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -73,8 +74,10 @@ def paired_intervals(units: Mapping[str, Mapping[str, Sequence]], aggregate: Cal
 def _resampled_rows(units, picks, aggregate, summary_rows) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = defaultdict(list)
     for split, by_label in units.items():
+        chosen = picks[split]
+        take = operator.itemgetter(*chosen) if len(chosen) > 1 else (lambda seq: [seq[i] for i in chosen])
         for label, label_units in by_label.items():
-            metrics = aggregate(split, [label_units[i] for i in picks[split]])
+            metrics = aggregate(split, list(take(label_units)))
             rows[label].append({**metrics, "method": label, "split": split})
     for label_rows in rows.values():
         label_rows += summary_rows(list(label_rows))

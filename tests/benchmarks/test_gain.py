@@ -12,6 +12,8 @@ from halluc.evaluation.gain import (
     Answers,
     auroc,
     auroc_many,
+    auroc_resampled,
+    bootstrap,
     average_precision,
     caption_rows,
     compare,
@@ -47,6 +49,32 @@ def test_vectorised_auroc_equals_scikit_learn():
     truth = rng.random((20, 30)) < 0.5
     expected = [auroc(s, t) for s, t in zip(scores, truth)]
     assert auroc_many(scores, truth) == pytest.approx(expected)
+
+
+def test_resampled_auroc_equals_sorting_each_resample():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 6, size=40).astype(float)  # many ties
+    truth = rng.random(40) < 0.4
+    picks = rng.integers(0, 40, size=(50, 40))
+    np.testing.assert_array_equal(auroc_resampled(scores, truth, picks), auroc_many(scores[picks], truth[picks]))
+
+
+@pytest.mark.parametrize("unranked", [False, True])
+def test_bootstrap_equals_comparing_each_resample(unranked):
+    """Every resampled statistic is `compare` on that resample (the shared and the per-resample paths)."""
+    rng = np.random.default_rng(2)
+    truth = rng.random(60) < 0.5
+    base = answers(rng.integers(0, 2, 60), truth, rng.integers(-3, 4, 60))
+    margin = rng.normal(size=60).round(1)
+    if unranked:
+        margin[[3, 17]] = NAN  # some answers without evidence: left out of the rankings
+    method = answers(np.where(rng.random(60) < 0.1, NAN, rng.integers(0, 2, 60)), truth, margin)
+    picks = rng.integers(0, 60, size=(30, 60))
+    drawn = bootstrap(base, method, picks)
+    for b, index in enumerate(picks):
+        want = compare(base.pick(index), method.pick(index))
+        for key in ("delta_f1", "delta_accuracy", "frontier_f1", "frontier_accuracy", "net_flips", "delta_auroc"):
+            assert drawn[key][b] == pytest.approx(want[key], abs=1e-9), (key, b)
 
 
 def test_average_precision_by_hand():

@@ -368,10 +368,13 @@ def pope_metrics(preds: Sequence[bool | None], labels: Sequence[bool]) -> PopeSc
     """
     if len(preds) != len(labels):
         raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
-    pairs = Counter(zip(preds, labels))
+    return pair_metrics(Counter(zip(preds, labels)), len(labels))
+
+
+def pair_metrics(pairs: Mapping[tuple, int], n: int) -> PopeScores:
+    """`pope_metrics` from the counts of each (prediction, label) pair among n questions."""
     tp, fp = pairs[(True, True)], pairs[(True, False)]
     tn, fn = pairs[(False, False)], pairs[(False, True)]
-    n = len(labels)
     precision, recall = _pct(tp, tp + fp), _pct(tp, tp + fn)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return PopeScores(accuracy=_pct(tp + tn, n), precision=precision, recall=recall, f1=f1,

@@ -1,6 +1,8 @@
 """POPE as a task: question files in, official POPE metrics out; mean over the three splits."""
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -68,7 +70,7 @@ class PopeTask(Task):
                 for s in samples]
 
     def aggregate(self, split, units):
-        return pope.pope_metrics([u[0] for u in units], [u[1] for u in units]).as_dict()
+        return pope.pair_metrics(Counter(units), len(units)).as_dict()  # units are (prediction, label) pairs
 
     def yes_no_splits(self) -> list[str]:
         return self.splits()
