@@ -45,6 +45,11 @@ class Combination:
     stepped: bool = False
 
 
+def contrast(original: torch.Tensor, other: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The contrastive-decoding form (1+α)·ℓ_original − α·ℓ_other that VCD, SID, ICD and AvisC share: (N, V)."""
+    return (1 + alpha) * original - alpha * other
+
+
 def combine_views(by_view: Mapping[str, torch.Tensor], combinations: Sequence[Combination],
                   step: int | None = None) -> torch.Tensor:
     """(N, V) stacked combination of per-view log-probs (see the module docstring)."""

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from halluc.engine.combine import contrast
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.aux import aux_pass, image_forward, reading_attention
 from halluc.interventions.base import Method, param
@@ -98,7 +99,7 @@ class AvisC(Method):
         return [] if self.is_identity() else [Branch(VIEW)]
 
     def combine(self, views):  # per-view log-probs (N, V) -> (N, V)
-        return (1 + self.alpha) * views[ORIGINAL] - self.alpha * views[VIEW]
+        return contrast(views[ORIGINAL], views[VIEW], self.alpha)
 
     def plausibility_cutoff(self) -> float:
         return self.beta

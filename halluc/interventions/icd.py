@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from halluc.engine.combine import contrast
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.errors import HallucError
 from halluc.interventions.base import Method, param
@@ -96,7 +97,7 @@ class ICD(Method):
         return [Branch(VIEW, prompt=lambda text, sample: f"{self.disturbance} {text}")]
 
     def combine(self, views):  # per-view log-probs (N, V) -> (N, V)
-        return (1 + self.alpha) * views[ORIGINAL] - self.alpha * views[VIEW]
+        return contrast(views[ORIGINAL], views[VIEW], self.alpha)
 
     def plausibility_cutoff(self) -> float:
         return self.beta

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from halluc.engine.combine import contrast
 from halluc.engine.image_views import DIFFUSION_STEPS, noised_pixels
 from halluc.engine.views import ORIGINAL, Branch
 from halluc.interventions.base import Method, param
@@ -65,7 +66,7 @@ class VCD(Method):
                                                       self.noise_seed, self.noise_step))]
 
     def combine(self, views):
-        return (1 + self.alpha) * views[ORIGINAL] - self.alpha * views["noised"]
+        return contrast(views[ORIGINAL], views["noised"], self.alpha)
 
     def plausibility_cutoff(self):
         return self.beta
