@@ -3,6 +3,7 @@ distinct-best beams, the seeded word test, the attention box; the search on toy-
 greedy, a checked word re-decoded from the views, reproducible), its refusals and stacking."""
 import math
 import random
+import warnings
 
 import pytest
 import torch
@@ -244,3 +245,104 @@ def test_a_kept_word_continues_as_dola_and_an_undetected_one_is_deleted_after_8_
     late = {p for p in prefixes if p >= 7}
     assert late and min(prefixes) < 7  # both cases occur on this scene ("person", then "dog")
     assert deleted == [t for i, t in enumerate(dola) if i not in late]
+
+
+# ---- the official detector and matcher, as random tiny checkpoints saved like real ones -------------------------
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "person", "dog", "car", "bench", "park", "with",
+         "and", "photo", "of", "street", "the"]
+
+
+def _vocabulary(folder) -> str:
+    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    return str(folder / "vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def tiny_dino(tmp_path_factory) -> str:
+    """A random Grounding DINO (Swin backbone, 64 px, 10 queries) in a local folder."""
+    from transformers import (
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+    from transformers.models.grounding_dino import GroundingDinoImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("dino")
+    swin = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                      window_size=2, out_features=["stage2", "stage3", "stage4"])
+    config = GroundingDinoConfig(
+        backbone_config=swin, use_timm_backbone=False, use_pretrained_backbone=False, d_model=32, num_queries=10,
+        text_config=dict(model_type="bert", vocab_size=len(WORDS), hidden_size=32, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64),
+        encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
+        decoder_attention_heads=2, num_feature_levels=3, encoder_n_points=1, decoder_n_points=1, max_text_len=16)
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    GroundingDinoProcessor(GroundingDinoImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64}),
+                           BertTokenizerFast(vocab_file=_vocabulary(folder))).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_blip_scorer(tmp_path_factory) -> str:
+    """A random BLIP (`BlipModel`, 32 px) in a local folder."""
+    from transformers import BertTokenizer, BlipConfig, BlipModel, BlipProcessor
+    from transformers.models.blip import BlipImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("blip")
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    config = BlipConfig(text_config=dict(vocab_size=len(WORDS), **small),
+                        vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=16)
+    torch.manual_seed(0)
+    BlipModel(config).save_pretrained(folder)
+    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                  BertTokenizer(vocab_file=_vocabulary(folder))).save_pretrained(folder)
+    return str(folder)
+
+
+def test_grounding_dino_boxes_are_normalised_above_the_floor_and_one_per_instance(tiny_dino, scene):
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    boxes = grounding.dino_boxes(scene, "Person", tiny_dino, "cpu", threshold=0.0)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(tiny_dino, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(tiny_dino, local_files_only=True)
+    inputs = processor(images=scene, text="person.", return_tensors="pt")
+    with torch.no_grad():
+        raw = processor.post_process_grounded_object_detection(model(**inputs), inputs["input_ids"], threshold=0.0,
+                                                               text_threshold=grounding.TEXT_THRESHOLD)[0]["boxes"]
+    kept = []  # the code's rule, read literally: drop boxes under 1% of the image, then near-copies of a kept one
+    for box in raw.tolist():
+        if (box[2] - box[0]) * (box[3] - box[1]) >= 0.01 and all(grounding.iou(box, k) <= 0.6 for k in kept):
+            kept.append(box)
+    torch.testing.assert_close(torch.tensor(boxes), torch.tensor(kept))
+    assert boxes and all(0.0 <= v <= 1.0 for box in boxes for v in box)
+
+
+def test_blip_scores_are_the_softmax_of_its_image_text_logits(tiny_blip_scorer, scene):
+    from transformers import BlipModel, BlipProcessor
+
+    texts = ["a person", "a dog with a bench", "a car"]
+    got = grounding.blip_scores(scene, texts, tiny_blip_scorer, "cpu")
+    model = BlipModel.from_pretrained(tiny_blip_scorer, local_files_only=True)
+    processor = BlipProcessor.from_pretrained(tiny_blip_scorer, local_files_only=True)
+    with torch.no_grad():
+        logits = model(**processor(text=texts, images=scene, return_tensors="pt", padding=True)).logits_per_image[0]
+    torch.testing.assert_close(got, logits.softmax(-1))
+
+
+def test_halc_runs_with_the_official_detector_and_matcher_from_local_folders(toy, scene, tiny_dino,
+                                                                          tiny_blip_scorer, monkeypatch):
+    calls = {"dino": 0, "blip": 0}
+    for name in calls:
+        real = getattr(grounding, f"{name}_boxes" if name == "dino" else f"{name}_scores")
+        monkeypatch.setattr(grounding, real.__name__,
+                            lambda *a, _real=real, _name=name, **k: (calls.__setitem__(_name, calls[_name] + 1),
+                                                                     _real(*a, **k))[1])
+    with warnings.catch_warnings():  # "auto" finds both on disk: no fallback warning
+        warnings.simplefilter("error", UserWarning)
+        texts = halluc.generate(toy, [scene], [CAPTION], "halc", detector_model=tiny_dino, box_threshold=0.3,
+                                matcher_model=tiny_blip_scorer, skip_rate=0.0, max_new_tokens=16)
+    assert texts[0] and calls["dino"] > 0 and calls["blip"] > 0
+

@@ -1,10 +1,9 @@
 """POPE as a task: question files in, official POPE metrics out; mean over the three splits."""
 from __future__ import annotations
 
-from collections import Counter
-
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
