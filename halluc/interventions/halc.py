@@ -9,8 +9,8 @@ the FOVs, pair contrast and beam choice are `halluc.engine.focal`; the detector 
 `halluc.engine.grounding`; the DoLa base decoder is `halluc.interventions.dola`'s hook.
 Cost: per step B cached forwards (the code's per-beam calls); per checked word one forward of the prompt
 + answer so far for each of the 4 views (no cache), one detector call, and one matcher call of B·k texts.
-Families: those whose image tokens lie on a 2-D grid with the attention fallbacks (not InstructBLIP);
-with `detector="dino"` and `matcher="blip"` every family.
+Families: those whose image tokens lie on a 2-D grid with the attention detector (not InstructBLIP);
+with `detector="dino"` every family (matcher "blip" or "lvlm-likelihood"; "lvlm-attention" reads the grid too).
 
 Paper / code discrepancies and our choices (spec §1):
   - detector: Grounding DINO Swin-T OGC (threshold 0.45 as the script; the README says 0.4) and matcher
