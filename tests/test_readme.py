@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -197,3 +198,22 @@ def test_the_readme_is_a_short_front_page_whose_links_resolve():
     assert all((REPO / t).exists() for t in targets), [t for t in targets if not (REPO / t).exists()]
     nav = (REPO / "mkdocs.yml").read_text()
     assert all(page.name in nav for page in (REPO / "docs").glob("*.md")), "every docs page is in mkdocs.yml's nav"
+
+
+def toy_world_table(page: Path) -> list[str]:
+    """The rows of a page's toy-world results table (the one headed by POPE F1 random)."""
+    lines = page.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| method | POPE F1 random"))
+    return list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+
+
+def test_the_toy_world_tables_agree_and_cover_every_method():
+    """The README's results table and docs/toy-world.md's are one table (two copies drift), with a row for
+    vanilla and every registered method that is not a control."""
+    from halluc.interventions.registry import method_class, method_names
+
+    readme, docs = toy_world_table(REPO / "README.md"), toy_world_table(REPO / "docs" / "toy-world.md")
+    assert readme == docs
+    rows = {line.split("|")[1].strip() for line in readme[2:]}
+    expected = {n for n in method_names() if method_class(n).category != "control" and n != "none"} | {"vanilla"}
+    assert rows == expected, sorted(rows ^ expected)
