@@ -20,7 +20,7 @@ Paper / code discrepancies and our choices (spec §1):
     set of cells above mean + σ as the box (none: "not detected"). The matcher: each candidate text's mean
     per-token log-probability as the LVLM's answer with the image (`lvlm-likelihood`, the spec's fallback).
     `matcher="lvlm-attention"` (a text's attention mass on the image) is kept as a choice, not the default:
-    it measures looking, not matching, and on the toy world it drove CHAIR_I from 10 to 64 (10 captions).
+    it measures looking, not matching: on the toy world's 150 captions CHAIR_I 45 against vanilla's 11 (ours: 17).
   - the part-of-speech test (spaCy NOUN/PROPN) becomes a list of COCO object words (`focal.NOUNS`), with
     the code's exempt and always-checked lists. The code skips a word with probability 0.3 from the
     unseeded global `random`; ours draws from `random.Random(skip_seed)`, one draw per finished word in
