@@ -90,12 +90,9 @@ class Answers:
 
 def yes_no_scores(answer: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """POPE's F1 (yes positive, over parsed answers), accuracy and yes ratio (over all answers), in %."""
-    yes, no = answer == 1, answer == 0
-    tp, fp, fn = np.sum(yes & truth), np.sum(yes & ~truth), np.sum(no & truth)
-    n = len(answer)
-    return {"f1": 100.0 * 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0,
-            "accuracy": 100.0 * (tp + np.sum(no & ~truth)) / n if n else 0.0,
-            "yes_ratio": 100.0 * np.sum(yes) / n if n else 0.0}
+    if not len(answer):
+        return {"f1": 0.0, "accuracy": 0.0, "yes_ratio": 0.0}
+    return {k: float(v[0]) for k, v in yes_no_many(answer[None], truth[None]).items()}
 
 
 def auroc(scores: np.ndarray, truth: np.ndarray) -> float | None:
@@ -115,32 +112,20 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float | None:
     return None if kept is None else 100.0 * float(average_precision_score(kept[1], kept[0]))
 
 
-def auroc_many(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """AUROC (%) of each row of (B, n) finite scores against (B, n) truth, by the rank-sum identity
-    AUC = (Σ ranks of positives − P(P+1)/2) / (P·N) with tied ranks averaged (scipy); nan with one class."""
-    from scipy.stats import rankdata
-
-    return _area((rankdata(scores, axis=1) * truth).sum(1), truth.sum(1), truth.shape[1])
-
-
 def auroc_resampled(scores: np.ndarray, truth: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """`auroc_many(scores[picks], truth[picks])` without sorting each resample: (n,) finite scores, (n,) truth,
-    (B, n) sample indices -> (B,). A resample's average rank of a tie group is the count of picked samples
-    below it + (its own count + 1)/2; ranks are half-integers, so the sums are exact and equal scipy's."""
+    """AUROC (%) of each resample `scores[picks]` against `truth[picks]`: (n,) finite scores, (n,) truth, (B, n)
+    sample indices -> (B,); nan with one class. By the rank-sum identity AUC = (Σ ranks of positives −
+    P(P+1)/2) / (P·N) with tied ranks averaged; a resample's average rank of a tie group is the count of
+    picked samples below it + (its own count + 1)/2, so no resample is sorted (half-integers: exact sums)."""
     _, group = np.unique(scores, return_inverse=True)  # (n,) tie group, in ascending score order
     groups, (draws, n) = int(group.max()) + 1, picks.shape
     flat = (group[picks] + groups * np.arange(draws)[:, None]).ravel()  # (B·n,) a group per resample
     counts = np.bincount(flat, minlength=draws * groups).reshape(draws, groups)  # (B, G)
     positives = np.bincount(flat, weights=truth[picks].ravel(), minlength=draws * groups).reshape(draws, groups)
     ranks = np.cumsum(counts, 1) - counts + (counts + 1) / 2  # (B, G) each group's average rank
-    return _area((ranks * positives).sum(1), truth[picks].sum(1), n)
-
-
-def _area(rank_sum: np.ndarray, positives: np.ndarray, n: int) -> np.ndarray:
-    """(B,) AUROC (%) from each row's sum of the positives' ranks, its positives and its size n."""
-    negatives = n - positives
+    count = truth[picks].sum(1)  # (B,) positives
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 100.0 * ((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+        return 100.0 * (((ranks * positives).sum(1) - count * (count + 1) / 2) / (count * (n - count)))
 
 
 def _rankable(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -237,7 +222,6 @@ def _minus(a, b):
 class VanillaDraws:
     """Vanilla's side of every resample: computed once per split, shared by each method compared with it."""
 
-    picks: np.ndarray  # (B, n) sample indices
     scores: dict[str, np.ndarray]  # `yes_no_many` of vanilla's answers, (B,) each
     right: np.ndarray  # (B, n) vanilla's answer right
     auroc: np.ndarray | None  # (B,) vanilla's AUROC, when every margin is known (else None)
@@ -246,7 +230,7 @@ class VanillaDraws:
 
 def vanilla_draws(vanilla: Answers, picks: np.ndarray) -> VanillaDraws:
     known = not np.isnan(vanilla.margin).any()
-    return VanillaDraws(picks, yes_no_many(vanilla.answer[picks], vanilla.truth[picks]), vanilla.right[picks],
+    return VanillaDraws(yes_no_many(vanilla.answer[picks], vanilla.truth[picks]), vanilla.right[picks],
                         auroc_resampled(finite_ranks(vanilla.margin), vanilla.truth, picks) if known else None,
                         [frontier(vanilla.margin[i], vanilla.truth[i]) for i in picks] if known else None)
 
