@@ -14,10 +14,11 @@ from torch import nn
 
 from halluc.engine.search import Search
 from halluc.errors import HallucError, MethodRefused
+from halluc.interventions.aux import backend_selected
 from halluc.interventions.base import Method
 from halluc.interventions.hooks import register_hook
 from halluc.interventions.session import Session
-from halluc.kernels.backend import BACKEND, active_edits, register_backend
+from halluc.kernels.backend import active_edits
 from halluc.kernels.edits import AttentionEdit
 from halluc.modeling.base import Adapter
 from halluc.modeling.cache import cache_of
@@ -52,7 +53,7 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
             handles.append(register_hook(module, spec, session, owner))
         handles += [_track_cached_positions(module, edit) for module, edit in edits.items()
                     if getattr(module, "sliding_window", None) is not None]
-        with _backend_selected(session, needed=bool(edits or scales)), active_edits(edits, scales):
+        with backend_selected(session, needed=bool(edits or scales)), active_edits(edits, scales):
             yield attached
     finally:
         for handle in reversed(handles):
@@ -141,19 +142,3 @@ def _track_cached_positions(module: nn.Module, edit: AttentionEdit):
         edit.cached_positions = cache.get_seq_length(attn.layer_idx) if cache is not None else 0
 
     return module.register_forward_pre_hook(record, with_kwargs=True)
-
-
-@contextlib.contextmanager
-def _backend_selected(session: Session, needed: bool) -> Iterator[None]:
-    """Make sure the LM attention runs on the halluc backend while edits are active; restore after."""
-    text_config = session.adapter.text_config(session.model)
-    previous = text_config._attn_implementation
-    switch = needed and previous != BACKEND
-    if switch:
-        register_backend()
-        session.model.set_attn_implementation({session.adapter.text_config_key: BACKEND})
-    try:
-        yield
-    finally:
-        if switch:
-            session.model.set_attn_implementation({session.adapter.text_config_key: previous})

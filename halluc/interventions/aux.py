@@ -45,21 +45,29 @@ def image_forward(session) -> None:
 
 
 @contextlib.contextmanager
+def backend_selected(session, needed: bool = True) -> Iterator[None]:
+    """The LM's attention runs on the halluc backend inside the block (when `needed`), even when a wrapped model
+    runs another one; the previous implementation is restored on exit."""
+    text_config = session.adapter.text_config(session.model)
+    previous = text_config._attn_implementation
+    switch = needed and previous != BACKEND
+    if switch:
+        register_backend()
+        session.model.set_attn_implementation({session.adapter.text_config_key: BACKEND})
+    try:
+        yield
+    finally:
+        if switch:
+            session.model.set_attn_implementation({session.adapter.text_config_key: previous})
+
+
+@contextlib.contextmanager
 def reading_attention(session, edits: dict[int, AttentionEdit]) -> Iterator[None]:
     """Inside the owner's auxiliary pass: these {layer: edit} on (edits that read the attention, e.g. a side
     output), on halluc's backend even when a wrapped model runs another one (switched back on exit)."""
     adapter, model = session.adapter, session.model
-    config = adapter.text_config(model)
-    previous = config._attn_implementation
-    if previous != BACKEND:
-        register_backend()
-        model.set_attn_implementation({adapter.text_config_key: BACKEND})
-    try:
-        with active_edits({adapter.attention(model, i): edit for i, edit in edits.items()}):
-            yield
-    finally:
-        if previous != BACKEND:
-            model.set_attn_implementation({adapter.text_config_key: previous})
+    with backend_selected(session), active_edits({adapter.attention(model, i): edit for i, edit in edits.items()}):
+        yield
 
 
 def text_only_forward(session) -> None:

@@ -42,6 +42,7 @@ every implementation, SDPA included, runs it as a different softmax temperature)
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
@@ -246,6 +247,10 @@ class AttentionEdit:
     on_output: Callable[[Any, AttentionRecord], None] | None = None
     _cache: Any = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"AttentionEdit.scale must be a finite positive factor; got {self.scale!r}")
+
     # ---- what is switched on ----------------------------------------------------------------
     @property
     def has_boost(self) -> bool:
@@ -271,28 +276,29 @@ class AttentionEdit:
         """Plain-function edits and side outputs, which only the torch reference runs."""
         return self.score_mod is not None or self.prob_mod is not None or self.side_output is not None
 
+    def _active(self) -> frozenset[str]:
+        """The primitives this edit switches on (the score scale apart)."""
+        switched = {"column_bias": self.column_bias is not None, "head_bias": self.head_bias is not None,
+                    "null": self.null_logit is not None, "boost": self.has_boost,
+                    "redistribute": self.has_redistribution, "score_mod": self.score_mod is not None,
+                    "prob_mod": self.prob_mod is not None, "side_output": self.side_output is not None,
+                    "column_mass": self.return_column_mass, "attention_row": self.return_attention_row}
+        return frozenset(name for name, on in switched.items() if on)
+
     @property
     def bias_only(self) -> bool:
         """A column bias and nothing else: plain attention with an additive mask (SDPA takes it on CPU)."""
-        return (self.column_bias is not None and self.side_output is None and self.score_mod is None
-                and self.prob_mod is None and self.head_bias is None and self.null_logit is None
-                and not self.has_boost and not self.has_redistribution and not self.return_column_mass
-                and not self.return_attention_row)
+        return self._active() == {"column_bias"}
 
     @property
     def reads_only(self) -> bool:
         """A side output and nothing else: the attention is unchanged and can run on SDPA."""
-        return (self.side_output is not None and self.score_mod is None and self.prob_mod is None
-                and self.column_bias is None and self.head_bias is None and self.null_logit is None
-                and not self.has_boost and not self.has_redistribution and not self.return_column_mass
-                and not self.return_attention_row)
+        return self._active() == {"side_output"}
 
     @property
     def null_only(self) -> bool:
         """A null key and nothing else: calls whose queries all sit past its rows are plain attention."""
-        return (self.null_logit is not None and self.column_bias is None and self.head_bias is None
-                and not self.has_boost and not self.has_mods and not self.has_redistribution
-                and not self.return_column_mass and not self.return_attention_row)
+        return self._active() == {"null"}
 
     def null_reaches(self, tq: int, tk: int) -> bool:
         """Whether some query of a call (at key positions tk − tq .. tk − 1) has a null-key logit."""
@@ -301,16 +307,11 @@ class AttentionEdit:
     @property
     def scale_only(self) -> bool:
         """A score scale and nothing else: plain SDPA with `scaling` multiplied by `scale`."""
-        return self.scale != 1.0 and self._unscaled_noop()
+        return self.scale != 1.0 and not self._active()
 
     def is_noop(self) -> bool:
         """True when the edit changes nothing and asks for nothing (the backend then runs plain SDPA)."""
-        return self.scale == 1.0 and self._unscaled_noop()
-
-    def _unscaled_noop(self) -> bool:
-        return (self.column_bias is None and self.head_bias is None and self.null_logit is None
-                and not self.has_boost and not self.has_mods and not self.has_redistribution
-                and not self.return_column_mass and not self.return_attention_row)
+        return self.scale == 1.0 and not self._active()
 
     # ---- normalised column tensors (shared by both implementations) -------------------------
     def column_tensors(self, batch: int, heads: int, device: torch.device) -> EditColumns:

@@ -135,6 +135,12 @@ def test_a_scale_alone_is_sdpa_at_another_temperature(attention_module):
     assert weights is None and AttentionEdit(scale=1.69).scale_only and not AttentionEdit(scale=1.69).is_noop()
 
 
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_scale_must_be_a_finite_positive_factor(bad):
+    with pytest.raises(ValueError, match="AttentionEdit.scale must be a finite positive factor"):
+        AttentionEdit(scale=bad)
+
+
 def test_scales_compose_with_another_edit_and_inner_blocks_switch_them_off(attention_module):
     q, k, v = qkv(1, 6)  # a decode call
     scaling = attention_module.scaling
