@@ -8,12 +8,10 @@ and the offline stand-ins built from the LVLM itself: a box from the word's atte
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from halluc.engine import focal
-from halluc.engine.matchers import MatcherUnavailable, lvlm_attention_matches
+from halluc.engine.matchers import load_blip_scorer, load_grounding_dino, lvlm_attention_matches
 from halluc.engine.shared_images import distinct_images_once
 
 GROUNDING_DINO = "IDEA-Research/grounding-dino-tiny"
@@ -21,32 +19,6 @@ BLIP_SCORER = "Salesforce/blip-image-captioning-large"
 TEXT_THRESHOLD = 0.25  # GroundingDINO's default text threshold
 AREA_FLOOR = 0.01  # the code's detector drops boxes smaller than this share of the image
 SAME_INSTANCE_IOU = 0.6  # ... and keeps one of two boxes that overlap more than this
-
-
-def _load_local(model_class, processor_class, name: str, device: str, role: str):
-    """A checkpoint from local files only (HF cache or a directory); MatcherUnavailable, in one line, otherwise."""
-    try:
-        processor = processor_class.from_pretrained(name, local_files_only=True)
-        model = model_class.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise MatcherUnavailable(f"HALC's {role} '{name}' is not available offline ({type(err).__name__}); put it "
-                                 f"in the HF cache or pass {role}_model=<local dir>, or use {role}='lvlm-attention'"
-                                 ) from None
-    return model.to(device).eval(), processor
-
-
-@functools.lru_cache(maxsize=2)
-def load_grounding_dino(name: str, device: str):
-    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-    return _load_local(AutoModelForZeroShotObjectDetection, AutoProcessor, name, device, "detector")
-
-
-@functools.lru_cache(maxsize=2)
-def load_blip_scorer(name: str, device: str):
-    from transformers import BlipModel, BlipProcessor
-
-    return _load_local(BlipModel, BlipProcessor, name, device, "matcher")
 
 
 def iou(a, b) -> float:

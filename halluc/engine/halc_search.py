@@ -80,7 +80,6 @@ class HalcSearch:
         self.s, self.tokenizer, self.image, self.nouns = settings, tokenizer, image, nouns
         self.view_logits, self.detect, self.score = view_logits, detect, score
         self.rng = random.Random(settings.seed)  # the word-skipping draws (the code: unseeded `random`)
-        self.events = 0  # checked words (for the cost benches)
 
     def decoding(self, requested: Decoding) -> Decoding:
         if requested.do_sample:
@@ -161,7 +160,6 @@ class HalcSearch:
 
     def _redecode(self, beam: _Beam, word: str, ids, processors):
         """k candidate first tokens of the finished word from the fields of view, and whether it was detected."""
-        self.events += 1
         boxes, detected = self.detect(word)
         if len(boxes) > focal.MOST_BOXES:  # the code leaves the word as it is ("invalid")
             return [beam.tokens[beam.start]] * self.s.candidates, True

@@ -9,6 +9,8 @@
                     image's token grid (`adapter.image_spans`). No second model.
 
 Both return `Match(scores (h, w), box, itc)`: `box` is the part of the image the map covers (w, h pixels).
+The second models (AGLA's BLIP ITM; HALC's Grounding DINO and BLIP scorer, used in `halluc.engine.grounding`)
+load here, from local files only, each cached until `clear_matcher_cache()`.
 """
 from __future__ import annotations
 
@@ -38,24 +40,49 @@ class MatcherUnavailable(HallucError):
 
 
 # ---- BLIP ITM + GradCAM ------------------------------------------------------------------------
+def load_local(model_class, processor_class, name: str, device: str, who: str, fallback: str, **options):
+    """(model, processor) of a checkpoint from a local path or the local HF cache only (never downloaded);
+    MatcherUnavailable in one line naming `who` needs it and the `fallback` choice otherwise."""
+    try:
+        processor = processor_class.from_pretrained(name, local_files_only=True)
+        model = model_class.from_pretrained(name, local_files_only=True, **options)
+    except (OSError, ValueError) as err:
+        raise MatcherUnavailable(f"{who} '{name}' is not available offline ({type(err).__name__}); put the "
+                                 f"checkpoint in the HF cache or pass {fallback}") from None
+    return model.to(device).eval(), processor
+
+
 @functools.lru_cache(maxsize=2)
 def load_blip(name: str, device: str):
-    """(model, processor) of a BLIP ITM checkpoint from a local path or the local HF cache only."""
+    """AGLA's BLIP ITM checkpoint (fp32)."""
     from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-    try:
-        processor = BlipProcessor.from_pretrained(name, local_files_only=True)
-        model = BlipForImageTextRetrieval.from_pretrained(name, local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise MatcherUnavailable(
-            f"AGLA's BLIP matcher '{name}' is not available offline ({type(err).__name__}); put the checkpoint in "
-            f"the HF cache or pass matcher_model=<local dir>, or use matcher='lvlm-attention'") from None
-    return model.to(device).eval(), processor  # type: ignore[arg-type]  # transformers' wrapped .to() loses self
+    return load_local(BlipForImageTextRetrieval, BlipProcessor, name, device, "AGLA's BLIP matcher",
+                      "matcher_model=<local dir>, or use matcher='lvlm-attention'", dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def load_grounding_dino(name: str, device: str):
+    """HALC's detector, Grounding DINO."""
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    return load_local(AutoModelForZeroShotObjectDetection, AutoProcessor, name, device, "HALC's detector",
+                      "detector_model=<local dir>, or use detector='lvlm-attention'")
+
+
+@functools.lru_cache(maxsize=2)
+def load_blip_scorer(name: str, device: str):
+    """HALC's matcher, BLIP's image-text similarity."""
+    from transformers import BlipModel, BlipProcessor
+
+    return load_local(BlipModel, BlipProcessor, name, device, "HALC's matcher",
+                      "matcher_model=<local dir>, or use matcher='lvlm-likelihood'")
 
 
 def clear_matcher_cache() -> None:
-    """Forget the loaded BLIP matchers (frees their memory; the next match loads again)."""
-    load_blip.cache_clear()
+    """Forget the loaded second models (AGLA's BLIP, HALC's Grounding DINO and BLIP); the next use loads again."""
+    for loader in (load_blip, load_grounding_dino, load_blip_scorer):
+        loader.cache_clear()
 
 
 def blip_match(image: Image.Image, text: str, name: str = BLIP_ITM, device: str = "cpu") -> Match:

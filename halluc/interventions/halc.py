@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from halluc.engine import grounding
+from halluc.engine import grounding, matchers
 from halluc.engine.focal import NOUNS
 from halluc.engine.halc_search import HalcSearch, HalcSettings
 from halluc.engine.matchers import MatcherUnavailable
@@ -107,6 +107,10 @@ class HALC(Method):
         super().__post_init__()
         if self.candidates % 2:
             raise HallucError(f"halc: parameter 'candidates' must be even (pairs give two each); got {self.candidates}")
+        pairs = self.windows * (self.windows - 1) // 2  # distinct view pairs (i < j), two candidates each
+        if self.candidates > 2 * pairs:
+            raise HallucError(f"halc: parameter 'candidates' must be at most {2 * pairs} with windows={self.windows} "
+                              f"(two per pair of views); got {self.candidates}")
         object.__setattr__(self, "dola_layers", self.base().layers)
 
     def base(self) -> DoLa:
@@ -138,8 +142,8 @@ class HALC(Method):
             raise HallucError(f"halc replaces the search; it cannot be stacked with a method that adds decoding "
                               f"branches ({', '.join(session.views[1:])})")
         lvlm, image, prompt, device = session.lvlm, session.images[0], session.prompts[0], str(session.lvlm.device)
-        detector = self.resolve("detector", grounding.load_grounding_dino, device)
-        matcher = self.resolve("matcher", grounding.load_blip_scorer, device)
+        detector = self.resolve("detector", matchers.load_grounding_dino, device)
+        matcher = self.resolve("matcher", matchers.load_blip_scorer, device)
         layer = round(self.layer * (session.adapter.num_layers(session.model) - 1))
 
         def detect(word: str):
@@ -158,8 +162,9 @@ class HALC(Method):
         def view_logits(crops, prefix: list[int]) -> torch.Tensor:
             return self.view_logits(session, crops, prompt, prefix)
 
-        settings = HalcSettings(self.beams, self.candidates, self.expand_ratio, self.windows, self.contrast_weight,
-                                self.skip_rate, self.skip_seed)
+        settings = HalcSettings(beams=self.beams, candidates=self.candidates, expand_ratio=self.expand_ratio,
+                                windows=self.windows, weight=self.contrast_weight, skip_rate=self.skip_rate,
+                                seed=self.skip_seed)
         return HalcSearch(settings, session.processor.tokenizer, image, frozenset(NOUNS), view_logits, detect, score)
 
     def view_logits(self, session, crops, prompt: str, prefix: list[int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import halluc
-from halluc.engine import focal, grounding
+from halluc.engine import focal, grounding, matchers
 from halluc.engine.decoding import Decoding
 from halluc.engine.halc_search import HalcSearch, HalcSettings
 from halluc.errors import HallucError
@@ -146,6 +146,9 @@ def test_the_search_asks_hf_for_one_row_and_refuses_other_beam_counts_and_sampli
 def test_refusals_and_validation(tiny_llava, images, monkeypatch):
     with pytest.raises(HallucError, match="'candidates' must be even"):
         HALC(candidates=3)
+    with pytest.raises(HallucError, match="'candidates' must be at most 2 with windows=2"):
+        HALC(windows=2, candidates=4)  # one pair of views: a second pair would contrast a view with itself
+    assert HALC(windows=3, candidates=6).candidates == 6
     with pytest.raises(HallucError, match="halc: parameter 'detector'"):
         HALC(detector="owl")
     with pytest.raises(HallucError, match="supports greedy, beam decoding, not sample"):
@@ -345,4 +348,8 @@ def test_halc_runs_with_the_official_detector_and_matcher_from_local_folders(toy
         texts = halluc.generate(toy, [scene], [CAPTION], "halc", detector_model=tiny_dino, box_threshold=0.3,
                                 matcher_model=tiny_blip_scorer, skip_rate=0.0, max_new_tokens=16)
     assert texts[0] and calls["dino"] > 0 and calls["blip"] > 0
+    loaders = (matchers.load_grounding_dino, matchers.load_blip_scorer)
+    assert all(loader.cache_info().currsize for loader in loaders)
+    matchers.clear_matcher_cache()  # frees HALC's second models too
+    assert not any(loader.cache_info().currsize for loader in loaders)
 
