@@ -67,7 +67,8 @@ class AGLA(Method):
     alpha: float = param(2.0, low=0.0, doc="weight of the augmented view; 0 (with beta 0) = identity")
     beta: float = param(0.5, low=0.0, high=1.0, doc="plausibility cutoff on the original view; 0 = none")
     matcher: str = param("auto", choices=("auto", "blip", "lvlm-attention"), doc="image-prompt matcher")
-    matcher_model: str = param(BLIP_ITM, doc="BLIP ITM checkpoint: hub id (local cache only) or directory")
+    matcher_model: str = param(BLIP_ITM, loads=True,
+                               doc="BLIP ITM checkpoint: hub id (local cache only) or directory")
     keep: float = param(0.0, low=0.0, high=1.0, doc="share of pixels kept; 0 = automatic")
     layer: float = param(0.5, low=0.0, high=1.0, doc="relative depth of the layer lvlm-attention reads")
 

@@ -49,9 +49,10 @@ DECODING_ARGUMENTS = frozenset({"seed", "temperature", "top_p", "top_k", "num_be
 
 
 def param(default: Any, *, low: float | None = None, high: float | None = None,
-          choices: tuple | None = None, doc: str = "", open_low: bool = False) -> Any:
-    """A method parameter with its paper default and the range it is validated against."""
-    meta = {"low": low, "high": high, "choices": choices, "doc": doc, "open_low": open_low}
+          choices: tuple | None = None, doc: str = "", open_low: bool = False, loads: bool = False) -> Any:
+    """A method parameter with its paper default and the range it is validated against. `loads`: it names a
+    checkpoint the method loads from the machine's disk (set by whoever runs halluc, never by a served request)."""
+    meta = {"low": low, "high": high, "choices": choices, "doc": doc, "open_low": open_low, "loads": loads}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults (methods are frozen)")
     return field(default=default, metadata=meta)

@@ -93,8 +93,8 @@ class HALC(Method):
     detector: str = param("auto", choices=("auto", "dino", "lvlm-attention"), doc="object detector")
     matcher: str = param("auto", choices=("auto", "blip", "lvlm-likelihood", "lvlm-attention"),
                          doc="text-image matcher")
-    detector_model: str = param(grounding.GROUNDING_DINO, doc="Grounding DINO checkpoint (local cache or directory)")
-    matcher_model: str = param(grounding.BLIP_SCORER, doc="BLIP checkpoint (local cache or directory)")
+    detector_model: str = param(grounding.GROUNDING_DINO, loads=True, doc="Grounding DINO checkpoint (local or dir)")
+    matcher_model: str = param(grounding.BLIP_SCORER, loads=True, doc="BLIP checkpoint (local cache or directory)")
     box_threshold: float = param(0.45, low=0.0, high=1.0, doc="Grounding DINO box threshold (script 0.45)")
     layer: float = param(0.5, low=0.0, high=1.0, doc="relative depth the attention fallbacks read")
     dola_layers: tuple = param((), doc="DoLa premature candidates; () = 0, 2, ..., N−2")

@@ -70,7 +70,11 @@ def choose_method(request: ChatCompletionRequest, options: ServeOptions) -> tupl
         if not names or not all(isinstance(m, str) and m for m in names):
             raise APIError(400, "halluc.method must be a method name or a list of names", param="halluc.method")
         asked = tuple(names)
+    loaded = {p["name"] for m in api.methods() for p in m["parameters"] if p.get("loads")}
     for key, value in extra.items():
+        if key.rsplit(".", 1)[-1] in loaded:  # a request never picks what the server loads from its disk
+            raise APIError(400, f"halluc.{key} names a checkpoint this server would load from its own disk; only "
+                                f"its operator sets it (halluc serve --param ...)", param=f"halluc.{key}")
         if isinstance(value, list):
             raise APIError(400, f"halluc.{key}: a method parameter must be a number, string or boolean",
                            param=f"halluc.{key}")

@@ -69,6 +69,8 @@ def bad_requests(scenes) -> dict[str, tuple[int, dict | bytes]]:
         "unknown parameter": (400, b(halluc={"method": "vcd", "vcd.alpah": 1})),
         "parameter out of range": (400, b(halluc={"method": "vcd", "vcd.beta": 5})),
         "parameter a list": (400, b(halluc={"method": "vcd", "vcd.alpha": [1]})),
+        "a checkpoint to load": (400, b(halluc={"method": "halc", "halc.matcher_model": "/etc"})),
+        "a checkpoint to load, bare": (400, b(halluc={"method": "agla", "matcher_model": "../weights"})),
         "model name and extra_body disagree": (400, b(model="toy-llava+vcd", halluc={"method": "vhr"})),
         "sampling with a beam-search method": (400, b(halluc={"method": "opera"}, temperature=0.7)),
         "no image": (400, b(messages=content(TEXT))),
@@ -171,3 +173,20 @@ def test_the_key_is_compared_in_constant_time():
     from halluc.serve import app
 
     assert "hmac.compare_digest" in inspect.getsource(app._key_check)
+
+
+@pytest.mark.parametrize("extra", [{"method": "halc", "halc.detector_model": "/etc"},
+                                   {"method": "agla", "matcher_model": "../weights"}])
+def test_a_request_never_names_a_checkpoint_the_server_loads(extra):
+    """Parameters that name a checkpoint on the server's disk (`param(..., loads=True)`) are the operator's."""
+    from halluc.serve.options import ServeOptions
+    from halluc.serve.requests import choose_method
+    from halluc.serve.schema import APIError, parse_request
+
+    request = parse_request(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                        "halluc": extra}).encode())
+    with pytest.raises(APIError, match="names a checkpoint this server would load from its own disk"):
+        choose_method(request, ServeOptions(served_name="m"))
+    operator = ServeOptions(served_name="m", method=("agla",), params={"matcher_model": "/local/blip"})
+    plain = parse_request(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode())
+    assert choose_method(plain, operator) == (("agla",), {"matcher_model": "/local/blip"})
