@@ -69,9 +69,8 @@ def likelihood_scores(lvlm, image, prompt: str, texts: list[str]) -> torch.Tenso
     `prompt` about `image` (teacher forcing; one batch, the image through the vision tower once)."""
     adapter, model = lvlm.adapter, lvlm.model
     alone = adapter.build_inputs(lvlm.processor, [image], [prompt])["attention_mask"]  # (1, P)
-    inputs = {k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
-              for k, v in adapter.build_inputs(lvlm.processor, [image] * len(texts), [prompt] * len(texts),
-                                               answers=texts).items()}
+    inputs = lvlm.inputs_for_model(adapter.build_inputs(lvlm.processor, [image] * len(texts), [prompt] * len(texts),
+                                                        answers=texts))
     lengths = (inputs["attention_mask"].sum(1).cpu() - int(alone.sum())).clamp(1, inputs["input_ids"].shape[1] - 1)
     longest = int(lengths.max())  # left padding: every answer ends at the last position
     tower = adapter.resolve(model, "vision") if adapter.paths.vision_tower else None
@@ -95,8 +94,7 @@ def view_batches(lvlm, crops, prompt: str, prefix: list[int]) -> list[dict]:
                 fill = tail if key == "input_ids" else torch.ones_like(tail) if key == "attention_mask" \
                     else torch.zeros_like(tail)
                 inputs[key] = torch.cat([inputs[key], fill.to(inputs[key].dtype)], -1)
-        rows.append({k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype)
-                     if torch.is_tensor(v) else v for k, v in inputs.items()})
+        rows.append(lvlm.inputs_for_model(inputs))
     shapes = {tuple((k, tuple(v.shape)) for k, v in r.items() if torch.is_tensor(v)) for r in rows}
     if len(shapes) == 1:
         return [{k: torch.cat([r[k] for r in rows]) if torch.is_tensor(v) else v for k, v in rows[0].items()}]

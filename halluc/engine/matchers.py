@@ -152,8 +152,7 @@ def _match_inputs(lvlm, image: Image.Image, prompt: str):
     """One pair's unpadded inputs on the model's device, and the span of its image grid."""
     adapter, model = lvlm.adapter, lvlm.model
     inputs = adapter.build_inputs(lvlm.processor, [image], [prompt])
-    inputs = {k: v.to(lvlm.device, lvlm.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
-              for k, v in inputs.items()}
+    inputs = lvlm.inputs_for_model(inputs)
     spans = adapter.image_spans(model, inputs)[0]
     span = next((s for s in spans if s.kind == "tiles"), None) or next((s for s in spans if s.kind == "image"), None)
     if span is None:

@@ -1,7 +1,8 @@
 """Steering vectors read from a calibration set, kept on disk, and the rotation that applies them (VTI).
 
     records = CALIBRATION_SETS.get("world")()             # a plugin's default set, or the user's records
-    vectors = compute_vectors(lvlm, sample(records, 70, 42), num_trials=50, mask_ratio=0.99)
+    vectors = compute_vectors(lvlm, sample_records(records, 70, 42), vision=True, num_trials=50,
+                              mask_ratio=0.99, seed=42)
     save_vectors(path, vectors, identity); load_vectors(path, identity)
     x' = steer(x, unit_direction, alpha)                  # in a hook on an MLP output
 
@@ -168,38 +169,31 @@ def patch_size(model) -> int | None:
 
 
 @torch.no_grad()
-def compute_vectors(lvlm, records: Sequence[CalibrationRecord], *, text: bool, vision: bool, num_trials: int,
-                    mask_ratio: float, seed: int, progress: Callable[[], None] | None = None) -> SteeringVectors:
+def compute_vectors(lvlm, records: Sequence[CalibrationRecord], *, vision: bool, num_trials: int, mask_ratio: float,
+                    seed: int) -> SteeringVectors:
     """The steering vectors of `lvlm` from `records` (already sampled); see the module docstring."""
-    device, adapter, processor = lvlm.device, lvlm.adapter, lvlm.processor
+    adapter, processor = lvlm.adapter, lvlm.processor
     generator = torch.Generator().manual_seed(seed)
-    patch = patch_size(lvlm.model) if vision else 0
+    patch = patch_size(lvlm.model) if vision else None
     if vision and patch is None:
         raise HallucError(f"{type(lvlm.model).__name__}: its vision config has no patch_size to mask patches by")
     text_deltas, vision_deltas = [], []
     for r in records:
-        clean = None
-        if text:
-            last = []
-            with _vision_states(lvlm) as seen, _last_positions(lvlm) as states:
-                for caption in (r.good, r.hallucinated):
-                    inputs = _to(adapter.build_inputs(processor, [r.image], [r.question], answers=[caption]), device)
-                    lvlm.model(**inputs, use_cache=False)
-                    last.append(torch.stack(states))  # (L + 1, d): h_0 … h_L at the last position
-                    clean = _stacked(seen) if vision and clean is None else clean
-            text_deltas.append(last[0] - last[1])
-        if vision:
-            inputs = _to(adapter.build_inputs(processor, [r.image], [r.question]), device)
+        last, clean = [], None
+        with _vision_states(lvlm) as seen, _last_positions(lvlm) as states:
+            for caption in (r.good, r.hallucinated):
+                lvlm.model(**lvlm.inputs_for_model(adapter.build_inputs(processor, [r.image], [r.question],
+                                                                        answers=[caption])), use_cache=False)
+                last.append(torch.stack(states))  # (L + 1, d): h_0 … h_L at the last position
+                clean = _stacked(seen) if patch is not None and clean is None else clean  # the clean image's
+        text_deltas.append(last[0] - last[1])
+        if patch is not None:
+            inputs = lvlm.inputs_for_model(adapter.build_inputs(processor, [r.image], [r.question]))
             with _vision_states(lvlm) as seen:
-                if clean is None:
-                    clean = _run(lvlm.model, inputs, seen)
-                assert patch is not None  # checked above: a vision direction needs the patch size
                 masked = _masked_states(lvlm, inputs, seen, num_trials, patch, mask_ratio, generator)
+            assert clean is not None  # the first caption pass recorded it (patch is set)
             vision_deltas.append(masked - clean)  # (L_v + 1, T, d_v)
-        if progress is not None:
-            progress()
-    text_vectors = principal_direction(torch.stack(text_deltas).flatten(1)[None])[0].view_as(text_deltas[0])[1:] \
-        if text else None
+    text_vectors = principal_direction(torch.stack(text_deltas).flatten(1)[None])[0].view_as(text_deltas[0])[1:]
     tokens = mean = None
     if vision:
         layers, d = vision_deltas[0].shape[0], vision_deltas[0].shape[-1]
@@ -237,10 +231,6 @@ def _run(model, inputs: dict, seen: list) -> torch.Tensor:
     return _stacked(seen)
 
 
-def _to(inputs: dict, device) -> dict:
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
-
-
 # ---------------------------------------------------------------- the cache
 
 def cache_home() -> Path:
@@ -262,10 +252,16 @@ def save_vectors(path: Path, vectors: SteeringVectors, identity: dict) -> None:
 
     tensors = {name: t.contiguous() for name, t in (("text", vectors.text), ("vision_tokens", vectors.vision_tokens),
                                                     ("vision_mean", vectors.vision_mean)) if t is not None}
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_file(tensors, str(partial), metadata={"identity": json.dumps(identity, sort_keys=True, default=str)})
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(partial), metadata={"identity": json.dumps(identity, sort_keys=True, default=str)})
+        os.replace(partial, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # nothing written, or nowhere to write it
+            partial.unlink()
+        raise HallucError(f"cannot write the vectors cache in {path.parent} ({err.strerror or err}); set "
+                          "$HALLUC_CACHE to a writable folder") from None
 
 
 def load_vectors(path: Path, identity: dict) -> SteeringVectors | None:
@@ -296,18 +292,18 @@ def weights_fingerprint(lvlm) -> str:
     none is known (a local folder, a wrapped model), the content hash of every parameter, once per model."""
     if lvlm.revision:
         return f"{lvlm.name}@{lvlm.revision}"
-    known = _FINGERPRINTS.get(id(lvlm.model))
-    if known is not None and known[0]() is lvlm.model:
-        return known[1]
+    known = _FINGERPRINTS.get(lvlm.model)
+    if known is not None:
+        return known
     sha = hashlib.sha256()
     for name, tensor in lvlm.model.state_dict().items():
         sha.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         sha.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    _FINGERPRINTS[id(lvlm.model)] = (weakref.ref(lvlm.model), "sha256:" + sha.hexdigest())
-    return _FINGERPRINTS[id(lvlm.model)][1]
+    _FINGERPRINTS[lvlm.model] = "sha256:" + sha.hexdigest()
+    return _FINGERPRINTS[lvlm.model]
 
 
-_FINGERPRINTS: dict[int, tuple] = {}  # id(model) -> (weak reference, fingerprint)
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> fingerprint, while it lives
 
 
 # ---------------------------------------------------------------- finding or making a model's vectors
@@ -346,7 +342,23 @@ def identity_of(method: str, lvlm, settings: CalibrationSettings, digest: str) -
             "num_trials": settings.num_trials, "mask_ratio": settings.mask_ratio}
 
 
-_MEMORY: dict[tuple, tuple] = {}  # (id(model), settings) -> (weak reference to the model, vectors, path)
+_MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(method, settings): (vectors, path)}
+
+
+def _calibration_set(settings: CalibrationSettings, records: Sequence[CalibrationRecord] | None
+                     ) -> tuple[str | None, list[CalibrationRecord] | None, str]:
+    """(registered set name or None, its records or the user's or None (a user set known by digest), digest)."""
+    if records is None and is_digest(settings.calibration):
+        return None, None, settings.calibration
+    name = None if records is not None else settings.calibration or default_set()
+    records = list(records) if records is not None else CALIBRATION_SETS.get(str(name))()
+    return name, records, records_digest(records)
+
+
+def records_used(settings: CalibrationSettings, records: Sequence[CalibrationRecord] | None = None) -> int | None:
+    """How many records the vectors under `settings` are computed from; None for a user set known by digest."""
+    _, chosen, _ = _calibration_set(settings, records)
+    return None if chosen is None else min(settings.num_demos, len(chosen))
 
 
 def obtain(method: str, lvlm, settings: CalibrationSettings, records: Sequence[CalibrationRecord] | None = None,
@@ -357,16 +369,10 @@ def obtain(method: str, lvlm, settings: CalibrationSettings, records: Sequence[C
     default set is read from its provider, and a user set missing from the cache is refused in one line.
     `note` is told, in one line, when vectors are computed.
     """
-    memo = (id(lvlm.model), settings)
-    known = _MEMORY.get(memo)
-    if known is not None and known[0]() is lvlm.model:
-        return known[1], known[2]
-    if records is None and is_digest(settings.calibration):
-        digest, name = settings.calibration, None
-    else:
-        name = None if records is not None else settings.calibration or default_set()
-        records = list(records) if records is not None else CALIBRATION_SETS.get(str(name))()
-        digest = records_digest(records)
+    remembered = _MEMORY.setdefault(lvlm.model, {})
+    if (method, settings) in remembered:
+        return remembered[(method, settings)]
+    name, records, digest = _calibration_set(settings, records)
     identity = identity_of(method, lvlm, settings, digest)
     path = cache_path(method, identity)
     vectors = load_vectors(path, identity)
@@ -381,9 +387,9 @@ def obtain(method: str, lvlm, settings: CalibrationSettings, records: Sequence[C
             ahead = f"; `halluc calibrate {method}` does this ahead" if name else ""
             note(f"{method}: computing steering vectors of {lvlm.name} on {what} ({len(chosen)} records, once; "
                  f"cached in {path.parent}{ahead})")
-        vectors = compute_vectors(lvlm, chosen, text=True, vision=patch_size(lvlm.model) is not None,
+        vectors = compute_vectors(lvlm, chosen, vision=patch_size(lvlm.model) is not None,
                                   num_trials=settings.num_trials,
                                   mask_ratio=settings.mask_ratio, seed=settings.seed)
         save_vectors(path, vectors, identity)
-    _MEMORY[memo] = (weakref.ref(lvlm.model), vectors, path)
+    remembered[(method, settings)] = (vectors, path)
     return vectors, path

@@ -74,7 +74,7 @@ def generate(lvlm: LVLM, images, prompts, method: MethodChoice = "none", *,
         inputs = lvlm.adapter.build_inputs(lvlm.processor, request.images, request.prompts)
     check_context(lvlm, decoding.max_new_tokens, prompt_tokens=inputs["input_ids"].shape[1])
     layout = ViewLayout((ORIGINAL, *(b.name for b in branches)), len(prompts))
-    session = Session(request, _to_device(inputs, lvlm), layout)
+    session = Session(request, lvlm.inputs_for_model(inputs), layout)
     tokens = YesNoTokens.of(lvlm.processor.tokenizer) if yes_no else None
     recorder = EvidenceRecorder(tokens, len(prompts), decoding.num_beams) if tokens else None
     with attach(session, methods) as attached:
@@ -228,17 +228,6 @@ def pair_inputs(images, prompts) -> tuple[list, list[str]]:
             raise HallucError(f"prompt {i} has {len(p)} characters; at most {MAX_PROMPT_CHARS}")
         check_user_text(p, f"prompt {i}")
     return images, prompts
-
-
-def _to_device(inputs: dict, lvlm: LVLM) -> dict:
-    out = {}
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(lvlm.device)
-            if value.is_floating_point():
-                value = value.to(lvlm.dtype)
-        out[key] = value
-    return out
 
 
 def _devices(lvlm: LVLM) -> list:

@@ -99,6 +99,8 @@ class Method:
     # True when `combine(views, step)` also takes the decode step (0 at the first generated token): a weight
     # that changes over time (M3ID)
     stepped: ClassVar[bool] = False
+    # True when the method reads a calibration set through `settings()` (`halluc calibrate`; VTI)
+    calibrated: ClassVar[bool] = False
     # "method" (a published mitigation) or "control" (a spurious baseline that only moves the yes/no balance
     # or the sampling, cd_rethink's: listed apart, never in `--method all`, run with `--controls`)
     category: ClassVar[str] = "method"

@@ -66,6 +66,7 @@ class VTI(Method):
     """
 
     name = "vti"
+    calibrated = True
     paper = "Liu, Ye & Zou, ICLR 2025 (arXiv 2410.15778)"
     formula = "MLP out x ← normalize(normalize(x) + 0.1·α·u_l)·‖x‖, u_l from calibration (text; vision per token)"
     cost = "elementwise per layer and token, no extra pass; vectors computed once per model and cached"

@@ -39,6 +39,11 @@ class LVLM:
         """The dtype of the embeddings (what floating inputs, e.g. pixels, are cast to)."""
         return self.model.get_input_embeddings().weight.dtype
 
+    def inputs_for_model(self, inputs: dict) -> dict:
+        """Processor outputs on the model's input device, floating ones (pixels) in its dtype; the rest as given."""
+        return {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype) if torch.is_tensor(v) else v
+                for k, v in inputs.items()}
+
     @property
     def devices(self) -> list[torch.device]:
         """Every device the model's weights run on (several for a model dispatched with a device_map)."""

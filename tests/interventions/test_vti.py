@@ -103,7 +103,7 @@ def literal_vectors(toy, records, trials, ratio, seed):
 def test_vectors_match_a_literal_reading(toy):
     records = CALIBRATION_SETS.get("world")()
     chosen = steering.sample_records(records, 3, 42)
-    got = steering.compute_vectors(toy, chosen, text=True, vision=True, num_trials=2, mask_ratio=0.99, seed=42)
+    got = steering.compute_vectors(toy, chosen, vision=True, num_trials=2, mask_ratio=0.99, seed=42)
     want_text, want_tokens = literal_vectors(toy, chosen, 2, 0.99, 42)
     torch.testing.assert_close(got.text, want_text, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.vision_tokens, want_tokens, atol=1e-4, rtol=1e-4)
@@ -233,6 +233,33 @@ def test_calibrate_refuses_bad_records_in_one_line(tiny_llava, tmp_path):
         halluc.calibrate(tiny_llava, "vti", records=records)
 
 
+def test_calibrate_refuses_what_it_would_ignore_or_cannot_do_in_one_line(tiny_llava, tmp_path, monkeypatch):
+    data = write_demos(tmp_path)
+    with pytest.raises(HallucError, match="method 'vti' has no parameter 'num_demo'"):
+        halluc.calibrate(tiny_llava, "vti", data=data, num_demo=3)
+    with pytest.raises(HallucError, match="images is the folder of your records' image paths; give data or records"):
+        halluc.calibrate(tiny_llava, "vti", images=tmp_path)
+    for hostile in ("/etc/passwd.png", "../0.png", str(tmp_path / "0.png")):  # absolute paths leave the folder too
+        (tmp_path / "bad.jsonl").write_text(json.dumps({"image": hostile, "question": "q", "value": "a",
+                                                        "h_value": "b"}) + "\n")
+        with pytest.raises(HallucError, match="bad.jsonl:1: image"):
+            halluc.calibrate(tiny_llava, "vti", data=tmp_path / "bad.jsonl", images=tmp_path / "sub")
+    unwritable = tmp_path / "a-file"
+    unwritable.write_text("")
+    monkeypatch.setenv("HALLUC_CACHE", str(unwritable))  # the cache folder would sit under a file
+    with pytest.raises(HallucError, match="cannot write the vectors cache in .*HALLUC_CACHE"):
+        halluc.calibrate(tiny_llava, "vti", data=data, num_demos=2, num_trials=1, calibration_seed=5)
+
+
+def test_calibrate_takes_records_and_counts_what_it_used(tiny_llava, tmp_path):
+    records = [{"image": render_scene(scene_at(TRAIN_WORLD, "val", i)), "question": "Describe this image.",
+                "value": "A kitchen with a cup.", "h_value": "A kitchen with a dog."} for i in range(3)]
+    result = halluc.calibrate(tiny_llava, "vti", records=records, num_demos=2, num_trials=1)
+    assert result["records"] == 2 and len(result["calibration"]) == 64  # num_demos of 3 drawn
+    again = halluc.calibrate(tiny_llava, "vti", records=records, num_demos=50, num_trials=1)
+    assert again["records"] == 3  # capped at what there is, not the num_demos asked for
+
+
 def test_calibrate_command(tmp_path):
     data = write_demos(tmp_path)
     runner = CliRunner()
@@ -250,7 +277,7 @@ def test_varying_token_counts_use_the_per_layer_mean(tiny_models):
     from PIL import Image
     records = [CalibrationRecord(Image.new("RGB", size, color), "Describe.", "A cup.", "A dog.")
                for size, color in (((32, 32), "red"), ((48, 32), "blue"), ((32, 64), "green"))]
-    vectors = steering.compute_vectors(qwen, records, text=True, vision=True, num_trials=1, mask_ratio=0.5, seed=0)
+    vectors = steering.compute_vectors(qwen, records, vision=True, num_trials=1, mask_ratio=0.5, seed=0)
     layers = len(qwen.adapter.vision_layers(qwen.model))
     assert vectors.vision_tokens is None and vectors.vision_mean.shape[0] == layers
     texts = halluc.generate(qwen, [records[0].image, records[1].image], ["Describe.", "Describe."], "vti",
