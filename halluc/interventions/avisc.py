@@ -50,7 +50,7 @@ from halluc.kernels.edits import AttentionEdit
 VIEW = "blind"
 
 
-def chosen_layers(mass: torch.Tensor, gamma: float) -> torch.Tensor:
+def top_p_layers(mass: torch.Tensor, gamma: float) -> torch.Tensor:
     """(L,) bool: the layers of largest image-attention share, top-p γ. mass (L,) image attention per layer."""
     share = mass / mass.sum()
     order = share.sort(descending=True, stable=True)
@@ -61,7 +61,7 @@ def chosen_layers(mass: torch.Tensor, gamma: float) -> torch.Tensor:
 def blind_tokens(rows: torch.Tensor, gamma: float, lamb: float) -> torch.Tensor:
     """(N,) bool: the over-attended image tokens of one sample. rows (L, N): each layer's head-mean last
     prompt row on the sample's N image tokens."""
-    u = rows[chosen_layers(rows.sum(-1), gamma)].mean(0)  # (N,)
+    u = rows[top_p_layers(rows.sum(-1), gamma)].mean(0)  # (N,)
     return u >= u.mean() + lamb * u.std()
 
 

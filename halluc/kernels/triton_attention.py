@@ -232,7 +232,8 @@ def _autotuned():
     if _AUTOTUNED is None:
         _AUTOTUNED = triton.autotune(
             configs=AUTOTUNE_CONFIGS,
-            key=["TQ_KEY", "TK_KEY", "HEAD_DIM", "HAS_REDIST", "WANT_ROW", "WANT_MASS", "HAS_BOOST", "IS_CAUSAL"],
+            key=["TQ_KEY", "TK_KEY", "HEAD_DIM", "HAS_REDIST", "WANT_ROW", "WANT_MASS", "HAS_BOOST", "IS_CAUSAL",
+                 "HAS_NULL"],
             prune_configs_by={"early_config_prune": _prune},
         )(_JIT)
     return _AUTOTUNED

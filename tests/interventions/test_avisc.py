@@ -8,7 +8,7 @@ import torch
 
 import halluc
 from halluc.errors import HallucError
-from halluc.interventions.avisc import AvisC, blind_tokens, chosen_layers
+from halluc.interventions.avisc import AvisC, blind_tokens, top_p_layers
 from halluc.world import render_scene, scene_at
 from halluc.world.model import TRAIN_WORLD
 from tests.helpers import PROMPTS, batch_and_singles, combiner_for
@@ -23,13 +23,13 @@ def scene():
 
 
 def test_layers_are_the_top_p_share_of_image_attention():
-    assert chosen_layers(torch.tensor([5.0, 3.0, 2.0]), 0.5).tolist() == [True, False, False]  # 0.5 is not < 0.5
-    assert chosen_layers(torch.tensor([2.0, 4.5, 3.5]), 0.5).tolist() == [False, True, True]  # 0.45 < 0.5: K = 2
-    assert chosen_layers(torch.tensor([1.0, 1.0, 1.0, 1.0]), 1.0).tolist() == [True] * 4
-    assert chosen_layers(torch.tensor([1.0, 1.0]), 0.4).tolist() == [True, False]  # a tie: the earlier layer
+    assert top_p_layers(torch.tensor([5.0, 3.0, 2.0]), 0.5).tolist() == [True, False, False]  # 0.5 is not < 0.5
+    assert top_p_layers(torch.tensor([2.0, 4.5, 3.5]), 0.5).tolist() == [False, True, True]  # 0.45 < 0.5: K = 2
+    assert top_p_layers(torch.tensor([1.0, 1.0, 1.0, 1.0]), 1.0).tolist() == [True] * 4
+    assert top_p_layers(torch.tensor([1.0, 1.0]), 0.4).tolist() == [True, False]  # a tie: the earlier layer
 
 
-def test_blind_tokens_lie_lambda_deviations_above_the_mean_of_the_chosen_layers():
+def test_blind_tokens_lie_lambda_deviations_above_the_mean_of_the_top_p_layers():
     # layer 0 holds 0.8 of the image attention (K = 1 at γ 0.5): u = its row, mean 0.2, unbiased std 0.2
     rows = torch.tensor([[0.1, 0.1, 0.1, 0.5], [0.05, 0.05, 0.05, 0.05]])
     assert blind_tokens(rows, 0.5, 1.0).tolist() == [False, False, False, True]
@@ -154,6 +154,9 @@ def test_stacks_with_in_model_and_decoding_methods(toy, scene, other):
     scores = halluc.generate(toy, [scene], ["Is there a cup in the image?"], ["avisc", other], max_new_tokens=2,
                              return_scores=True).scores
     assert not scores.isnan().any() and scores.isfinite().any(-1).all()
+    alone = halluc.generate(toy, [scene], ["Is there a cup in the image?"], other, max_new_tokens=2,
+                            return_scores=True).scores
+    assert not torch.allclose(scores[:, 0], alone[:, 0])  # AvisC's contrast acts inside the stack
 
 
 def test_stacks_under_beam_search(toy, scene):

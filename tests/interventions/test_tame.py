@@ -176,13 +176,17 @@ def test_stacks_with_edits_on_the_same_layers_and_branches(toy, scene, others):
     out = halluc.generate(toy, [scene], ["Describe this image."], ["tame", *others], max_new_tokens=3,
                           return_scores=True)
     assert out.scores.isfinite().any(-1).all() and not out.scores.isnan().any()
+    alone = halluc.generate(toy, [scene], ["Describe this image."], others, max_new_tokens=3, return_scores=True)
+    assert not torch.allclose(out.scores, alone.scores)  # TAME's scale acts inside the stack
 
 
 def test_stacks_with_opera_and_its_own_edit_on_the_last_layer(toy, scene):
     """OPERA's search reads the last layer's attention rows through an edit there, which TAME's scale joins."""
-    texts = [halluc.generate(toy, [scene], ["Describe this image."], methods, max_new_tokens=4, preset="fast")
-             for methods in (["opera"], ["opera", "tame"])]
-    assert all(len(t) == 1 and isinstance(t[0], str) for t in texts)
+    scenes = [render_scene(scene_at(TRAIN_WORLD, "val", i)) for i in range(4)]
+    opera, both = (halluc.generate(toy, scenes, ["Describe this image."] * 4, methods, max_new_tokens=12,
+                                   preset="fast") for methods in (["opera"], ["opera", "tame"]))
+    assert len(both) == 4 and all(isinstance(t, str) and t for t in both)
+    assert opera != both  # the scale reaches the search's own forwards (toy-llava: 4 of 4 captions change)
 
 
 def test_stacking_changes_what_the_other_method_gives(tiny_llava, images):

@@ -117,6 +117,7 @@ CASES = [
     ("chunk", "bias"), ("chunk", "redist"), ("chunk", "boost-per-column"), ("chunk", "mass"),
     ("pad-prefill", "all"), ("pad-prefill", "none"), ("pad-decode", "all"), ("noncausal", "all"),
     ("prefill", "null"), ("chunk", "null"), ("pad-prefill", "null-all"), ("chunk", "null-all"),
+    ("decode", "null"), ("pad-decode", "null-all"), ("noncausal", "null-all"),  # decode queries the null key reaches
 ]
 
 
@@ -125,7 +126,8 @@ def test_kernel_matches_reference_fp32(shape, kind):
     check(SHAPES[shape], kind, torch.float32)
 
 
-HALF_CASES = [("decode", "all"), ("prefill", "all"), ("chunk", "redist"), ("pad-prefill", "all")]
+HALF_CASES = [("decode", "all"), ("prefill", "all"), ("chunk", "redist"), ("pad-prefill", "all"),
+              ("prefill", "null-all"), ("decode", "null")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
