@@ -97,17 +97,19 @@ def literal_vectors(toy, records, trials, ratio, seed):
     lv, t, dv = vision[0].shape
     rows = torch.stack([v.reshape(t, -1) for v in vision], 1)  # the code's (T, N, (L_v+1)·d) reinterpretation
     tokens = torch.stack([literal_direction(row) for row in rows]).reshape(lv, t, dv)[1:]
-    return text_vectors, tokens
+    mean = literal_direction(torch.stack([v.mean(1).flatten() for v in vision])).view(lv, dv)[1:]  # token means
+    return text_vectors, tokens, mean
 
 
 def test_vectors_match_a_literal_reading(toy):
     records = CALIBRATION_SETS.get("world")()
     chosen = steering.sample_records(records, 3, 42)
     got = steering.compute_vectors(toy, chosen, vision=True, num_trials=2, mask_ratio=0.99, seed=42)
-    want_text, want_tokens = literal_vectors(toy, chosen, 2, 0.99, 42)
+    want_text, want_tokens, want_mean = literal_vectors(toy, chosen, 2, 0.99, 42)
     torch.testing.assert_close(got.text, want_text, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.vision_tokens, want_tokens, atol=1e-4, rtol=1e-4)
     assert got.vision_mean.shape == (want_tokens.shape[0], want_tokens.shape[-1])
+    torch.testing.assert_close(got.vision_mean, want_mean, atol=1e-4, rtol=1e-4)  # the varying-count direction
 
 
 def literal_vti(toy, inputs, tokens, vectors, alpha_text, alpha_image):
@@ -290,3 +292,5 @@ def test_stacks_with_decoding_and_in_model_methods(tiny_llava, images, other):
     got = halluc.generate(tiny_llava, images, PROMPTS, ["vti", other], max_new_tokens=3, return_scores=True,
                           **{f"vti.{k}": v for k, v in SMALL.items()})
     assert not got.scores.isnan().any()
+    alone = halluc.generate(tiny_llava, images, PROMPTS, other, max_new_tokens=3, return_scores=True)
+    assert not torch.allclose(got.scores[:, 0], alone.scores[:, 0])  # VTI's steering acts inside the stack
