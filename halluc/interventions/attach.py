@@ -44,7 +44,11 @@ def attach(session: Session, methods: Sequence[Method]) -> Iterator[Attached]:
     specs = [(m.name, spec) for m in methods for spec in m.hooks(session)]
     modules = [adapter.resolve(model, spec.point) for _, spec in specs]  # raises before any hook exists
     edits, scales = _collect_edits(session, methods)
-    searches = [s for m in methods if m.replaces_search and (s := m.search(session)) is not None]
+    searching = [m for m in methods if m.replaces_search]
+    if searching and len(session.views) > 1:  # its own loop runs the original rows only: no branch views
+        raise HallucError(f"{searching[0].name} replaces the search; it cannot be stacked with a method that adds "
+                          f"decoding branches ({', '.join(session.views[1:])})")
+    searches = [s for m in searching if (s := m.search(session)) is not None]
     attached = Attached(logits_processors=[p for m in methods for p in m.logits_processors(session)],
                         search=searches[0] if searches else None)
     handles = []

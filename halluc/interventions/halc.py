@@ -138,9 +138,6 @@ class HALC(Method):
         return "dino" if which == "detector" else "blip"
 
     def search(self, session) -> HalcSearch:
-        if len(session.views) > 1:
-            raise HallucError(f"halc replaces the search; it cannot be stacked with a method that adds decoding "
-                              f"branches ({', '.join(session.views[1:])})")
         lvlm, image, prompt, device = session.lvlm, session.images[0], session.prompts[0], str(session.lvlm.device)
         detector = self.resolve("detector", matchers.load_grounding_dino, device)
         matcher = self.resolve("matcher", matchers.load_blip_scorer, device)

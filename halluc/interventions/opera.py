@@ -127,9 +127,6 @@ class OPERA(Method):
         return {self.layer % layers: edit}
 
     def search(self, session) -> OperaSearch:
-        if len(session.views) > 1:
-            raise HallucError(f"opera replaces the search; it cannot be stacked with a method that adds decoding "
-                              f"branches ({', '.join(session.views[1:])})")
         return OperaSearch(self.settings(), session.state[self.name], session.image_mask, counted_prompt(session))
 
 
